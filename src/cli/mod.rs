@@ -1,0 +1,82 @@
+//! The command line: one file per command, errors given context here, at the
+//! edge. Exit codes (docs/cli.md): 0 success, 1 the thing checked is false,
+//! 2 usage or input error, 3 a build step failed, 130 interrupted.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// What a command reports when it ran to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for holds: exit 0.
+    Success,
+    /// The thing checked is false (verify failed, reproduce mismatched): exit 1.
+    CheckFailed,
+    /// Pass an exact code through (e.g. `imgrep run` reports the command's status).
+    Code(u8),
+}
+
+/// An error whose exit code is not the default 2. Attach it with
+/// `anyhow::Error::from(Failure::...)` or return it from a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    BuildFailed(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Failure::BuildFailed(_) => 3,
+            Failure::Interrupted => 130,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "imgrep", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Run as if started in DIR: recipes are read from DIR/packages and DIR/stage0.
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub directory: Option<std::path::PathBuf>,
+    /// Machine-readable JSON on stdout where the output is data.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = run(cli);
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Ok(Outcome::Code(c)) => ExitCode::from(c),
+        Err(err) => {
+            eprintln!("imgrep: error: {err:#}");
+            let code = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<Failure>())
+                .map_or(2, Failure::code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {}
+}

@@ -1,0 +1,12 @@
+//! imgrep: reproducible, bootstrappable OCI images, published under an M-of-N
+//! signature threshold. See docs/ARCHITECTURE.md for where each contract lives.
+
+pub mod canonical;
+pub mod cli;
+pub mod digest;
+pub mod fsutil;
+
+/// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
+/// 1980-01-01T00:00:00Z, the earliest time every archive format (zip
+/// included) can store, and never the current time.
+pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 315_532_800;
