@@ -1,3 +1,4 @@
 fn main() -> std::process::ExitCode {
+    sandbox::dispatch_helper();
     imgrep::cli::main()
 }

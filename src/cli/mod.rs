@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod run;
+
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,7 +59,9 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Run(run::Args),
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,5 +82,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    match cli.command {
+        Command::Run(args) => run::run(&cli.global, args),
+    }
 }

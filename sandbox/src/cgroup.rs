@@ -1,0 +1,293 @@
+//! One cgroup per run, nested under the helper's own cgroup in every hierarchy
+//! it uses (never under a hierarchy's root: that would escape the host's own
+//! limits on imgrep), removed again at the end. cgroup v2 when the unified
+//! hierarchy has the controllers, v1 otherwise (legacy and hybrid layouts).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libcgroups::common::{get_cgroup_setup, read_cgroup_file, write_cgroup_file_str, CgroupSetup};
+use libcgroups::v1::ControllerType;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::spec::{Enforcement, Limits};
+
+const PERIOD_US: u64 = 100_000;
+
+pub(crate) struct Cgroup {
+    pub(crate) kind: Enforcement,
+    /// Every directory created, in creation order.
+    dirs: Vec<PathBuf>,
+    memory: Option<PathBuf>,
+    freezer: Option<PathBuf>,
+}
+
+impl Cgroup {
+    /// Create the cgroup(s) of this run with `limits` applied, or say why not.
+    pub(crate) fn create(limits: &Limits) -> Result<Cgroup, String> {
+        let own = own_cgroups().map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+        let name = format!("imgrep-sandbox-{}", std::process::id());
+        let setup = get_cgroup_setup().map_err(|e| format!("cgroup layout: {e}"))?;
+        let mut cg = Cgroup {
+            kind: Enforcement::CgroupV1,
+            dirs: Vec::new(),
+            memory: None,
+            freezer: None,
+        };
+        match setup {
+            CgroupSetup::Unified => {
+                cg.kind = Enforcement::CgroupV2;
+                cg.create_v2(&own, &name, limits)?;
+            }
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => cg.create_v1(&own, &name, limits)?,
+        }
+        Ok(cg)
+    }
+
+    fn create_v2(
+        &mut self,
+        own: &[(String, String)],
+        name: &str,
+        l: &Limits,
+    ) -> Result<(), String> {
+        let mount = libcgroups::v2::util::get_unified_mount_point().map_err(|e| e.to_string())?;
+        let path = own_path(own, "").ok_or("no cgroup v2 entry in /proc/self/cgroup")?;
+        let parent = mount.join(path.trim_start_matches('/'));
+        let mut needed = Vec::new();
+        if l.memory.is_some() {
+            needed.push("memory");
+        }
+        if l.pids.is_some() {
+            needed.push("pids");
+        }
+        if l.cpus.is_some() {
+            needed.push("cpu");
+        }
+        let enabled = read(&parent.join("cgroup.subtree_control"))?;
+        for c in &needed {
+            if !enabled.split_whitespace().any(|e| e == *c) {
+                // Fails with EBUSY when our own cgroup holds processes (the
+                // no-internal-process rule): then the caller must delegate.
+                write(&parent.join("cgroup.subtree_control"), &format!("+{c}"))?;
+            }
+        }
+        remove_stale(&parent);
+        let dir = self.mkdir(&parent, name)?;
+        if let Some(m) = l.memory {
+            write(&dir.join("memory.max"), &m.to_string())?;
+            if dir.join("memory.swap.max").exists() {
+                write(&dir.join("memory.swap.max"), "0")?;
+            }
+            self.memory = Some(dir.clone());
+        }
+        if let Some(p) = l.pids {
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = l.cpus {
+            write(
+                &dir.join("cpu.max"),
+                &format!("{} {PERIOD_US}", quota_us(c)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn create_v1(
+        &mut self,
+        own: &[(String, String)],
+        name: &str,
+        l: &Limits,
+    ) -> Result<(), String> {
+        let mut wanted = Vec::new();
+        if l.memory.is_some() {
+            wanted.push(ControllerType::Memory);
+        }
+        if l.pids.is_some() {
+            wanted.push(ControllerType::Pids);
+        }
+        if l.cpus.is_some() {
+            wanted.push(ControllerType::Cpu);
+        }
+        for ctrl in wanted {
+            let dir = self.v1_dir(own, name, &ctrl)?;
+            match ctrl {
+                ControllerType::Memory => {
+                    let m = l.memory.unwrap_or_default().to_string();
+                    write(&dir.join("memory.limit_in_bytes"), &m)?;
+                    if dir.join("memory.memsw.limit_in_bytes").exists() {
+                        write(&dir.join("memory.memsw.limit_in_bytes"), &m)?;
+                    }
+                    self.memory = Some(dir);
+                }
+                ControllerType::Pids => {
+                    write(
+                        &dir.join("pids.max"),
+                        &l.pids.unwrap_or_default().to_string(),
+                    )?;
+                }
+                _ => {
+                    write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                    let q = quota_us(l.cpus.unwrap_or(1.0)).to_string();
+                    write(&dir.join("cpu.cfs_quota_us"), &q)?;
+                }
+            }
+        }
+        // The freezer only helps to kill the tree atomically; without it the
+        // pid namespace still takes every process down.
+        self.freezer = self.v1_dir(own, name, &ControllerType::Freezer).ok();
+        Ok(())
+    }
+
+    fn v1_dir(
+        &mut self,
+        own: &[(String, String)],
+        name: &str,
+        ctrl: &ControllerType,
+    ) -> Result<PathBuf, String> {
+        let mount =
+            libcgroups::v1::util::get_subsystem_mount_point(ctrl).map_err(|e| e.to_string())?;
+        let path = own_path(own, &ctrl.to_string())
+            .ok_or_else(|| format!("no {ctrl} entry in /proc/self/cgroup"))?;
+        let parent = mount.join(path.trim_start_matches('/'));
+        remove_stale(&parent);
+        self.mkdir(&parent, name)
+    }
+
+    fn mkdir(&mut self, parent: &Path, name: &str) -> Result<PathBuf, String> {
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            // A stale directory of a previous helper with our pid.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create cgroup {}: {e}", dir.display())),
+        }
+        self.dirs.push(dir.clone());
+        Ok(dir)
+    }
+
+    /// Move `pid` (and so everything it starts) into every directory.
+    pub(crate) fn add(&self, pid: Pid) -> Result<(), String> {
+        self.dirs
+            .iter()
+            .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
+    }
+
+    /// Kill every process left in the cgroup(s): cgroup.kill on v2, freeze,
+    /// kill and thaw on v1.
+    pub(crate) fn kill_all(&self) {
+        if self.kind == Enforcement::CgroupV2 {
+            for d in &self.dirs {
+                if write(&d.join("cgroup.kill"), "1").is_ok() {
+                    return;
+                }
+            }
+        }
+        if let Some(f) = &self.freezer {
+            let _ = write(&f.join("freezer.state"), "FROZEN");
+        }
+        for d in &self.dirs {
+            for pid in procs(d) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        if let Some(f) = &self.freezer {
+            let _ = write(&f.join("freezer.state"), "THAWED");
+        }
+    }
+
+    /// Peak memory use of the tree, bytes.
+    pub(crate) fn memory_peak(&self) -> Option<u64> {
+        let dir = self.memory.as_ref()?;
+        let file = match self.kind {
+            Enforcement::CgroupV2 => "memory.peak",
+            _ => "memory.max_usage_in_bytes",
+        };
+        read(&dir.join(file)).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Cgroup {
+    /// Remove every directory, killing stragglers; a directory is busy for a
+    /// moment after its last process exited.
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            for attempt in 0..2000 {
+                match std::fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        if attempt % 100 == 0 {
+                            self.kill_all();
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn quota_us(cpus: f64) -> u64 {
+    ((cpus * PERIOD_US as f64).round() as u64).max(1000)
+}
+
+/// (controllers, path) of every line of /proc/self/cgroup; "" is cgroup v2.
+fn own_cgroups() -> std::io::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            Some((it.next()?.to_owned(), it.next()?.to_owned()))
+        })
+        .collect())
+}
+
+fn own_path<'a>(own: &'a [(String, String)], controller: &str) -> Option<&'a str> {
+    own.iter()
+        .find(|(ctrls, _)| {
+            if controller.is_empty() {
+                ctrls.is_empty()
+            } else {
+                ctrls.split(',').any(|c| c == controller)
+            }
+        })
+        .map(|(_, p)| p.as_str())
+}
+
+/// Remove directories of helpers that were killed before they could clean up.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("imgrep-sandbox-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+fn procs(dir: &Path) -> Vec<Pid> {
+    read(&dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok().map(Pid::from_raw))
+        .collect()
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    read_cgroup_file(path).map_err(|e| e.to_string())
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    write_cgroup_file_str(path, value).map_err(|e| e.to_string())
+}

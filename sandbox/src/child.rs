@@ -1,0 +1,286 @@
+//! Inside the new namespaces. The cloned child waits until the helper has
+//! written its id maps, builds the file system (mounts.rs), becomes the pid
+//! namespace's init, starts the command and reports how it ended. When init
+//! exits, the kernel kills everything left in the namespace.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::stat::{umask, Mode};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, execve, fork, pipe2, sethostname, setsid, ForkResult, Pid};
+
+use crate::error::{Error, Result};
+use crate::mounts;
+use crate::proto::{send, InitMsg};
+use crate::spec::{Spec, Status};
+
+/// Capabilities the command keeps in its bounding set: what a build running
+/// as root needs to own, chmod and switch ids of its own files. Everything
+/// else (mount, ptrace, network administration, raw I/O, ...) is cut.
+const KEPT_CAPS: [caps::Capability; 11] = [
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_SETFCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+];
+
+pub(crate) fn main(
+    spec: &Spec,
+    sync: OwnedFd,
+    report: OwnedFd,
+    cgroupns: bool,
+    rlimits: bool,
+) -> ! {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut go = [0u8];
+    let started = std::fs::File::from(sync)
+        .read(&mut go)
+        .is_ok_and(|n| n == 1);
+    if !started {
+        // SAFETY: leave the forked copy without running the helper's destructors.
+        unsafe { libc::_exit(1) }
+    }
+    let msg = match init(spec, cgroupns, rlimits) {
+        Ok(status) => InitMsg::Ended(status),
+        Err(e) => InitMsg::Failed(e),
+    };
+    let _ = send(std::fs::File::from(report), &msg);
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+fn init(spec: &Spec, cgroupns: bool, rlimits: bool) -> Result<Status> {
+    if cgroupns {
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
+    }
+    sethostname(&spec.hostname).map_err(|e| Error::setup("sethostname", e))?;
+    loopback_up().map_err(|e| Error::setup("bring up lo", e))?;
+    mounts::build(spec)?;
+    let program = resolve(spec)?;
+
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
+    // SAFETY: init is single-threaded.
+    let cmd = match unsafe { fork() }.map_err(|e| Error::setup("fork", e))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let mut err_fd = err_w.as_raw_fd();
+            let err = exec_command(spec, &program, rlimits, &mut err_fd);
+            let mut line = serde_json::to_vec(&err).unwrap_or_default();
+            line.push(b'\n');
+            // SAFETY: err_fd is the error pipe's write end; then leave without
+            // running destructors of the copied process.
+            unsafe {
+                libc::write(err_fd, line.as_ptr().cast(), line.len());
+                libc::_exit(127)
+            }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(err_w);
+    let mut text = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut text);
+    if let Ok(err) = serde_json::from_str::<Error>(text.trim()) {
+        let _ = waitpid(cmd, None);
+        return Err(err);
+    }
+    reap_until(cmd)
+}
+
+/// Reap every process that ends (orphans are re-parented to init) until the
+/// command itself ends.
+fn reap_until(cmd: Pid) -> Result<Status> {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == cmd => return Ok(Status::Exited(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == cmd => {
+                return Ok(Status::Signaled(sig as i32))
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::setup("waitpid", e)),
+        }
+    }
+}
+
+/// In the command's process: everything between fork and execve. Returns
+/// only on failure.
+fn exec_command(spec: &Spec, program: &Path, rlimits: bool, err_fd: &mut RawFd) -> Error {
+    let argv: Vec<CString> = spec.argv.iter().map(|a| cstring(a)).collect();
+    let envp: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}")))
+        .collect();
+    let path = cstring(&program.to_string_lossy());
+    if let Err(e) = prepare_process(spec, rlimits, err_fd) {
+        return e;
+    }
+    let e = execve(&path, &argv, &envp).unwrap_err();
+    let reason = match e {
+        Errno::EACCES => "permission denied (not executable, or on a noexec mount)".to_owned(),
+        Errno::ENOEXEC => "not an executable format the kernel knows".to_owned(),
+        Errno::ENOENT => format!(
+            "{} or its interpreter not found inside the root",
+            program.display()
+        ),
+        e => e.desc().to_owned(),
+    };
+    Error::Command {
+        command: spec.argv[0].clone(),
+        reason,
+    }
+}
+
+fn prepare_process(spec: &Spec, rlimits: bool, err_fd: &mut RawFd) -> Result<()> {
+    // A new session: the command cannot reach the caller's terminal (TIOCSTI).
+    setsid().map_err(|e| Error::setup("setsid", e))?;
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: restoring default dispositions.
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| Error::setup("signal mask", e))?;
+    if rlimits {
+        use nix::sys::resource::{setrlimit, Resource};
+        if let Some(p) = spec.limits.pids {
+            setrlimit(Resource::RLIMIT_NPROC, p, p).map_err(|e| Error::setup("RLIMIT_NPROC", e))?;
+        }
+        if let Some(m) = spec.limits.memory {
+            setrlimit(Resource::RLIMIT_AS, m, m).map_err(|e| Error::setup("RLIMIT_AS", e))?;
+        }
+    }
+    umask(Mode::from_bits_truncate(spec.umask as libc::mode_t));
+    chdir(&spec.cwd).map_err(|e| Error::path("working directory", &spec.cwd, e.desc()))?;
+    for cap in caps::all() {
+        if !KEPT_CAPS.contains(&cap) {
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| Error::setup("drop capabilities", e))?;
+        }
+    }
+    caps::clear(None, caps::CapSet::Ambient)
+        .map_err(|e| Error::setup("clear ambient capabilities", e))?;
+    caps::clear(None, caps::CapSet::Inheritable)
+        .map_err(|e| Error::setup("clear inheritable capabilities", e))?;
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(Error::setup("no_new_privs", Errno::last()));
+    }
+    *err_fd =
+        remap_fds(&spec.fds, *err_fd).map_err(|e| Error::setup("pass file descriptors", e))?;
+    Ok(())
+}
+
+/// Put the passed descriptors at 3, 4, ... and close every other one except
+/// the (close-on-exec) error pipe, whose new number is returned.
+fn remap_fds(fds: &[RawFd], err_fd: RawFd) -> nix::Result<RawFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let first_free = 3 + fds.len() as RawFd;
+    let above = fds
+        .iter()
+        .copied()
+        .chain([err_fd, first_free])
+        .max()
+        .unwrap_or(first_free)
+        + 1;
+    let mut temps = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        temps.push(fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(above))?);
+    }
+    let err_tmp = fcntl(err_fd, FcntlArg::F_DUPFD_CLOEXEC(above))?;
+    for (i, &t) in temps.iter().enumerate() {
+        // SAFETY: dup2 on descriptors we own; the target loses close-on-exec.
+        if unsafe { libc::dup2(t, 3 + i as RawFd) } < 0 {
+            return Err(Errno::last());
+        }
+    }
+    let err_final = fcntl(err_tmp, FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
+    close_range(first_free, err_final - 1)?;
+    close_range(err_final + 1, RawFd::MAX)?;
+    Ok(err_final)
+}
+
+fn close_range(first: RawFd, last: RawFd) -> nix::Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: closes descriptors of this process only.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+    Errno::result(r).map(drop)
+}
+
+/// The program to execute: argv[0] itself if it has a '/', else the first
+/// match in the PATH of the command's environment.
+fn resolve(spec: &Spec) -> Result<PathBuf> {
+    let name = &spec.argv[0];
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    let Some(path) = path else {
+        return Err(Error::Command {
+            command: name.clone(),
+            reason: "no '/' in the name and no PATH in the environment to search".into(),
+        });
+    };
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file()))
+        .ok_or_else(|| Error::Command {
+            command: name.clone(),
+            reason: format!("not found in PATH={path} inside the root"),
+        })
+}
+
+fn cstring(s: &str) -> CString {
+    // NUL bytes were rejected when the spec was checked.
+    CString::new(s).unwrap_or_default()
+}
+
+/// lo starts down in a new network namespace.
+fn loopback_up() -> nix::Result<()> {
+    // SAFETY: socket/ioctl on a zeroed ifreq naming "lo".
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(Errno::last());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = Errno::last();
+        libc::close(sock);
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+}

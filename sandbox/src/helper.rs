@@ -1,0 +1,328 @@
+//! The helper: a fresh single-threaded process (the current executable run
+//! with the marker argument). It reads the spec from its socket, creates the
+//! cgroup, clones the sandbox's init into new namespaces, writes its id maps,
+//! then supervises it: timeout, signals, the caller going away. It removes
+//! what it created and reports back.
+
+use std::io::BufReader;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::{pipe2, Pid};
+
+use crate::cgroup::Cgroup;
+use crate::child;
+use crate::error::{Error, Result};
+use crate::idmap::Maps;
+use crate::proto::{recv, send, HelperMsg, InitMsg};
+use crate::spec::{Enforcement, Report, Spec, Stats, Status};
+
+pub(crate) fn main(fd: RawFd) -> i32 {
+    // SAFETY: the caller passed us this socket and nothing else here owns it.
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    let spec: Spec = match recv(BufReader::new(&sock)) {
+        Ok(Some(spec)) => spec,
+        Ok(None) => return 2,
+        Err(e) => {
+            let err = Error::Helper(format!("unreadable spec: {e}"));
+            let _ = send(&sock, &HelperMsg::Done(Err(err)));
+            return 2;
+        }
+    };
+    let result = run(&spec, &sock);
+    let _ = send(&sock, &HelperMsg::Done(result));
+    0
+}
+
+fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
+    let maps = Maps::resolve(&spec.idmap)?;
+    prepare_scratch(spec)?;
+    let mut warnings = Vec::new();
+    let mut warn = |w: String| {
+        let _ = send(sock, &HelperMsg::Warning(w.clone()));
+        warnings.push(w);
+    };
+    let (cgroup, enforcement) = if spec.limits.any() {
+        match Cgroup::create(&spec.limits) {
+            Ok(cg) => {
+                let kind = cg.kind;
+                (Some(cg), kind)
+            }
+            Err(why) if spec.strict_limits => return Err(Error::Limits(why)),
+            Err(why) => {
+                warn(format!(
+                    "resource limits are not enforced by a cgroup ({why}); running with \
+                     per-process rlimits only (processes, address space; no CPU quota)"
+                ));
+                (None, Enforcement::Rlimits)
+            }
+        }
+    } else {
+        (None, Enforcement::NotRequested)
+    };
+
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| Error::setup("block signals", e))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::setup("signalfd", e))?;
+    let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
+
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    let start = Instant::now();
+    // SAFETY: this process is single-threaded (a fresh exec of the helper).
+    let pid = match unsafe { fork_into(flags) }.map_err(|e| Error::setup("clone", e))? {
+        None => {
+            drop(sync_w);
+            drop(report_r);
+            let rlimits = enforcement == Enforcement::Rlimits;
+            child::main(spec, sync_r, report_w, cgroup.is_some(), rlimits)
+        }
+        Some(pid) => pid,
+    };
+    drop(sync_r);
+    drop(report_w);
+
+    let ready = maps.apply(pid).and_then(|()| match &cgroup {
+        Some(cg) => cg.add(pid).map_err(|e| Error::setup("join cgroup", e)),
+        None => Ok(()),
+    });
+    if let Err(e) = ready {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = wait4(pid, 0);
+        return Err(e);
+    }
+    nix::unistd::write(&sync_w, &[1]).map_err(|e| Error::setup("start sandbox", e))?;
+    drop(sync_w);
+
+    let (ended_by, rusage) = supervise(
+        pid,
+        spec.timeout.map(|t| start + t),
+        &signals,
+        sock,
+        cgroup.as_ref(),
+    )?;
+    let wall = start.elapsed();
+    let report: Option<InitMsg> =
+        recv(BufReader::new(std::fs::File::from(report_r))).unwrap_or(None);
+    if let Some(cg) = &cgroup {
+        cg.kill_all();
+    }
+    let memory_peak = cgroup.as_ref().and_then(Cgroup::memory_peak);
+    drop(cgroup);
+    if spec.reclaim {
+        if let Err(e) = reclaim(spec, &maps) {
+            warn(format!("reclaiming the run's files failed: {e}"));
+        }
+    }
+    let status = match (report, ended_by) {
+        (Some(InitMsg::Ended(status)), _) => status,
+        (Some(InitMsg::Failed(err)), _) => return Err(err),
+        (None, Some(status)) => status,
+        (None, None) => {
+            return Err(Error::Helper(format!(
+                "the sandbox's init ended without a report (wait status {:#x})",
+                rusage.0
+            )))
+        }
+    };
+    let ru = rusage.1;
+    Ok(Report {
+        status,
+        stats: Stats {
+            wall,
+            user: timeval(ru.ru_utime),
+            system: timeval(ru.ru_stime),
+            max_rss: (ru.ru_maxrss as u64) * 1024,
+            memory_peak,
+        },
+        enforcement,
+        warnings,
+    })
+}
+
+/// Wait for init to end; kill it at the deadline, on SIGINT/SIGTERM/SIGHUP/
+/// SIGQUIT or when the caller's end of the socket closes. Killing init kills
+/// every process of its pid namespace. Returns why we killed it, if we did,
+/// with init's wait status and resource use.
+fn supervise(
+    pid: Pid,
+    deadline: Option<Instant>,
+    signals: &SignalFd,
+    sock: &UnixStream,
+    cgroup: Option<&Cgroup>,
+) -> Result<(Option<Status>, (i32, libc::rusage))> {
+    let mut ended_by = None;
+    loop {
+        if let Some(done) = wait4(pid, libc::WNOHANG)? {
+            return Ok((ended_by, done));
+        }
+        if ended_by.is_some() {
+            return Ok((
+                ended_by,
+                wait4(pid, 0)?.expect("blocking wait4 returns a child"),
+            ));
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    ended_by = Some(Status::TimedOut);
+                    terminate(pid, cgroup);
+                    continue;
+                }
+                PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sock.as_fd(), rdhup()),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::setup("poll", e)),
+        }
+        let gone = fds[1]
+            .revents()
+            .is_some_and(|r| r.intersects(rdhup() | PollFlags::POLLHUP | PollFlags::POLLERR));
+        while let Ok(Some(info)) = signals.read_signal() {
+            let sig = info.ssi_signo as i32;
+            if sig != libc::SIGCHLD && ended_by.is_none() {
+                ended_by = Some(Status::Interrupted(sig));
+            }
+        }
+        if gone && ended_by.is_none() {
+            ended_by = Some(Status::Interrupted(libc::SIGHUP));
+        }
+        if ended_by.is_some() {
+            terminate(pid, cgroup);
+        }
+    }
+}
+
+fn terminate(pid: Pid, cgroup: Option<&Cgroup>) {
+    let _ = kill(pid, Signal::SIGKILL);
+    if let Some(cg) = cgroup {
+        cg.kill_all();
+    }
+}
+
+/// wait4(2) on one child: its wait status and rusage, None if still running.
+fn wait4(pid: Pid, options: i32) -> Result<Option<(i32, libc::rusage)>> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to locals.
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, options, &mut ru) };
+        match r {
+            0 => return Ok(None),
+            r if r > 0 => return Ok(Some((status, ru))),
+            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
+            _ => return Err(Error::setup("wait4", nix::errno::Errno::last())),
+        }
+    }
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+/// fork(2) with namespace flags: clone(2) without a new stack, so the child
+/// continues here with a copy of this (single-threaded) process. Some(pid)
+/// in the parent, None in the child.
+///
+/// # Safety
+/// The calling process must be single-threaded.
+pub(crate) unsafe fn fork_into(flags: CloneFlags) -> nix::Result<Option<Pid>> {
+    let raw = (flags.bits() | libc::SIGCHLD) as libc::c_ulong;
+    let r = libc::syscall(libc::SYS_clone, raw, 0usize, 0usize, 0usize, 0usize);
+    match r {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+fn prepare_scratch(spec: &Spec) -> Result<()> {
+    for sub in ["upper", "work", "root"] {
+        let dir = spec.scratch.join(sub);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::path("scratch directory", &spec.scratch, e))?;
+    }
+    nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| Error::path("scratch directory", &spec.scratch, e.desc()))
+}
+
+/// Give the caller back everything the run wrote: in a user namespace with the
+/// run's maps, chown every entry under the writable binds and the scratch
+/// directory to the inside ids that stand for the caller, and add u+rwX.
+fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
+    let (uid, gid) = maps
+        .caller_inside()
+        .ok_or_else(|| Error::InvalidSpec("reclaim needs the caller's ids mapped inside".into()))?;
+    let mut roots: Vec<_> = spec
+        .binds
+        .iter()
+        .filter(|b| !b.readonly)
+        .map(|b| b.src.clone())
+        .collect();
+    roots.push(spec.scratch.clone());
+    let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
+    // SAFETY: single-threaded helper.
+    match unsafe { fork_into(CloneFlags::CLONE_NEWUSER) }.map_err(|e| Error::setup("clone", e))? {
+        None => {
+            drop(sync_w);
+            let mut byte = [0u8];
+            let ok = nix::unistd::read(sync_r.as_raw_fd(), &mut byte) == Ok(1)
+                && roots
+                    .iter()
+                    .all(|r| crate::copy::reclaim_tree(r, uid, gid).is_ok());
+            // SAFETY: leave the forked copy without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        Some(pid) => {
+            drop(sync_r);
+            let applied = maps.apply(pid);
+            if applied.is_ok() {
+                let _ = nix::unistd::write(&sync_w, &[1]);
+            }
+            drop(sync_w);
+            let waited = wait4(pid, 0)?;
+            applied?;
+            match waited {
+                Some((0, _)) => Ok(()),
+                _ => Err(Error::setup("reclaim", "some entries could not be changed")),
+            }
+        }
+    }
+}
+
+/// The peer closed its end (nix does not name POLLRDHUP).
+fn rdhup() -> PollFlags {
+    PollFlags::from_bits_retain(libc::POLLRDHUP)
+}

@@ -1,0 +1,166 @@
+//! uid/gid maps of the sandbox's user namespace: written directly when the
+//! kernel lets the caller (root, or one id onto itself), through
+//! newuidmap/newgidmap (package uidmap, /etc/subuid) otherwise.
+
+use std::path::Path;
+use std::process::Command;
+
+use nix::unistd::{getegid, geteuid, Pid, User};
+
+use crate::error::{Error, Result};
+use crate::spec::{IdMap, IdRange};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Maps {
+    pub(crate) uid: Vec<IdRange>,
+    pub(crate) gid: Vec<IdRange>,
+}
+
+impl Maps {
+    pub(crate) fn resolve(idmap: &IdMap) -> Result<Maps> {
+        let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+        let own = |id| IdRange {
+            inside: 0,
+            outside: id,
+            count: 1,
+        };
+        Ok(match idmap {
+            IdMap::Caller => Maps {
+                uid: vec![own(uid)],
+                gid: vec![own(gid)],
+            },
+            IdMap::Subordinate => {
+                let name = User::from_uid(geteuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default();
+                let sub = |file: &str, id: u32| -> Result<IdRange> {
+                    let (start, count) = subordinate(Path::new(file), &name, id)?;
+                    Ok(IdRange {
+                        inside: 1,
+                        outside: start,
+                        count,
+                    })
+                };
+                Maps {
+                    uid: vec![own(uid), sub("/etc/subuid", uid)?],
+                    gid: vec![own(gid), sub("/etc/subgid", gid)?],
+                }
+            }
+            IdMap::Custom { uid, gid } => {
+                if uid.is_empty() || gid.is_empty() {
+                    return Err(Error::InvalidSpec(
+                        "a custom id map needs uid and gid ranges".into(),
+                    ));
+                }
+                Maps {
+                    uid: uid.clone(),
+                    gid: gid.clone(),
+                }
+            }
+        })
+    }
+
+    /// The inside uid and gid that stand for the caller, if mapped.
+    pub(crate) fn caller_inside(&self) -> Option<(u32, u32)> {
+        let find = |ranges: &[IdRange], id: u32| {
+            ranges
+                .iter()
+                .find(|r| id >= r.outside && id - r.outside < r.count)
+                .map(|r| r.inside + (id - r.outside))
+        };
+        Some((
+            find(&self.uid, geteuid().as_raw())?,
+            find(&self.gid, getegid().as_raw())?,
+        ))
+    }
+
+    /// Write the maps of `pid`'s user namespace.
+    pub(crate) fn apply(&self, pid: Pid) -> Result<()> {
+        let root = geteuid().is_root();
+        let single_self =
+            |r: &[IdRange], id: u32| r.len() == 1 && r[0].outside == id && r[0].count == 1;
+        if root
+            || (single_self(&self.uid, geteuid().as_raw())
+                && single_self(&self.gid, getegid().as_raw()))
+        {
+            if !root {
+                // The kernel wants setgroups denied before an unprivileged gid_map.
+                write_proc(pid, "setgroups", "deny")?;
+            }
+            write_proc(pid, "gid_map", &render(&self.gid))?;
+            write_proc(pid, "uid_map", &render(&self.uid))
+        } else {
+            helper_tool("newgidmap", pid, &self.gid)?;
+            helper_tool("newuidmap", pid, &self.uid)
+        }
+    }
+}
+
+fn render(ranges: &[IdRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+        .collect()
+}
+
+fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, content).map_err(|e| Error::setup(format!("write {path}"), e))
+}
+
+fn helper_tool(tool: &str, pid: Pid, ranges: &[IdRange]) -> Result<()> {
+    let exe = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            Error::setup(
+                format!("{tool} for a multi-id mapping"),
+                "not found (install the package uidmap)",
+            )
+        })?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg(pid.to_string());
+    for r in ranges {
+        cmd.args([r.inside, r.outside, r.count].map(|n| n.to_string()));
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::setup(format!("run {}", exe.display()), e))?;
+    if !out.status.success() {
+        return Err(Error::setup(
+            format!(
+                "{} {}",
+                exe.display(),
+                render(ranges).trim().replace('\n', ", ")
+            ),
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(())
+}
+
+/// The first range of `name` (or of the numeric `id`) in /etc/subuid-style `file`.
+fn subordinate(file: &Path, name: &str, id: u32) -> Result<(u32, u32)> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| Error::path("subordinate id file", file, e))?;
+    let id = id.to_string();
+    for line in text.lines() {
+        let mut f = line.split(':');
+        let (Some(owner), Some(start), Some(count)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if owner == name || owner == id {
+            if let (Ok(s), Ok(c)) = (start.trim().parse(), count.trim().parse()) {
+                return Ok((s, c));
+            }
+        }
+    }
+    Err(Error::path(
+        "subordinate id file",
+        file,
+        format!("no range for user {name:?} (uid/gid {id}); add one with usermod --add-subuids/--add-subgids"),
+    ))
+}

@@ -1,0 +1,213 @@
+//! The caller's side of [`run`]: check the spec, start the helper
+//! (`/proc/self/exe` with the marker argument), hand it the spec over a socket
+//! and wait for its report.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::BufReader;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::proto::{recv, send, HelperMsg};
+use crate::spec::{Report, Spec, Stdio};
+use crate::HELPER_MARKER;
+
+/// Run `spec` to the end and report how it ended. Blocks the calling thread;
+/// safe to call from any thread of a multithreaded program (the namespaces
+/// are made by a fresh single-threaded helper process).
+pub fn run(spec: &Spec) -> Result<Report> {
+    validate(spec)?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| Error::Helper(format!("socketpair: {e}")))?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("imgrep-sandbox")
+        .arg(HELPER_MARKER)
+        .arg(theirs.as_raw_fd().to_string())
+        .env_clear()
+        .stdin(open_stdio(&spec.stdin, false)?)
+        .stdout(open_stdio(&spec.stdout, true)?)
+        .stderr(open_stdio(&spec.stderr, true)?);
+    let mut keep: Vec<RawFd> = spec.fds.clone();
+    keep.push(theirs.as_raw_fd());
+    // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, on
+    // descriptors that are open in the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Helper(format!("cannot start /proc/self/exe: {e}")))?;
+    drop(theirs);
+    let result = converse(&ours, spec);
+    drop(ours);
+    let exit = child.wait();
+    match result {
+        Ok(Some(done)) => done,
+        Ok(None) => Err(Error::Helper(format!(
+            "exited without a report ({})",
+            exit.map_or_else(|e| e.to_string(), |s| s.to_string())
+        ))),
+        Err(e) => Err(Error::Helper(format!("protocol: {e}"))),
+    }
+}
+
+fn converse(sock: &UnixStream, spec: &Spec) -> std::io::Result<Option<Result<Report>>> {
+    send(sock, spec)?;
+    let mut reader = BufReader::new(sock);
+    loop {
+        match recv::<HelperMsg>(&mut reader)? {
+            None => return Ok(None),
+            Some(HelperMsg::Warning(w)) => warn_once(&w),
+            Some(HelperMsg::Done(done)) => return Ok(Some(done)),
+        }
+    }
+}
+
+/// Each distinct warning is printed once per process: a build of many steps
+/// says "no limits" once, not once per step.
+fn warn_once(warning: &str) {
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen
+        .get_or_insert_with(HashSet::new)
+        .insert(warning.to_owned())
+    {
+        eprintln!("warning: {warning}");
+    }
+}
+
+fn open_stdio(stdio: &Stdio, write: bool) -> Result<std::process::Stdio> {
+    Ok(match stdio {
+        Stdio::Inherit => std::process::Stdio::inherit(),
+        Stdio::Null => std::process::Stdio::null(),
+        Stdio::File(path) => {
+            let file: File = if write {
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o644)
+                    .open(path)
+            } else {
+                File::open(path)
+            }
+            .map_err(|e| Error::path("output file", path, e))?;
+            file.into()
+        }
+    })
+}
+
+/// Reject what can be rejected without starting anything, naming the field.
+fn validate(spec: &Spec) -> Result<()> {
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return Err(Error::InvalidSpec("no command given".into()));
+    }
+    if spec.argv.iter().any(|a| a.contains('\0')) {
+        return Err(Error::InvalidSpec("argv contains a NUL byte".into()));
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(Error::InvalidSpec(format!(
+                "environment variable {k:?}: name must be non-empty without '=' or NUL"
+            )));
+        }
+    }
+    if !spec.scratch.is_absolute() {
+        return Err(Error::path(
+            "scratch directory",
+            &spec.scratch,
+            "must be absolute",
+        ));
+    }
+    for lower in &spec.lowers {
+        host_dir("root directory", lower)?;
+        let s = lower.to_string_lossy();
+        if s.contains(':') || s.contains(',') {
+            return Err(Error::path(
+                "root directory",
+                lower,
+                "overlayfs cannot take a path containing ':' or ','",
+            ));
+        }
+    }
+    for bind in &spec.binds {
+        if !bind.src.is_absolute() {
+            return Err(Error::path("bind source", &bind.src, "must be absolute"));
+        }
+        std::fs::metadata(&bind.src).map_err(|e| Error::path("bind source", &bind.src, e))?;
+        inside_path("bind destination", &bind.dst)?;
+    }
+    for t in &spec.tmpfs {
+        inside_path("tmpfs mount point", t)?;
+    }
+    inside_path("working directory", &spec.cwd)?;
+    if spec.hostname.is_empty() || spec.hostname.len() > 64 || spec.hostname.contains('\0') {
+        return Err(Error::InvalidSpec(format!(
+            "hostname {:?}: must be 1 to 64 bytes",
+            spec.hostname
+        )));
+    }
+    if spec.umask > 0o777 {
+        return Err(Error::InvalidSpec(format!(
+            "umask {:o}: must be at most 777",
+            spec.umask
+        )));
+    }
+    let l = &spec.limits;
+    if l.memory == Some(0) || l.pids == Some(0) {
+        return Err(Error::InvalidSpec(
+            "memory and pids limits must be positive".into(),
+        ));
+    }
+    if let Some(c) = l.cpus {
+        if !(c.is_finite() && c >= 0.01) {
+            return Err(Error::InvalidSpec(format!(
+                "cpu limit {c}: must be at least 0.01"
+            )));
+        }
+    }
+    if spec.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(Error::InvalidSpec("timeout must be positive".into()));
+    }
+    Ok(())
+}
+
+fn host_dir(what: &str, path: &Path) -> Result<()> {
+    if !path.is_absolute() {
+        return Err(Error::path(what, path, "must be absolute"));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| Error::path(what, path, e))?;
+    if !meta.is_dir() {
+        return Err(Error::path(what, path, "not a directory"));
+    }
+    Ok(())
+}
+
+/// A path inside the sandbox: absolute, without `.` or `..`.
+fn inside_path(what: &str, path: &Path) -> Result<()> {
+    let ok = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::path(
+            what,
+            path,
+            "must be absolute, without '.' or '..'",
+        ))
+    }
+}

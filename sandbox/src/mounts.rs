@@ -1,0 +1,347 @@
+//! The sandbox's file system, built in the new mount namespace before
+//! pivot_root. docs/sandbox.md lists every mount and why.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chdir, pivot_root};
+
+use crate::copy;
+use crate::error::{Error, Result};
+use crate::spec::{RootFs, Spec};
+
+/// Host device nodes bind-mounted into /dev (mknod is impossible in a user namespace).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// /proc files that leak host state or act on the host: /dev/null over them.
+const PROC_MASKED_FILES: [&str; 6] = [
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "sysrq-trigger",
+];
+/// /proc directories hidden under an empty read-only tmpfs.
+const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
+/// /proc entries that stay visible but read-only.
+const PROC_READONLY: [&str; 4] = ["sys", "bus", "fs", "irq"];
+
+pub(crate) fn build(spec: &Spec) -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::setup("make / private", e))?;
+    let root = spec.scratch.join("root");
+    assemble_root(spec, &root)?;
+    for b in &spec.binds {
+        let is_dir = b.src.is_dir();
+        let target = target(&root, &b.dst, is_dir)?;
+        bind(&b.src, &target, b.readonly).map_err(|e| {
+            Error::setup(
+                format!("bind {} to {}", b.src.display(), b.dst.display()),
+                e,
+            )
+        })?;
+    }
+    mount_proc(&root)?;
+    mount_dev(&root)?;
+    for t in &spec.tmpfs {
+        let target = target(&root, t, true)?;
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )
+        .map_err(|e| Error::setup(format!("tmpfs on {}", t.display()), e))?;
+    }
+    enter(&root)
+}
+
+/// The root: overlayfs of the lowers with `scratch/upper` on top, or, with no
+/// lowers or no overlayfs, `scratch/upper` itself (filled by copying).
+fn assemble_root(spec: &Spec, root: &Path) -> Result<()> {
+    let upper = spec.scratch.join("upper");
+    if !spec.lowers.is_empty() && spec.rootfs != RootFs::Copy {
+        match overlay(spec, root) {
+            Ok(()) => return Ok(()),
+            Err(e) if spec.rootfs == RootFs::Overlay => {
+                return Err(Error::setup("overlayfs root", e))
+            }
+            Err(_) => {}
+        }
+    }
+    for lower in &spec.lowers {
+        copy::merge_tree(lower, &upper)
+            .map_err(|e| Error::setup(format!("copy {} into the root", lower.display()), e))?;
+    }
+    bind(&upper, root, false).map_err(|e| Error::setup("bind the root", e))
+}
+
+fn overlay(spec: &Spec, root: &Path) -> nix::Result<()> {
+    // overlayfs lists lowers top first.
+    let lowers: Vec<String> = spec
+        .lowers
+        .iter()
+        .rev()
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    let base = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        spec.scratch.join("upper").display(),
+        spec.scratch.join("work").display()
+    );
+    // userxattr (Linux 5.11+) keeps overlay metadata in user.* xattrs, which
+    // an unprivileged mounter may write; older kernels reject the option.
+    let with_userxattr = format!("{base},userxattr");
+    mount(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(with_userxattr.as_str()),
+    )
+    .or_else(|_| {
+        mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(base.as_str()),
+        )
+    })
+}
+
+/// Bind `src` on `dst`; read-only binds keep the flags the kernel locked on
+/// the source mount (nosuid, nodev, noexec, ...), or the remount fails.
+fn bind(src: &Path, dst: &Path, readonly: bool) -> nix::Result<()> {
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    if readonly {
+        let locked = statvfs(src)?.flags();
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if locked.contains(fs) {
+                flags |= ms;
+            }
+        }
+        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)?;
+    }
+    Ok(())
+}
+
+fn mount_proc(root: &Path) -> Result<()> {
+    let proc_dir = target(root, Path::new("/proc"), true)?;
+    let nsx = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), &proc_dir, Some("proc"), nsx, None::<&str>)
+        .map_err(|e| Error::setup("mount /proc", e))?;
+    let fail = |what: &str, e| Error::setup(format!("protect /proc/{what}"), e);
+    for f in PROC_MASKED_FILES {
+        let p = proc_dir.join(f);
+        if p.exists() {
+            mount(
+                Some("/dev/null"),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| fail(f, e))?;
+        }
+    }
+    for d in PROC_MASKED_DIRS {
+        let p = proc_dir.join(d);
+        if p.is_dir() {
+            mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                nsx | MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+            .map_err(|e| fail(d, e))?;
+        }
+    }
+    for d in PROC_READONLY {
+        let p = proc_dir.join(d);
+        if p.exists() {
+            mount(
+                Some(&p),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| fail(d, e))?;
+            mount(
+                None::<&str>,
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nsx,
+                None::<&str>,
+            )
+            .map_err(|e| fail(d, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_dev(root: &Path) -> Result<()> {
+    let dev = target(root, Path::new("/dev"), true)?;
+    let fail = |what: &str, e: nix::Error| Error::setup(format!("populate /dev: {what}"), e);
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| fail("tmpfs", e))?;
+    for d in DEVICES {
+        let host = Path::new("/dev").join(d);
+        if !host.exists() {
+            continue;
+        }
+        let node = dev.join(d);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&node)
+            .map_err(|e| {
+                fail(
+                    d,
+                    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })?;
+        mount(
+            Some(&host),
+            &node,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| fail(d, e))?;
+    }
+    let mkdir = |name: &str, mode| {
+        DirBuilder::new()
+            .mode(mode)
+            .create(dev.join(name))
+            .map_err(|e| {
+                fail(
+                    name,
+                    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })
+    };
+    mkdir("pts", 0o755)?;
+    mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        flags,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| fail("devpts", e))?;
+    mkdir("shm", 0o1777)?;
+    mount(
+        Some("tmpfs"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(|e| fail("shm", e))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(to, dev.join(link)).map_err(|e| {
+            fail(
+                link,
+                nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+    }
+    // Nothing may add entries to /dev afterwards; its sub-mounts stay writable.
+    mount(
+        None::<&str>,
+        &dev,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| fail("read-only", e))
+}
+
+/// pivot_root into `root` and detach the old root.
+fn enter(root: &Path) -> Result<()> {
+    chdir(root).map_err(|e| Error::setup("chdir to the root", e))?;
+    pivot_root(".", ".").map_err(|e| Error::setup("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::setup("detach the old root", e))?;
+    chdir("/").map_err(|e| Error::setup("chdir /", e))
+}
+
+/// The mount point for the inside path `inside` under `root`, created as a
+/// directory (or an empty file) where missing. A symbolic link on the way is
+/// refused: it could lead out of the root while we still see the host.
+fn target(root: &Path, inside: &Path, dir: bool) -> Result<PathBuf> {
+    let fail =
+        |reason: &dyn std::fmt::Display| Error::path("mount point inside the root", inside, reason);
+    let parts: Vec<_> = inside
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let mut path = root.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let last = i + 1 == parts.len();
+        match path.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(fail(&"is a symbolic link in the root"))
+            }
+            Ok(m) if !last && !m.is_dir() => {
+                return Err(fail(&format!("{} is not a directory", path.display())))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let made = if last && !dir {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map(drop)
+                } else {
+                    DirBuilder::new().mode(0o755).create(&path)
+                };
+                made.map_err(|e| fail(&e))?;
+            }
+            Err(e) => return Err(fail(&e)),
+        }
+    }
+    Ok(path)
+}

@@ -1,0 +1,217 @@
+//! What one sandboxed run is made of ([`Spec`]) and what it reports ([`Report`]).
+//! A `Spec` travels to the helper process as JSON, so every field is plain data.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One process tree to run. Paths outside the sandbox are host paths; `dst`,
+/// `cwd` and `tmpfs` are paths inside it. See docs/sandbox.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// Read-only lower directories forming the root, bottom first: a later
+    /// directory wins over an earlier one, as layers do in an OCI image. Never
+    /// written to. Empty: the root starts empty.
+    pub lowers: Vec<PathBuf>,
+    /// Writable host directory owned by the run: the root's writable layer lives
+    /// in `scratch/upper` (plus `scratch/work` and the mount point `scratch/root`).
+    /// Created if missing. The caller deletes it afterwards.
+    pub scratch: PathBuf,
+    /// How the root is assembled from `lowers` and `scratch`.
+    pub rootfs: RootFs,
+    /// Host paths mounted inside, in order, after the root is assembled.
+    pub binds: Vec<Bind>,
+    /// Fresh, empty tmpfs mounts (mode 1777) inside, e.g. `/tmp`.
+    pub tmpfs: Vec<PathBuf>,
+    /// argv; `argv[0]` without a `/` is looked up in `PATH` of `env` inside the root.
+    pub argv: Vec<String>,
+    /// The complete environment of the command, in order; nothing is inherited.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    pub hostname: String,
+    pub umask: u32,
+    pub limits: Limits,
+    /// Refuse to run (error) unless every requested limit is enforced by a cgroup.
+    pub strict_limits: bool,
+    /// Wall-clock limit; the whole tree is killed when it expires.
+    pub timeout: Option<Duration>,
+    pub idmap: IdMap,
+    /// After the run (however it ended), make everything under the writable
+    /// bind sources and `scratch` owned by the caller and u+rwX. Only needed
+    /// when the mapping gives the tree more ids than the caller's own.
+    pub reclaim: bool,
+    /// Where the command's stdio goes. Opened by the caller's process.
+    #[serde(skip)]
+    pub stdin: Stdio,
+    #[serde(skip)]
+    pub stdout: Stdio,
+    #[serde(skip)]
+    pub stderr: Stdio,
+    /// Open descriptors of the caller passed to the command as fds 3, 4, ...
+    /// in this order. Every other descriptor is closed.
+    #[serde(skip)]
+    pub fds: Vec<RawFd>,
+}
+
+impl Spec {
+    /// A spec with the documented defaults: no lowers, no binds, hostname
+    /// `imgrep`, umask 022, cwd `/`, an empty environment, no limits, no
+    /// timeout, the caller mapped to root, stdio inherited.
+    pub fn new(scratch: impl Into<PathBuf>, argv: Vec<String>) -> Spec {
+        Spec {
+            lowers: Vec::new(),
+            scratch: scratch.into(),
+            rootfs: RootFs::Auto,
+            binds: Vec::new(),
+            tmpfs: Vec::new(),
+            argv,
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            hostname: "imgrep".to_owned(),
+            umask: 0o022,
+            limits: Limits::default(),
+            strict_limits: false,
+            timeout: None,
+            idmap: IdMap::Caller,
+            reclaim: false,
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            fds: Vec::new(),
+        }
+    }
+}
+
+/// How the root file system is assembled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootFs {
+    /// overlayfs when the kernel allows it in a user namespace, else [`RootFs::Copy`].
+    Auto,
+    /// overlayfs or an error.
+    Overlay,
+    /// Copy every lower, in order, into `scratch/upper` and use that directory.
+    Copy,
+}
+
+/// A host path mounted inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub readonly: bool,
+}
+
+/// Resource limits. `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory (and memory+swap) in bytes.
+    pub memory: Option<u64>,
+    /// Maximum number of processes (tasks) in the tree.
+    pub pids: Option<u64>,
+    /// CPU quota in CPUs (1.5 = one and a half cores' worth of time).
+    pub cpus: Option<f64>,
+}
+
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some() || self.cpus.is_some()
+    }
+}
+
+/// Which host ids the ids inside map to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdMap {
+    /// uid/gid 0 inside = the caller's uid/gid; no other id exists inside.
+    Caller,
+    /// 0 inside = the caller; 1..=N inside = the caller's first /etc/subuid
+    /// and /etc/subgid ranges (through newuidmap/newgidmap unless root).
+    Subordinate,
+    /// Exact maps, e.g. so `imgrep reproduce` can vary them. Unprivileged
+    /// callers are limited to what newuidmap/newgidmap allow.
+    Custom {
+        uid: Vec<IdRange>,
+        gid: Vec<IdRange>,
+    },
+}
+
+/// `count` ids starting at `inside` map to ids starting at `outside`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// Where a standard stream of the command goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Stdio {
+    #[default]
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// A host file, created if missing and appended to, so stdout and stderr
+    /// may share one log.
+    File(PathBuf),
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal (e.g. 9 from the OOM killer).
+    Signaled(i32),
+    /// The timeout expired; the tree was killed.
+    TimedOut,
+    /// The helper received this signal (SIGINT, SIGTERM, SIGHUP) or its
+    /// caller went away; the tree was killed.
+    Interrupted(i32),
+}
+
+impl Status {
+    pub fn success(&self) -> bool {
+        *self == Status::Exited(0)
+    }
+}
+
+/// Which mechanism enforced the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Enforcement {
+    /// No limit was asked for.
+    NotRequested,
+    /// cgroup v2 (unified).
+    CgroupV2,
+    /// cgroup v1 controllers (legacy or hybrid layout).
+    CgroupV1,
+    /// No cgroup could be created: per-process rlimits (RLIMIT_NPROC for pids,
+    /// RLIMIT_AS for memory), no CPU quota.
+    Rlimits,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub status: Status,
+    pub stats: Stats,
+    pub enforcement: Enforcement,
+    /// Human-readable warnings (e.g. limits not enforced); already printed once
+    /// per process on stderr.
+    pub warnings: Vec<String>,
+}
+
+/// Cheap figures about a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// From clone to the end of the tree.
+    pub wall: Duration,
+    /// CPU time of every reaped process of the tree.
+    pub user: Duration,
+    pub system: Duration,
+    /// Largest resident set of one process, bytes.
+    pub max_rss: u64,
+    /// Peak memory of the whole tree from the memory cgroup, when one was used.
+    pub memory_peak: Option<u64>,
+}

@@ -1,0 +1,284 @@
+//! `imgrep run`: one command in the sandbox, for people and tests.
+//! Exit codes (docs/sandbox.md): the command's own; 128+N when it was killed
+//! by signal N; 124 when the timeout expired; 2 for bad input.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sandbox::{Bind, Limits, Spec, Status};
+
+use super::{Global, Outcome};
+
+/// The environment of `imgrep run` unless --env adds to or overrides it.
+const DEFAULT_ENV: [(&str, &str); 4] = [
+    (
+        "PATH",
+        "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+    ),
+    ("HOME", "/"),
+    ("TZ", "UTC"),
+    ("LC_ALL", "C"),
+];
+
+/// Run a command in a fresh sandbox: new user, mount, pid, network, uts, ipc
+/// and cgroup namespaces, a root made of read-only directories plus a
+/// writable scratch layer, limits and a timeout.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bottom read-only directory of the root.
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// Further read-only directories stacked on the root, later ones on top.
+    #[arg(long = "ro", value_name = "DIR")]
+    ro: Vec<PathBuf>,
+    /// Mount host path SRC at DST inside; `:ro` makes it read-only.
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    binds: Vec<String>,
+    /// Fresh tmpfs at DIR inside.
+    #[arg(long, value_name = "DIR")]
+    tmpfs: Vec<PathBuf>,
+    /// Writable scratch directory (kept afterwards); default: a temporary one, removed.
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+    /// Memory limit: bytes, or with a K, M, G suffix (powers of 1024).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long, value_name = "N")]
+    pids: Option<String>,
+    /// CPU quota in CPUs, e.g. 0.5 or 2.
+    #[arg(long, value_name = "CPUS")]
+    cpus: Option<String>,
+    /// Kill the whole tree after this long: seconds, or with ms, s, m, h.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Refuse to run unless a cgroup enforces every limit.
+    #[arg(long)]
+    strict_limits: bool,
+    #[arg(long, default_value = "imgrep")]
+    hostname: String,
+    /// Set (or override) a variable of the otherwise fixed environment.
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory inside.
+    #[arg(long, default_value = "/")]
+    cwd: PathBuf,
+    /// Map ids 1..65536 inside to the caller's /etc/subuid and /etc/subgid range.
+    #[arg(long)]
+    subids: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
+    let limits = Limits {
+        memory: args
+            .memory
+            .as_deref()
+            .map(|s| parse_size(s).context("--memory"))
+            .transpose()?,
+        pids: args
+            .pids
+            .as_deref()
+            .map(|s| parse_count(s).context("--pids"))
+            .transpose()?,
+        cpus: args
+            .cpus
+            .as_deref()
+            .map(|s| parse_cpus(s).context("--cpus"))
+            .transpose()?,
+    };
+    let timeout = args
+        .timeout
+        .as_deref()
+        .map(|s| parse_duration(s).context("--timeout"))
+        .transpose()?;
+    let binds = args
+        .binds
+        .iter()
+        .map(|b| parse_bind(b))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut env: Vec<(String, String)> = DEFAULT_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for kv in &args.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--env {kv:?}: expected NAME=VALUE");
+        };
+        env.retain(|(old, _)| old != k);
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let absolute = |p: &PathBuf| std::path::absolute(p).with_context(|| format!("{}", p.display()));
+    let mut lowers = vec![absolute(&args.root)?];
+    for d in &args.ro {
+        lowers.push(absolute(d)?);
+    }
+    let temp;
+    let scratch = match &args.scratch {
+        Some(s) => absolute(s)?,
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("imgrep-run-")
+                .tempdir()
+                .context("creating a temporary scratch directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut spec = Spec::new(scratch, args.command);
+    spec.lowers = lowers;
+    spec.binds = binds;
+    spec.tmpfs = args.tmpfs;
+    spec.env = env;
+    spec.cwd = args.cwd;
+    spec.hostname = args.hostname;
+    spec.limits = limits;
+    spec.strict_limits = args.strict_limits;
+    spec.timeout = timeout;
+    if args.subids {
+        spec.idmap = sandbox::IdMap::Subordinate;
+        spec.reclaim = true;
+    }
+    let report = sandbox::run(&spec)?;
+    Ok(match report.status {
+        Status::Exited(code) => Outcome::Code((code & 0xff) as u8),
+        Status::Signaled(sig) => {
+            eprintln!(
+                "imgrep: command killed by signal {sig} ({})",
+                signal_name(sig)
+            );
+            Outcome::Code((128 + sig) as u8)
+        }
+        Status::TimedOut => {
+            eprintln!(
+                "imgrep: timed out after {}; the process tree was killed",
+                args.timeout.unwrap_or_default()
+            );
+            Outcome::Code(124)
+        }
+        Status::Interrupted(sig) => {
+            eprintln!(
+                "imgrep: interrupted by signal {sig} ({}); the process tree was killed",
+                signal_name(sig)
+            );
+            Outcome::Code((128 + sig) as u8)
+        }
+    })
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(sig).map_or("unknown", |s| s.as_str())
+}
+
+fn parse_bind(s: &str) -> anyhow::Result<Bind> {
+    let mut parts = s.split(':');
+    let (Some(src), Some(dst)) = (parts.next(), parts.next()) else {
+        bail!("--bind {s:?}: expected SRC:DST or SRC:DST:ro");
+    };
+    let readonly = match parts.next() {
+        None => false,
+        Some("ro") => true,
+        Some("rw") => false,
+        Some(other) => bail!("--bind {s:?}: unknown option {other:?} (expected ro or rw)"),
+    };
+    if src.is_empty() || dst.is_empty() || parts.next().is_some() {
+        bail!("--bind {s:?}: expected SRC:DST or SRC:DST:ro");
+    }
+    let src = std::path::absolute(src).with_context(|| format!("--bind {s:?}"))?;
+    Ok(Bind {
+        src,
+        dst: PathBuf::from(dst),
+        readonly,
+    })
+}
+
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        Some((i, 't' | 'T')) => (&t[..i], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().ok().filter(|n| *n > 0).with_context(|| {
+        format!(
+            "invalid size {s:?}: expected a positive integer with an optional K, M, G or T suffix"
+        )
+    })?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} is too large"))
+}
+
+fn parse_count(s: &str) -> anyhow::Result<u64> {
+    s.trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .with_context(|| format!("invalid process count {s:?}: expected a positive integer"))
+}
+
+fn parse_cpus(s: &str) -> anyhow::Result<f64> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|c| c.is_finite() && *c >= 0.01)
+        .with_context(|| {
+            format!("invalid CPU quota {s:?}: expected a number of CPUs of at least 0.01")
+        })
+}
+
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let t = s.trim();
+    let (num, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, "s"), |i| (&t[..i], &t[i..]));
+    let secs: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0).with_context(|| {
+        format!("invalid duration {s:?}: expected a positive number with an optional ms, s, m or h unit")
+    })?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => bail!("invalid duration {s:?}: unknown unit {unit:?} (expected ms, s, m or h)"),
+    };
+    Ok(Duration::from_secs_f64(secs * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12QB").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("0").is_err());
+    }
+
+    #[test]
+    fn binds() {
+        let b = parse_bind("/src:/dst:ro").unwrap();
+        assert_eq!(
+            (b.src, b.dst, b.readonly),
+            (PathBuf::from("/src"), PathBuf::from("/dst"), true)
+        );
+        assert!(!parse_bind("/a:/b").unwrap().readonly);
+        assert!(parse_bind("/a").is_err());
+        assert!(parse_bind("/a:/b:rx").is_err());
+    }
+}
