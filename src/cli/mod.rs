@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod check;
+pub mod pack;
+
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,7 +60,12 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Pack a directory into a reproducible single-layer OCI image.
+    Pack(Box<pack::Args>),
+    /// Verify every digest and size of an OCI image layout.
+    Check(check::Args),
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,5 +86,8 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    match cli.command {
+        Command::Pack(args) => pack::run(&cli.global, *args),
+        Command::Check(args) => check::run(&cli.global, args),
+    }
 }
