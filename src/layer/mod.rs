@@ -147,8 +147,8 @@ struct Packer<'a, W: Write> {
     mtime: u64,
     special: &'a BTreeMap<String, u32>,
     special_used: BTreeSet<&'a str>,
-    /// First archive path of every multiply-linked inode seen so far.
-    links: HashMap<(u64, u64), Vec<u8>>,
+    /// First archive path, and its mode, of every multiply-linked inode seen so far.
+    links: HashMap<(u64, u64), (Vec<u8>, u32)>,
     buf: Vec<u8>,
 }
 
@@ -224,7 +224,30 @@ impl<W: Write> Packer<'_, W> {
         } else {
             return unsupported("file of unknown type");
         };
+        let inode = (meta.dev(), meta.ino());
+        if kind != Kind::Dir && meta.nlink() > 1 {
+            if let Some((first, mode)) = self.links.get(&inode).cloned() {
+                if self.special_bits(name, kind)? != 0 {
+                    return Err(Error::SpecialModeTarget {
+                        path: String::from_utf8_lossy(name).into_owned(),
+                        reason: "a hard link: declare the mode on the path it links to",
+                    });
+                }
+                // A hard link carries the mode of the entry it names.
+                return self.write_header(&Header {
+                    path: name,
+                    kind: Kind::HardLink,
+                    mode,
+                    size: 0,
+                    mtime: self.mtime,
+                    link: &first,
+                });
+            }
+        }
         let mode = base_mode | self.special_bits(name, kind)?;
+        if kind != Kind::Dir && meta.nlink() > 1 {
+            self.links.insert(inode, (name.to_vec(), mode));
+        }
 
         let target;
         let mut header = Header {
@@ -235,19 +258,6 @@ impl<W: Write> Packer<'_, W> {
             mtime: self.mtime,
             link: &[],
         };
-        if kind != Kind::Dir && meta.nlink() > 1 {
-            match self.links.get(&(meta.dev(), meta.ino())) {
-                Some(first) => {
-                    target = first.clone();
-                    header.kind = Kind::HardLink;
-                    header.link = &target;
-                    return self.write_header(&header);
-                }
-                None => {
-                    self.links.insert((meta.dev(), meta.ino()), name.to_vec());
-                }
-            }
-        }
         match kind {
             Kind::Symlink => {
                 target = fs::read_link(path)
