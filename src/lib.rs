@@ -3,8 +3,11 @@
 
 pub mod canonical;
 pub mod cli;
+pub mod compress;
 pub mod digest;
 pub mod fsutil;
+pub mod layer;
+pub mod oci;
 
 /// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
 /// 1980-01-01T00:00:00Z, the earliest time every archive format (zip

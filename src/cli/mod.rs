@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod run;
+pub mod check;
+pub mod pack;
 
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,10 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Run(run::Args),
+    /// Pack a directory into a reproducible single-layer OCI image.
+    Pack(Box<pack::Args>),
+    /// Verify every digest and size of an OCI image layout.
+    Check(check::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -84,5 +90,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Run(args) => run::run(&cli.global, args),
+        Command::Pack(args) => pack::run(&cli.global, *args),
+        Command::Check(args) => check::run(&cli.global, args),
     }
 }
