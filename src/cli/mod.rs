@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod graph;
+pub mod list;
+
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,7 +60,12 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// List the packages of the recipe tree (name, version, kind, deps).
+    List(list::Args),
+    /// Show the dependency graph as a tree, Graphviz dot (--dot) or JSON.
+    Graph(graph::Args),
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,5 +86,28 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    match cli.command {
+        Command::List(args) => list::run(&cli.global, args),
+        Command::Graph(args) => graph::run(&cli.global, args),
+    }
+}
+
+/// The recipe tree of `-C DIR` (or the current directory), validated.
+pub fn load_recipes(global: &Global) -> anyhow::Result<crate::recipe::RecipeSet> {
+    let root = global
+        .directory
+        .as_deref()
+        .unwrap_or(std::path::Path::new("."));
+    Ok(crate::recipe::RecipeSet::load(root)?)
+}
+
+/// Writes a command's data to stdout; a reader that went away (`| head`)
+/// ends the command quietly, as it does for other Unix tools.
+pub fn print(text: &str) -> anyhow::Result<Outcome> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(Outcome::Success),
+    }
 }
