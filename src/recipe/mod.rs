@@ -41,7 +41,6 @@ pub struct Recipe {
     pub debs: Option<Debs>,
     /// The package.toml this came from, for messages (not part of the digest).
     pub path: PathBuf,
-    locations: Locations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -153,14 +152,6 @@ pub struct Debs {
     pub symlinks: BTreeMap<String, String>,
     /// Empty directories to create (relative, normalised).
     pub dirs: Vec<String>,
-}
-
-/// Positions of the entries that cross-file checks point at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Locations {
-    name: Position,
-    deps: Vec<Position>,
-    runtime: Vec<Position>,
 }
 
 impl Recipe {

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::check;
 use super::diag::{Diagnostic, Position};
 use super::node::{self, LineIndex, Node, Span};
-use super::{Action, Build, Debs, Kind, Locations, Pin, Recipe, Source, Step, SECTIONS};
+use super::{Action, Build, Debs, Kind, Pin, Recipe, Source, Step, SECTIONS};
 
 const PACKAGE_KEYS: &[&str] = &[
     "name",
@@ -45,11 +45,20 @@ const DEBS_KEYS: &[&str] = &["symlinks", "dirs"];
 
 type Entries = [(Spanned<String>, Spanned<Node>)];
 
-/// What one file yielded.
+/// An entry of `build.deps` or `package.runtime`.
+pub struct Reference {
+    /// Where it is, e.g. `build.deps[1]`.
+    pub what: String,
+    pub name: String,
+    pub position: Position,
+}
+
+/// What one file yielded. The name and references are kept even when other
+/// checks failed, so cross-file checks still see the package.
 pub struct Parsed {
-    /// The package name and its position, when it could be read, even if
-    /// other checks failed: cross-file checks still know the package.
     pub name: Option<(String, Position)>,
+    /// Build deps, then runtime packages.
+    pub refs: Vec<Reference>,
     /// Valid only when `diagnostics` is empty.
     pub recipe: Option<Recipe>,
     pub diagnostics: Vec<Diagnostic>,
@@ -61,15 +70,24 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
         index: LineIndex::new(text),
         diags: Vec::new(),
         name: None,
+        deps: Vec::new(),
+        runtime: Vec::new(),
     };
     let doc = match node::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);
-            let message = format!("TOML syntax: {}", err.message());
+            let lines: Vec<&str> = err
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message = format!("TOML syntax: {}", lines.join("; "));
             cx.error(&span, message);
             return Parsed {
                 name: None,
+                refs: Vec::new(),
                 recipe: None,
                 diagnostics: cx.diags,
             };
@@ -78,6 +96,7 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
     let recipe = cx.recipe(&doc);
     Parsed {
         name: cx.name,
+        refs: cx.deps.into_iter().chain(cx.runtime).collect(),
         recipe: recipe.filter(|_| cx.diags.is_empty()),
         diagnostics: cx.diags,
     }
@@ -88,6 +107,8 @@ struct Cx<'a> {
     index: LineIndex<'a>,
     diags: Vec<Diagnostic>,
     name: Option<(String, Position)>,
+    deps: Vec<Reference>,
+    runtime: Vec<Reference>,
 }
 
 impl Cx<'_> {
@@ -205,13 +226,13 @@ impl Cx<'_> {
         let package = self.table(package, "[package]")?;
         self.known_keys(package, PACKAGE_KEYS, "[package]");
 
-        let (name, name_pos) = match get(package, "name") {
+        let name = match get(package, "name") {
             Some(n) => {
                 let name = self.string(n, "package.name")?.to_owned();
                 self.check(&n.span(), "package.name", check::package_name(&name))?;
                 let pos = self.pos(&n.span());
                 self.name = Some((name.clone(), pos));
-                (name, pos)
+                name
             }
             None => {
                 self.error(&header(doc, "package"), "missing key `name` in [package]");
@@ -251,7 +272,14 @@ impl Cx<'_> {
                 }
             }
         };
-        let runtime = self.names(package, "runtime", "package.runtime");
+        let runtime = match self.names(package, "runtime", "package.runtime") {
+            Some(refs) => {
+                let names = refs.iter().map(|r| r.name.clone()).collect();
+                self.runtime = refs;
+                names
+            }
+            None => Vec::new(),
+        };
 
         let sources = self.sources(top, version.as_deref().unwrap_or_default(), kind);
 
@@ -289,11 +317,6 @@ impl Cx<'_> {
         let description = self.opt_string(package, "description", "package.description");
         let license = self.opt_string(package, "license", "package.license");
         let homepage = self.opt_string(package, "homepage", "package.homepage");
-        let (runtime, runtime_pos) = runtime.unwrap_or_default();
-        let deps_pos = build
-            .as_ref()
-            .map(|(_, pos)| pos.clone())
-            .unwrap_or_default();
         Some(Recipe {
             name,
             version: version?,
@@ -303,43 +326,32 @@ impl Cx<'_> {
             kind,
             runtime,
             sources: sources?,
-            build: build.map(|(b, _)| b),
+            build,
             debs,
             path: self.path.to_path_buf(),
-            locations: Locations {
-                name: name_pos,
-                deps: deps_pos,
-                runtime: runtime_pos,
-            },
         })
     }
 
-    /// A list of package names with their positions.
-    fn names(
-        &mut self,
-        entries: &Entries,
-        key: &str,
-        what: &str,
-    ) -> Option<(Vec<String>, Vec<Position>)> {
+    /// A list of distinct package names, as references.
+    fn names(&mut self, entries: &Entries, key: &str, what: &str) -> Option<Vec<Reference>> {
         let items = self.strings(get(entries, key)?, what)?;
-        let mut names = Vec::new();
-        let mut positions = Vec::new();
+        let mut refs: Vec<Reference> = Vec::new();
         for (i, (name, span)) in items.into_iter().enumerate() {
             let what = format!("{what}[{i}]");
-            if self
-                .check(&span, &what, check::package_name(name))
-                .is_none()
-            {
+            if self.check(&span, &what, check::package_name(name)).is_none() {
                 continue;
             }
-            if names.iter().any(|n| n == name) {
+            if refs.iter().any(|r| r.name == name) {
                 self.error(&span, format!("{what}: `{name}` is listed twice"));
                 continue;
             }
-            names.push(name.to_owned());
-            positions.push(self.pos(&span));
+            refs.push(Reference {
+                what,
+                name: name.to_owned(),
+                position: self.pos(&span),
+            });
         }
-        Some((names, positions))
+        Some(refs)
     }
 
     fn sources(&mut self, top: &Entries, version: &str, kind: Kind) -> Option<Vec<Source>> {
@@ -473,6 +485,9 @@ impl Cx<'_> {
             }
         };
 
+        // Defaults derive from the file's name; without a valid URL or path
+        // there is none, and that was reported already.
+        let named = urls.len() == url_spans.len() && (path.is_some() || !urls.is_empty());
         let name = path
             .as_deref()
             .or(urls.first().map(String::as_str))
@@ -510,7 +525,7 @@ impl Cx<'_> {
             None => Some(kind == Kind::Build && check::is_archive(&name)),
         };
         let unpack = match unpack {
-            Some(true) if kind == Kind::Build && !check::is_archive(&name) => {
+            Some(true) if named && kind == Kind::Build && !check::is_archive(&name) => {
                 let span = get(entries, "unpack").map_or(start.clone(), |u| u.span());
                 self.error(
                     &span,
@@ -564,7 +579,7 @@ impl Cx<'_> {
                 ok &= v.is_some();
                 v
             }
-            None if unpack || kind == Kind::Debs => None,
+            None if unpack || kind == Kind::Debs || !named => None,
             None => match check::file_name(&name) {
                 Ok(()) => Some(name.clone()),
                 Err(_) => {
@@ -607,20 +622,24 @@ impl Cx<'_> {
         })
     }
 
-    fn build(&mut self, node: &Spanned<Node>) -> Option<(Build, Vec<Position>)> {
+    fn build(&mut self, node: &Spanned<Node>) -> Option<Build> {
         let entries = self.table(node, "[build]")?;
         self.known_keys(entries, BUILD_KEYS, "[build]");
         let mut ok = true;
 
-        let (deps, deps_pos) = match get(entries, "deps") {
+        let deps = match get(entries, "deps") {
             Some(_) => match self.names(entries, "deps", "build.deps") {
-                Some(d) => d,
+                Some(refs) => {
+                    let names = refs.iter().map(|r| r.name.clone()).collect();
+                    self.deps = refs;
+                    names
+                }
                 None => {
                     ok = false;
-                    Default::default()
+                    Vec::new()
                 }
             },
-            None => Default::default(),
+            None => Vec::new(),
         };
 
         let workdir = match get(entries, "workdir") {
@@ -718,17 +737,14 @@ impl Cx<'_> {
         };
 
         let action = action?;
-        ok.then_some((
-            Build {
-                deps,
-                workdir,
-                env,
-                jobs,
-                source_date_epoch,
-                action,
-            },
-            deps_pos,
-        ))
+        ok.then_some(Build {
+            deps,
+            workdir,
+            env,
+            jobs,
+            source_date_epoch,
+            action,
+        })
     }
 
     fn steps(&mut self, node: &Spanned<Node>) -> Option<Vec<Step>> {

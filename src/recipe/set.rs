@@ -172,54 +172,54 @@ fn check_tree(
         }
     }
 
+    for (path, _, p) in &parsed {
+        for r in &p.refs {
+            if !defined.contains_key(&r.name) {
+                let hint = suggest(&r.name, defined.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                diags.push(at(
+                    path,
+                    r.position,
+                    format!("{}: unknown package `{}`{hint}", r.what, r.name),
+                ));
+            }
+        }
+    }
+
+    // Cycles over every readable recipe, the first definition of a name
+    // winning (a duplicate is reported above).
+    let mut nodes: BTreeMap<&str, (&Path, &Parsed)> = BTreeMap::new();
+    for (path, _, p) in &parsed {
+        if let Some((name, _)) = &p.name {
+            nodes.entry(name.as_str()).or_insert((path, p));
+        }
+    }
+    let edges: BTreeMap<&str, Vec<&str>> = nodes
+        .iter()
+        .map(|(name, (_, p))| (*name, p.refs.iter().map(|r| r.name.as_str()).collect()))
+        .collect();
+    for cycle in crate::graph::find_cycles(&edges) {
+        let (path, p) = nodes[cycle[0]];
+        let pos = p
+            .refs
+            .iter()
+            .find(|r| r.name == cycle[1])
+            .map(|r| r.position)
+            .or(p.name.as_ref().map(|n| n.1));
+        diags.push(Diagnostic {
+            path: path.to_path_buf(),
+            position: pos,
+            message: format!("cyclic dependency: {}", cycle.join(" -> ")),
+        });
+    }
+
     let mut recipes = BTreeMap::new();
     for (_, _, p) in parsed {
         diags.extend(p.diagnostics);
         if let Some(r) = p.recipe {
             recipes.entry(r.name.clone()).or_insert(r);
         }
-    }
-
-    for r in recipes.values() {
-        let lists = [
-            ("build.deps", r.deps(), &r.locations.deps),
-            ("package.runtime", &r.runtime[..], &r.locations.runtime),
-        ];
-        for (what, names, positions) in lists {
-            for (i, (dep, pos)) in names.iter().zip(positions).enumerate() {
-                if !defined.contains_key(dep) {
-                    let hint = suggest(dep, defined.keys().map(String::as_str))
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                    diags.push(at(
-                        &r.path,
-                        *pos,
-                        format!("{what}[{i}]: unknown package `{dep}`{hint}"),
-                    ));
-                }
-            }
-        }
-    }
-
-    let edges: BTreeMap<&str, Vec<&str>> = recipes
-        .values()
-        .map(|r| (r.name.as_str(), crate::graph::edges_of(r)))
-        .collect();
-    for cycle in crate::graph::find_cycles(&edges) {
-        let first = &recipes[cycle[0]];
-        let next = cycle[1];
-        let pos = first
-            .deps()
-            .iter()
-            .zip(&first.locations.deps)
-            .chain(first.runtime.iter().zip(&first.locations.runtime))
-            .find(|(d, _)| *d == next)
-            .map_or(first.locations.name, |(_, p)| *p);
-        diags.push(at(
-            &first.path,
-            pos,
-            format!("cyclic dependency: {}", cycle.join(" -> ")),
-        ));
     }
 
     RecipeSet {
