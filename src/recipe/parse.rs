@@ -255,6 +255,14 @@ impl Cx<'_> {
                 None
             }
         };
+        let runtime = match self.names(package, "runtime", "package.runtime") {
+            Some(refs) => {
+                let names = refs.iter().map(|r| r.name.clone()).collect();
+                self.runtime = refs;
+                names
+            }
+            None => Vec::new(),
+        };
         let kind = match get(package, "kind") {
             None => Kind::Build,
             Some(k) => {
@@ -266,19 +274,12 @@ impl Cx<'_> {
                         &k.span(),
                         format!("package.kind: unknown kind `{other}`; expected \"build\" or \"debs\""),
                     );
-                        Kind::Build
+                        // What else is valid depends on the kind.
+                        return None;
                     }
-                    None => Kind::Build,
+                    None => return None,
                 }
             }
-        };
-        let runtime = match self.names(package, "runtime", "package.runtime") {
-            Some(refs) => {
-                let names = refs.iter().map(|r| r.name.clone()).collect();
-                self.runtime = refs;
-                names
-            }
-            None => Vec::new(),
         };
 
         let sources = self.sources(top, version.as_deref().unwrap_or_default(), kind);
@@ -338,7 +339,10 @@ impl Cx<'_> {
         let mut refs: Vec<Reference> = Vec::new();
         for (i, (name, span)) in items.into_iter().enumerate() {
             let what = format!("{what}[{i}]");
-            if self.check(&span, &what, check::package_name(name)).is_none() {
+            if self
+                .check(&span, &what, check::package_name(name))
+                .is_none()
+            {
                 continue;
             }
             if refs.iter().any(|r| r.name == name) {
@@ -446,7 +450,10 @@ impl Cx<'_> {
             }
             None => None,
         };
-        if url_spans.is_empty() && path.is_none() && get(entries, "path").is_none() {
+        if ["url", "urls", "path"]
+            .iter()
+            .all(|k| get(entries, k).is_none())
+        {
             self.error(
                 &start,
                 format!("{what}: missing `urls` (or `path` for a file beside package.toml)"),
