@@ -13,11 +13,18 @@ use crate::recipe::{Recipe, RecipeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
-    #[error("unknown package `{name}`{}", .suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    #[error("unknown package `{name}`{}", did_you_mean(.suggestion))]
     UnknownPackage {
         name: String,
         suggestion: Option<String>,
     },
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
 }
 
 /// A view of a valid [`RecipeSet`] (no unknown names, no cycles).

@@ -31,7 +31,8 @@ pub fn package_name(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid package name `{s}`: expected a lowercase letter or digit, then letters, digits, `+`, `.`, `_` or `-`"
+            "invalid package name `{s}`: expected a lowercase letter or digit, \
+             then letters, digits, `+`, `.`, `_` or `-`"
         ))
     }
 }
@@ -58,7 +59,10 @@ pub fn sha256(s: &str) -> Result<Digest, String> {
 
 pub fn tree(s: &str) -> Result<[u8; 32], String> {
     let err = || {
-        format!("malformed tree hash `{s}`: expected SRI `sha256-` followed by the base64 of 32 bytes (44 characters)")
+        format!(
+            "malformed tree hash `{s}`: expected SRI `sha256-` followed by the base64 \
+             of 32 bytes (44 characters)"
+        )
     };
     let b64 = s.strip_prefix("sha256-").ok_or_else(err)?;
     let bytes = base64::engine::general_purpose::STANDARD

@@ -270,10 +270,10 @@ impl Cx<'_> {
                     Some("build") => Kind::Build,
                     Some("debs") => Kind::Debs,
                     Some(other) => {
-                        self.error(
-                        &k.span(),
-                        format!("package.kind: unknown kind `{other}`; expected \"build\" or \"debs\""),
-                    );
+                        let msg = format!(
+                            "package.kind: unknown kind `{other}`; expected \"build\" or \"debs\""
+                        );
+                        self.error(&k.span(), msg);
                         // What else is valid depends on the kind.
                         return None;
                     }
@@ -296,7 +296,8 @@ impl Cx<'_> {
             (Kind::Debs, Some(b)) => {
                 self.error(
                     &b.span(),
-                    "[build] in a kind = \"debs\" recipe: no step runs for debs; remove [build] or drop kind = \"debs\"",
+                    "[build] in a kind = \"debs\" recipe: no step runs for debs; \
+                     remove [build] or drop kind = \"debs\"",
                 );
                 None
             }
@@ -505,24 +506,32 @@ impl Cx<'_> {
         if kind == Kind::Debs {
             for key in ["unpack", "dest", "file", "executable"] {
                 if let Some((k, _)) = entries.iter().find(|(k, _)| k.get_ref() == key) {
-                    self.error(&k.span(), format!("{what}: `{key}` does not apply to a kind = \"debs\" recipe, whose .deb files imgrep unpacks itself"));
+                    let msg = format!(
+                        "{what}: `{key}` does not apply to a kind = \"debs\" recipe, \
+                         whose .deb files imgrep unpacks itself"
+                    );
+                    self.error(&k.span(), msg);
                     ok = false;
                 }
             }
             for ((_, span), url) in url_spans.iter().zip(&urls) {
                 if !check::last_segment(url).ends_with(".deb") {
-                    self.error(span, format!("{what}: `{url}` is not a .deb; a kind = \"debs\" recipe takes only .deb sources"));
+                    self.error(span, not_a_deb(what, url));
                     ok = false;
                 }
             }
             if let (Some(p), Some(n)) = (get(entries, "path"), &path) {
                 if !n.ends_with(".deb") {
-                    self.error(&p.span(), format!("{what}: `{n}` is not a .deb; a kind = \"debs\" recipe takes only .deb sources"));
+                    self.error(&p.span(), not_a_deb(what, n));
                     ok = false;
                 }
             }
             if let Some(t) = get(entries, "tree") {
-                self.error(&t.span(), format!("{what}: a .deb is pinned by the `sha256` of the file that the distribution's Packages index lists, not by `tree`"));
+                let msg = format!(
+                    "{what}: a .deb is pinned by the `sha256` of the file that the \
+                     distribution's Packages index lists, not by `tree`"
+                );
+                self.error(&t.span(), msg);
                 ok = false;
             }
         }
@@ -552,7 +561,11 @@ impl Cx<'_> {
         };
         if let (Some(Pin::Tree(_)), false, Kind::Build) = (&pin, unpack, kind) {
             let span = get(entries, "tree").map_or(start.clone(), |t| t.span());
-            self.error(&span, format!("{what}: a `tree` hash pins an unpacked tree, but this source is not unpacked; pin the file by `sha256`"));
+            let msg = format!(
+                "{what}: a `tree` hash pins an unpacked tree, but this source is not \
+                 unpacked; pin the file by `sha256`"
+            );
+            self.error(&span, msg);
             ok = false;
         }
 
@@ -682,38 +695,38 @@ impl Cx<'_> {
         }
 
         let jobs = match get(entries, "jobs") {
-            Some(j) => {
-                match self.integer(j, "build.jobs").map(u32::try_from) {
-                    Some(Ok(n)) => n,
-                    Some(Err(_)) => {
-                        self.error(&j.span(), "build.jobs: expected 0 (one job per core) or a positive number of jobs");
-                        ok = false;
-                        0
-                    }
-                    None => {
-                        ok = false;
-                        0
-                    }
+            Some(j) => match self.integer(j, "build.jobs").map(u32::try_from) {
+                Some(Ok(n)) => n,
+                Some(Err(_)) => {
+                    let msg = "build.jobs: expected 0 (one job per core) \
+                                   or a positive number of jobs";
+                    self.error(&j.span(), msg);
+                    ok = false;
+                    0
                 }
-            }
+                None => {
+                    ok = false;
+                    0
+                }
+            },
             None => 0,
         };
 
         let source_date_epoch = match get(entries, "source_date_epoch") {
-            Some(s) => {
-                match self.integer(s, "build.source_date_epoch") {
-                    Some(n) if n >= 0 => n,
-                    Some(_) => {
-                        self.error(&s.span(), "build.source_date_epoch: expected seconds since 1970-01-01, not negative");
-                        ok = false;
-                        0
-                    }
-                    None => {
-                        ok = false;
-                        0
-                    }
+            Some(s) => match self.integer(s, "build.source_date_epoch") {
+                Some(n) if n >= 0 => n,
+                Some(_) => {
+                    let msg = "build.source_date_epoch: \
+                                   expected seconds since 1970-01-01, not negative";
+                    self.error(&s.span(), msg);
+                    ok = false;
+                    0
                 }
-            }
+                None => {
+                    ok = false;
+                    0
+                }
+            },
             None => crate::DEFAULT_SOURCE_DATE_EPOCH,
         };
 
@@ -877,6 +890,10 @@ impl Cx<'_> {
         }
         ok.then_some(debs)
     }
+}
+
+fn not_a_deb(what: &str, name: &str) -> String {
+    format!("{what}: `{name}` is not a .deb; a kind = \"debs\" recipe takes only .deb sources")
 }
 
 fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Spanned<Node>> {
