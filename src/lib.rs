@@ -8,6 +8,8 @@ pub mod digest;
 pub mod fsutil;
 pub mod layer;
 pub mod oci;
+pub mod graph;
+pub mod recipe;
 
 /// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
 /// 1980-01-01T00:00:00Z, the earliest time every archive format (zip

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 pub mod run;
 pub mod check;
 pub mod pack;
+pub mod graph;
+pub mod list;
 
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,10 @@ pub enum Command {
     Pack(Box<pack::Args>),
     /// Verify every digest and size of an OCI image layout.
     Check(check::Args),
+    /// List the packages of the recipe tree (name, version, kind, deps).
+    List(list::Args),
+    /// Show the dependency graph as a tree, Graphviz dot (--dot) or JSON.
+    Graph(graph::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -92,5 +98,27 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Pack(args) => pack::run(&cli.global, *args),
         Command::Check(args) => check::run(&cli.global, args),
+        Command::List(args) => list::run(&cli.global, args),
+        Command::Graph(args) => graph::run(&cli.global, args),
+    }
+}
+
+/// The recipe tree of `-C DIR` (or the current directory), validated.
+pub fn load_recipes(global: &Global) -> anyhow::Result<crate::recipe::RecipeSet> {
+    let root = global
+        .directory
+        .as_deref()
+        .unwrap_or(std::path::Path::new("."));
+    Ok(crate::recipe::RecipeSet::load(root)?)
+}
+
+/// Writes a command's data to stdout; a reader that went away (`| head`)
+/// ends the command quietly, as it does for other Unix tools.
+pub fn print(text: &str) -> anyhow::Result<Outcome> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(Outcome::Success),
     }
 }

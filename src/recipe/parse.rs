@@ -1,0 +1,916 @@
+//! One package.toml: the spanned TOML tree checked against the format of
+//! docs/recipes.md, collecting every problem with its position.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::check;
+use super::diag::{Diagnostic, Position};
+use super::node::{self, LineIndex, Node, Span};
+use super::{Action, Build, Debs, Kind, Pin, Recipe, Source, Step, SECTIONS};
+
+const PACKAGE_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "license",
+    "homepage",
+    "kind",
+    "runtime",
+];
+const SOURCE_KEYS: &[&str] = &[
+    "url",
+    "urls",
+    "path",
+    "sha256",
+    "tree",
+    "unpack",
+    "dest",
+    "file",
+    "executable",
+];
+const BUILD_KEYS: &[&str] = &[
+    "deps",
+    "workdir",
+    "env",
+    "jobs",
+    "source_date_epoch",
+    "script",
+    "steps",
+];
+const STEP_KEYS: &[&str] = &["argv", "workdir"];
+const DEBS_KEYS: &[&str] = &["symlinks", "dirs"];
+
+type Entries = [(Spanned<String>, Spanned<Node>)];
+
+/// An entry of `build.deps` or `package.runtime`.
+pub struct Reference {
+    /// Where it is, e.g. `build.deps[1]`.
+    pub what: String,
+    pub name: String,
+    pub position: Position,
+}
+
+/// What one file yielded. The name and references are kept even when other
+/// checks failed, so cross-file checks still see the package.
+pub struct Parsed {
+    pub name: Option<(String, Position)>,
+    /// Build deps, then runtime packages.
+    pub refs: Vec<Reference>,
+    /// Valid only when `diagnostics` is empty.
+    pub recipe: Option<Recipe>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn parse(path: &Path, text: &str) -> Parsed {
+    let mut cx = Cx {
+        path,
+        index: LineIndex::new(text),
+        diags: Vec::new(),
+        name: None,
+        deps: Vec::new(),
+        runtime: Vec::new(),
+    };
+    let doc = match node::parse(text) {
+        Ok(doc) => doc,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            let lines: Vec<&str> = err
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message = format!("TOML syntax: {}", lines.join("; "));
+            cx.error(&span, message);
+            return Parsed {
+                name: None,
+                refs: Vec::new(),
+                recipe: None,
+                diagnostics: cx.diags,
+            };
+        }
+    };
+    let recipe = cx.recipe(&doc);
+    Parsed {
+        name: cx.name,
+        refs: cx.deps.into_iter().chain(cx.runtime).collect(),
+        recipe: recipe.filter(|_| cx.diags.is_empty()),
+        diagnostics: cx.diags,
+    }
+}
+
+struct Cx<'a> {
+    path: &'a Path,
+    index: LineIndex<'a>,
+    diags: Vec<Diagnostic>,
+    name: Option<(String, Position)>,
+    deps: Vec<Reference>,
+    runtime: Vec<Reference>,
+}
+
+impl Cx<'_> {
+    fn pos(&self, span: &Span) -> Position {
+        self.index.position(span.start)
+    }
+
+    fn error(&mut self, span: &Span, message: impl Into<String>) {
+        self.diags.push(Diagnostic {
+            path: self.path.to_path_buf(),
+            position: Some(self.pos(span)),
+            message: message.into(),
+        });
+    }
+
+    fn expected(&mut self, node: &Spanned<Node>, what: &str, expected: &str) {
+        let found = node.get_ref().kind();
+        self.error(
+            &node.span(),
+            format!("{what}: expected {expected}, found {found}"),
+        );
+    }
+
+    fn table<'n>(&mut self, node: &'n Spanned<Node>, what: &str) -> Option<&'n Entries> {
+        match node.get_ref() {
+            Node::Table(entries) => Some(entries),
+            _ => {
+                self.expected(node, what, "a table");
+                None
+            }
+        }
+    }
+
+    /// Reports every key not in `allowed`, naming the allowed ones.
+    fn known_keys(&mut self, entries: &Entries, allowed: &[&str], section: &str) {
+        for (key, _) in entries {
+            if !allowed.contains(&key.get_ref().as_str()) {
+                self.error(
+                    &key.span(),
+                    format!(
+                        "unknown key `{}` in {section}; expected one of: {}",
+                        key.get_ref(),
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn string<'n>(&mut self, node: &'n Spanned<Node>, what: &str) -> Option<&'n str> {
+        match node.get_ref() {
+            Node::String(s) => Some(s),
+            _ => {
+                self.expected(node, what, "a string");
+                None
+            }
+        }
+    }
+
+    fn opt_string(&mut self, entries: &Entries, key: &str, what: &str) -> Option<String> {
+        get(entries, key).and_then(|n| self.string(n, what).map(str::to_owned))
+    }
+
+    fn boolean(&mut self, node: &Spanned<Node>, what: &str) -> Option<bool> {
+        match node.get_ref() {
+            Node::Boolean(b) => Some(*b),
+            _ => {
+                self.expected(node, what, "true or false");
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, node: &Spanned<Node>, what: &str) -> Option<i64> {
+        match node.get_ref() {
+            Node::Integer(i) => Some(*i),
+            _ => {
+                self.expected(node, what, "an integer");
+                None
+            }
+        }
+    }
+
+    /// An array of strings, each with its span.
+    fn strings<'n>(&mut self, node: &'n Spanned<Node>, what: &str) -> Option<Vec<(&'n str, Span)>> {
+        let Node::Array(items) = node.get_ref() else {
+            self.expected(node, what, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match self.string(item, &format!("{what}[{i}]")) {
+                Some(s) => out.push((s, item.span())),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Runs a value check; reports its message at `span` on failure.
+    fn check<T>(&mut self, span: &Span, what: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|msg| self.error(span, format!("{what}: {msg}")))
+            .ok()
+    }
+
+    fn recipe(&mut self, doc: &Spanned<Node>) -> Option<Recipe> {
+        let top = self.table(doc, "the document")?;
+        self.known_keys(top, SECTIONS, "the top level");
+
+        let Some(package) = get(top, "package") else {
+            self.error(&(0..0), "missing [package] section");
+            return None;
+        };
+        let package = self.table(package, "[package]")?;
+        self.known_keys(package, PACKAGE_KEYS, "[package]");
+
+        let name = match get(package, "name") {
+            Some(n) => {
+                let name = self.string(n, "package.name")?.to_owned();
+                self.check(&n.span(), "package.name", check::package_name(&name))?;
+                let pos = self.pos(&n.span());
+                self.name = Some((name.clone(), pos));
+                name
+            }
+            None => {
+                self.error(&header(doc, "package"), "missing key `name` in [package]");
+                return None;
+            }
+        };
+        let version = match get(package, "version") {
+            Some(v) => {
+                let version = self.string(v, "package.version").map(str::to_owned);
+                if let Some(ver) = &version {
+                    self.check(&v.span(), "package.version", check::version(ver));
+                }
+                version
+            }
+            None => {
+                self.error(
+                    &header(doc, "package"),
+                    "missing key `version` in [package]",
+                );
+                None
+            }
+        };
+        let runtime = match self.names(package, "runtime", "package.runtime") {
+            Some(refs) => {
+                let names = refs.iter().map(|r| r.name.clone()).collect();
+                self.runtime = refs;
+                names
+            }
+            None => Vec::new(),
+        };
+        let kind = match get(package, "kind") {
+            None => Kind::Build,
+            Some(k) => {
+                match self.string(k, "package.kind") {
+                    Some("build") => Kind::Build,
+                    Some("debs") => Kind::Debs,
+                    Some(other) => {
+                        let msg = format!(
+                            "package.kind: unknown kind `{other}`; expected \"build\" or \"debs\""
+                        );
+                        self.error(&k.span(), msg);
+                        // What else is valid depends on the kind.
+                        return None;
+                    }
+                    None => return None,
+                }
+            }
+        };
+
+        let sources = self.sources(top, version.as_deref().unwrap_or_default(), kind);
+
+        let build = match (kind, get(top, "build")) {
+            (Kind::Build, Some(b)) => self.build(b),
+            (Kind::Build, None) => {
+                self.error(
+                    &(0..0),
+                    "missing [build] section: a kind = \"build\" recipe needs `script` or `steps`",
+                );
+                None
+            }
+            (Kind::Debs, Some(b)) => {
+                self.error(
+                    &b.span(),
+                    "[build] in a kind = \"debs\" recipe: no step runs for debs; \
+                     remove [build] or drop kind = \"debs\"",
+                );
+                None
+            }
+            (Kind::Debs, None) => None,
+        };
+        let debs = match (kind, get(top, "debs")) {
+            (Kind::Debs, Some(d)) => self.debs(d),
+            (Kind::Debs, None) => Some(Debs::default()),
+            (Kind::Build, Some(d)) => {
+                self.error(
+                    &d.span(),
+                    "[debs] is only for kind = \"debs\" recipes (set package.kind = \"debs\")",
+                );
+                None
+            }
+            (Kind::Build, None) => None,
+        };
+
+        let description = self.opt_string(package, "description", "package.description");
+        let license = self.opt_string(package, "license", "package.license");
+        let homepage = self.opt_string(package, "homepage", "package.homepage");
+        Some(Recipe {
+            name,
+            version: version?,
+            description,
+            license,
+            homepage,
+            kind,
+            runtime,
+            sources: sources?,
+            build,
+            debs,
+            path: self.path.to_path_buf(),
+        })
+    }
+
+    /// A list of distinct package names, as references.
+    fn names(&mut self, entries: &Entries, key: &str, what: &str) -> Option<Vec<Reference>> {
+        let items = self.strings(get(entries, key)?, what)?;
+        let mut refs: Vec<Reference> = Vec::new();
+        for (i, (name, span)) in items.into_iter().enumerate() {
+            let what = format!("{what}[{i}]");
+            if self
+                .check(&span, &what, check::package_name(name))
+                .is_none()
+            {
+                continue;
+            }
+            if refs.iter().any(|r| r.name == name) {
+                self.error(&span, format!("{what}: `{name}` is listed twice"));
+                continue;
+            }
+            refs.push(Reference {
+                what,
+                name: name.to_owned(),
+                position: self.pos(&span),
+            });
+        }
+        Some(refs)
+    }
+
+    fn sources(&mut self, top: &Entries, version: &str, kind: Kind) -> Option<Vec<Source>> {
+        let Some(node) = get(top, "source") else {
+            return Some(Vec::new());
+        };
+        let Node::Array(items) = node.get_ref() else {
+            self.expected(node, "source", "an array of tables ([[source]])");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match self.source(item, &format!("source[{i}]"), version, kind) {
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn source(
+        &mut self,
+        node: &Spanned<Node>,
+        what: &str,
+        version: &str,
+        kind: Kind,
+    ) -> Option<Source> {
+        let entries = self.table(node, what)?;
+        self.known_keys(entries, SOURCE_KEYS, &format!("[[source]] ({what})"));
+        let start = node.span();
+        let mut ok = true;
+
+        let mut urls = Vec::new();
+        let mut url_spans = Vec::new();
+        if let Some(u) = get(entries, "url") {
+            if get(entries, "urls").is_some() {
+                self.error(&u.span(), format!("{what}: give `url` or `urls`, not both"));
+                ok = false;
+            }
+            match self.string(u, &format!("{what}.url")) {
+                Some(s) => {
+                    url_spans.push((s, u.span()));
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(u) = get(entries, "urls") {
+            match self.strings(u, &format!("{what}.urls")) {
+                Some(list) if list.is_empty() => {
+                    self.error(&u.span(), format!("{what}.urls: empty list"));
+                    ok = false;
+                }
+                Some(list) => url_spans.extend(list),
+                None => ok = false,
+            }
+        }
+        for (i, (raw, span)) in url_spans.iter().enumerate() {
+            let w = format!("{what}.urls[{i}]");
+            match self.check(span, &w, check::url(raw, version)) {
+                Some(u) => urls.push(u),
+                None => ok = false,
+            }
+        }
+
+        let path = match get(entries, "path") {
+            Some(p) => {
+                let w = format!("{what}.path");
+                let s = self.string(p, &w);
+                let norm = s.and_then(|s| self.check(&p.span(), &w, check::relative_path(s)));
+                match norm {
+                    Some(n) if n == "." => {
+                        self.error(
+                            &p.span(),
+                            format!("{w}: must name a file in the package directory"),
+                        );
+                        ok = false;
+                        None
+                    }
+                    Some(n) => {
+                        if !url_spans.is_empty() {
+                            self.error(&p.span(), format!("{what}: give `path` or URLs, not both"));
+                            ok = false;
+                        }
+                        Some(n)
+                    }
+                    None => {
+                        ok = false;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if ["url", "urls", "path"]
+            .iter()
+            .all(|k| get(entries, k).is_none())
+        {
+            self.error(
+                &start,
+                format!("{what}: missing `urls` (or `path` for a file beside package.toml)"),
+            );
+            ok = false;
+        }
+
+        let pin = match (get(entries, "sha256"), get(entries, "tree")) {
+            (Some(s), Some(_)) => {
+                self.error(
+                    &s.span(),
+                    format!(
+                        "{what}: both `sha256` and `tree` given; pin the source by exactly one"
+                    ),
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    &start,
+                    format!("{what}: missing `sha256` or `tree`: every source is pinned by a hash"),
+                );
+                None
+            }
+            (Some(s), None) => {
+                let w = format!("{what}.sha256");
+                self.string(s, &w)
+                    .and_then(|v| self.check(&s.span(), &w, check::sha256(v)))
+                    .map(Pin::Sha256)
+            }
+            (None, Some(t)) => {
+                let w = format!("{what}.tree");
+                self.string(t, &w)
+                    .and_then(|v| self.check(&t.span(), &w, check::tree(v)))
+                    .map(Pin::Tree)
+            }
+        };
+
+        // Defaults derive from the file's name; without a valid URL or path
+        // there is none, and that was reported already.
+        let named = urls.len() == url_spans.len() && (path.is_some() || !urls.is_empty());
+        let name = path
+            .as_deref()
+            .or(urls.first().map(String::as_str))
+            .map(check::last_segment)
+            .unwrap_or_default()
+            .to_owned();
+
+        if kind == Kind::Debs {
+            for key in ["unpack", "dest", "file", "executable"] {
+                if let Some((k, _)) = entries.iter().find(|(k, _)| k.get_ref() == key) {
+                    let msg = format!(
+                        "{what}: `{key}` does not apply to a kind = \"debs\" recipe, \
+                         whose .deb files imgrep unpacks itself"
+                    );
+                    self.error(&k.span(), msg);
+                    ok = false;
+                }
+            }
+            for ((_, span), url) in url_spans.iter().zip(&urls) {
+                if !check::last_segment(url).ends_with(".deb") {
+                    self.error(span, not_a_deb(what, url));
+                    ok = false;
+                }
+            }
+            if let (Some(p), Some(n)) = (get(entries, "path"), &path) {
+                if !n.ends_with(".deb") {
+                    self.error(&p.span(), not_a_deb(what, n));
+                    ok = false;
+                }
+            }
+            if let Some(t) = get(entries, "tree") {
+                let msg = format!(
+                    "{what}: a .deb is pinned by the `sha256` of the file that the \
+                     distribution's Packages index lists, not by `tree`"
+                );
+                self.error(&t.span(), msg);
+                ok = false;
+            }
+        }
+
+        let unpack = match get(entries, "unpack") {
+            Some(u) => self.boolean(u, &format!("{what}.unpack")),
+            None => Some(kind == Kind::Build && check::is_archive(&name)),
+        };
+        let unpack = match unpack {
+            Some(true) if named && kind == Kind::Build && !check::is_archive(&name) => {
+                let span = get(entries, "unpack").map_or(start.clone(), |u| u.span());
+                self.error(
+                    &span,
+                    format!(
+                        "{what}: cannot unpack `{name}`: not a known archive ({})",
+                        check::ARCHIVES.join(", ")
+                    ),
+                );
+                ok = false;
+                true
+            }
+            Some(u) => u,
+            None => {
+                ok = false;
+                false
+            }
+        };
+        if let (Some(Pin::Tree(_)), false, Kind::Build) = (&pin, unpack, kind) {
+            let span = get(entries, "tree").map_or(start.clone(), |t| t.span());
+            let msg = format!(
+                "{what}: a `tree` hash pins an unpacked tree, but this source is not \
+                 unpacked; pin the file by `sha256`"
+            );
+            self.error(&span, msg);
+            ok = false;
+        }
+
+        let dest = match get(entries, "dest") {
+            Some(d) => {
+                let w = format!("{what}.dest");
+                let v = self
+                    .string(d, &w)
+                    .and_then(|s| self.check(&d.span(), &w, check::relative_path(s)));
+                ok &= v.is_some();
+                v.unwrap_or_default()
+            }
+            None => ".".to_owned(),
+        };
+
+        let file = match get(entries, "file") {
+            Some(f) if unpack => {
+                self.error(
+                    &f.span(),
+                    format!("{what}.file: only for a source with unpack = false"),
+                );
+                ok = false;
+                None
+            }
+            Some(f) => {
+                let w = format!("{what}.file");
+                let v = self.string(f, &w).and_then(|s| {
+                    self.check(&f.span(), &w, check::file_name(s))
+                        .map(|()| s.to_owned())
+                });
+                ok &= v.is_some();
+                v
+            }
+            None if unpack || kind == Kind::Debs || !named => None,
+            None => match check::file_name(&name) {
+                Ok(()) => Some(name.clone()),
+                Err(_) => {
+                    self.error(
+                        &start,
+                        format!("{what}: cannot name the file from its URL; set `file`"),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+
+        let executable = match get(entries, "executable") {
+            Some(x) if unpack => {
+                self.error(
+                    &x.span(),
+                    format!("{what}.executable: only for a source with unpack = false"),
+                );
+                ok = false;
+                false
+            }
+            Some(x) => {
+                let v = self.boolean(x, &format!("{what}.executable"));
+                ok &= v.is_some();
+                v.unwrap_or_default()
+            }
+            None => false,
+        };
+
+        let pin = pin?;
+        ok.then_some(Source {
+            urls,
+            path,
+            pin,
+            unpack,
+            dest,
+            file,
+            executable,
+        })
+    }
+
+    fn build(&mut self, node: &Spanned<Node>) -> Option<Build> {
+        let entries = self.table(node, "[build]")?;
+        self.known_keys(entries, BUILD_KEYS, "[build]");
+        let mut ok = true;
+
+        let deps = match get(entries, "deps") {
+            Some(_) => match self.names(entries, "deps", "build.deps") {
+                Some(refs) => {
+                    let names = refs.iter().map(|r| r.name.clone()).collect();
+                    self.deps = refs;
+                    names
+                }
+                None => {
+                    ok = false;
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+
+        let workdir = match get(entries, "workdir") {
+            Some(w) => {
+                let v = self
+                    .string(w, "build.workdir")
+                    .and_then(|s| self.check(&w.span(), "build.workdir", check::absolute_path(s)));
+                ok &= v.is_some();
+                v.unwrap_or_default()
+            }
+            None => "/build".to_owned(),
+        };
+
+        let mut env = BTreeMap::new();
+        if let Some(e) = get(entries, "env") {
+            match self.table(e, "build.env") {
+                Some(vars) => {
+                    for (key, value) in vars {
+                        let w = format!("build.env.{}", key.get_ref());
+                        let name_ok = self
+                            .check(&key.span(), &w, check::env_name(key.get_ref()))
+                            .is_some();
+                        match self.string(value, &w) {
+                            Some(v) if name_ok => {
+                                env.insert(key.get_ref().clone(), v.to_owned());
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+
+        let jobs = match get(entries, "jobs") {
+            Some(j) => match self.integer(j, "build.jobs").map(u32::try_from) {
+                Some(Ok(n)) => n,
+                Some(Err(_)) => {
+                    let msg = "build.jobs: expected 0 (one job per core) \
+                                   or a positive number of jobs";
+                    self.error(&j.span(), msg);
+                    ok = false;
+                    0
+                }
+                None => {
+                    ok = false;
+                    0
+                }
+            },
+            None => 0,
+        };
+
+        let source_date_epoch = match get(entries, "source_date_epoch") {
+            Some(s) => match self.integer(s, "build.source_date_epoch") {
+                Some(n) if n >= 0 => n,
+                Some(_) => {
+                    let msg = "build.source_date_epoch: \
+                                   expected seconds since 1970-01-01, not negative";
+                    self.error(&s.span(), msg);
+                    ok = false;
+                    0
+                }
+                None => {
+                    ok = false;
+                    0
+                }
+            },
+            None => crate::DEFAULT_SOURCE_DATE_EPOCH,
+        };
+
+        let action = match (get(entries, "script"), get(entries, "steps")) {
+            (Some(s), Some(_)) => {
+                self.error(
+                    &s.span(),
+                    "[build]: `script` and `steps` both given; use one of them",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    &node.span(),
+                    "[build]: missing `script` or `steps`: a build recipe says what runs",
+                );
+                None
+            }
+            (Some(s), None) => match self.string(s, "build.script") {
+                Some(text) if text.trim().is_empty() => {
+                    self.error(&s.span(), "build.script: empty script");
+                    None
+                }
+                Some(text) => Some(Action::Script(text.to_owned())),
+                None => None,
+            },
+            (None, Some(s)) => self.steps(s).map(Action::Steps),
+        };
+
+        let action = action?;
+        ok.then_some(Build {
+            deps,
+            workdir,
+            env,
+            jobs,
+            source_date_epoch,
+            action,
+        })
+    }
+
+    fn steps(&mut self, node: &Spanned<Node>) -> Option<Vec<Step>> {
+        let Node::Array(items) = node.get_ref() else {
+            self.expected(node, "build.steps", "an array of steps");
+            return None;
+        };
+        if items.is_empty() {
+            self.error(
+                &node.span(),
+                "build.steps: empty list; give at least one step",
+            );
+            return None;
+        }
+        let mut steps = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let what = format!("build.steps[{i}]");
+            let (argv_node, workdir) = match item.get_ref() {
+                Node::Array(_) => (item, None),
+                Node::Table(entries) => {
+                    self.known_keys(entries, STEP_KEYS, &what);
+                    let workdir = match get(entries, "workdir") {
+                        Some(w) => {
+                            let ww = format!("{what}.workdir");
+                            let v = self
+                                .string(w, &ww)
+                                .and_then(|s| self.check(&w.span(), &ww, check::absolute_path(s)));
+                            if v.is_none() {
+                                ok = false;
+                            }
+                            v
+                        }
+                        None => None,
+                    };
+                    match get(entries, "argv") {
+                        Some(a) => (a, workdir),
+                        None => {
+                            self.error(&item.span(), format!("{what}: missing `argv`"));
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
+                _ => {
+                    self.expected(
+                        item,
+                        &what,
+                        "an argv array or a table { argv = [...], workdir = \"...\" }",
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            let Some(argv) = self.strings(argv_node, &format!("{what}.argv")) else {
+                ok = false;
+                continue;
+            };
+            if argv.first().is_none_or(|(a, _)| a.is_empty()) {
+                self.error(
+                    &argv_node.span(),
+                    format!("{what}: empty argv: a step needs a program to run"),
+                );
+                ok = false;
+                continue;
+            }
+            steps.push(Step {
+                argv: argv.into_iter().map(|(a, _)| a.to_owned()).collect(),
+                workdir,
+            });
+        }
+        ok.then_some(steps)
+    }
+
+    fn debs(&mut self, node: &Spanned<Node>) -> Option<Debs> {
+        let entries = self.table(node, "[debs]")?;
+        self.known_keys(entries, DEBS_KEYS, "[debs]");
+        let mut debs = Debs::default();
+        let mut ok = true;
+        if let Some(s) = get(entries, "symlinks") {
+            match self.table(s, "debs.symlinks") {
+                Some(links) => {
+                    for (link, target) in links {
+                        let w = format!("debs.symlinks.\"{}\"", link.get_ref());
+                        let l = self.check(&link.span(), &w, check::relative_path(link.get_ref()));
+                        let t = self.string(target, &w);
+                        match (l, t) {
+                            (Some(l), _) if l == "." => {
+                                self.error(&link.span(), format!("{w}: a link needs a path"));
+                                ok = false;
+                            }
+                            (Some(_), Some("")) => {
+                                self.error(&target.span(), format!("{w}: empty link target"));
+                                ok = false;
+                            }
+                            (Some(l), Some(t)) => {
+                                debs.symlinks.insert(l, t.to_owned());
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(d) = get(entries, "dirs") {
+            match self.strings(d, "debs.dirs") {
+                Some(dirs) => {
+                    for (i, (dir, span)) in dirs.into_iter().enumerate() {
+                        let w = format!("debs.dirs[{i}]");
+                        match self.check(&span, &w, check::relative_path(dir)) {
+                            Some(p) if p != "." => debs.dirs.push(p),
+                            Some(_) => {
+                                self.error(&span, format!("{w}: a directory needs a path"));
+                                ok = false;
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(debs)
+    }
+}
+
+fn not_a_deb(what: &str, name: &str) -> String {
+    format!("{what}: `{name}` is not a .deb; a kind = \"debs\" recipe takes only .deb sources")
+}
+
+fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Spanned<Node>> {
+    entries
+        .iter()
+        .find(|(k, _)| k.get_ref() == key)
+        .map(|(_, v)| v)
+}
+
+/// The span of a top-level section's key (its `[name]` header), for problems
+/// with the section as a whole.
+fn header(doc: &Spanned<Node>, section: &str) -> Span {
+    match doc.get_ref() {
+        Node::Table(entries) => entries
+            .iter()
+            .find(|(k, _)| k.get_ref() == section)
+            .map_or(0..0, |(k, _)| k.span()),
+        _ => 0..0,
+    }
+}
