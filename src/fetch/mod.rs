@@ -146,7 +146,14 @@ impl Fetcher {
             });
         }
         let mut attempts = Vec::new();
-        for origin in self.origins(req, &mut attempts) {
+        for origin in self.origins(req) {
+            let origin = match origin {
+                Ok(o) => o,
+                Err(untried) => {
+                    attempts.push(untried);
+                    continue;
+                }
+            };
             let result = match (&req.pin, &origin) {
                 (Pin::File(d), _) => self.try_file(store, req, &origin, d, &dest),
                 (Pin::Tree(h), Origin::Local(p)) if p.is_dir() => {
@@ -174,49 +181,46 @@ impl Fetcher {
         })
     }
 
-    /// Every origin to try, in order. URLs that cannot be tried (offline,
-    /// unconfigured mirror) are recorded as failed attempts right away.
-    fn origins(&self, req: &SourceRequest, attempts: &mut Vec<Attempt>) -> Vec<Origin> {
+    /// Every origin to try, in order. One that cannot be tried (offline,
+    /// unconfigured mirror) is already a failed attempt, kept in its place.
+    fn origins(&self, req: &SourceRequest) -> Vec<Result<Origin, Attempt>> {
         let dirs = &self.config.source_dirs;
-        let mut out: Vec<Origin> = match &req.pin {
-            Pin::File(d) => local::file_candidates(dirs, d, &req.urls)
-                .into_iter()
-                .map(Origin::Local)
-                .collect(),
-            Pin::Tree(h) => local::tree_candidates(dirs, h, &req.urls)
-                .into_iter()
-                .map(Origin::Local)
-                .collect(),
+        let local = match &req.pin {
+            Pin::File(d) => local::file_candidates(dirs, d, &req.urls),
+            Pin::Tree(h) => local::tree_candidates(dirs, h, &req.urls),
         };
+        let mut out: Vec<Result<Origin, Attempt>> =
+            local.into_iter().map(|p| Ok(Origin::Local(p))).collect();
         let mut urls = Vec::new();
         for url in &req.urls {
             match self.config.mirrors.resolve(url) {
-                Ok(resolved) => urls.extend(resolved),
-                Err(e) => attempts.push(Attempt {
+                Ok(resolved) => urls.extend(resolved.into_iter().map(Ok)),
+                Err(e) => urls.push(Err(Attempt {
                     from: url.clone(),
                     error: e.to_string(),
-                }),
+                })),
             }
         }
         for base in &self.config.fallback_mirrors {
             match &req.pin {
-                Pin::File(d) => urls.push(join_url(base, &format!("sha256/{}", d.hex()))),
+                Pin::File(d) => urls.push(Ok(join_url(base, &format!("sha256/{}", d.hex())))),
                 Pin::Tree(_) => urls.extend(
                     req.urls
                         .iter()
                         .filter_map(|u| local::file_name_of(u))
-                        .map(|n| join_url(base, n)),
+                        .map(|n| Ok(join_url(base, n))),
                 ),
             }
         }
-        if self.config.offline {
-            attempts.extend(urls.into_iter().map(|u| Attempt {
+        let offline = self.config.offline;
+        out.extend(urls.into_iter().map(|u| match u {
+            Ok(u) if offline => Err(Attempt {
                 from: u,
                 error: "not tried: offline mode".into(),
-            }));
-        } else {
-            out.extend(urls.into_iter().map(Origin::Url));
-        }
+            }),
+            Ok(u) => Ok(Origin::Url(u)),
+            Err(a) => Err(a),
+        }));
         out
     }
 
