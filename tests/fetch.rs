@@ -35,11 +35,16 @@ fn request(urls: &[String], pin: Pin) -> SourceRequest {
 }
 
 fn tmp_is_empty(store: &Store) -> bool {
-    fs::read_dir(store.root().join("tmp")).unwrap().next().is_none()
+    fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none()
 }
 
 fn sources_count(store: &Store) -> usize {
-    fs::read_dir(store.root().join("sources/sha256")).unwrap().count()
+    fs::read_dir(store.root().join("sources/sha256"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -77,7 +82,10 @@ fn mismatch_stores_nothing_and_says_what_and_where() {
     let msg = err.to_string();
     assert!(msg.contains(&url), "{msg}");
     assert!(msg.contains(&format!("expected {expected}")), "{msg}");
-    assert!(msg.contains(&format!("got {}", Digest::of(&served))), "{msg}");
+    assert!(
+        msg.contains(&format!("got {}", Digest::of(&served))),
+        "{msg}"
+    );
     assert!(msg.contains("testpkg: source 0"), "{msg}");
     assert_eq!(sources_count(&store), 0);
     assert!(tmp_is_empty(&store));
@@ -167,7 +175,10 @@ fn content_addressed_fallback_mirror_and_redirects() {
 fn debian_mirror_from_the_hosts_apt_configuration() {
     let server = Server::start();
     let body = b"!<arch>\nnot really a deb\n".to_vec();
-    server.route("/debian/pool/main/h/hello/hello_1_amd64.deb", Route::Bytes(body.clone()));
+    server.route(
+        "/debian/pool/main/h/hello/hello_1_amd64.deb",
+        Route::Bytes(body.clone()),
+    );
     let apt = tempfile::tempdir().unwrap();
     fs::create_dir(apt.path().join("sources.list.d")).unwrap();
     fs::write(
@@ -181,7 +192,10 @@ fn debian_mirror_from_the_hosts_apt_configuration() {
     )
     .unwrap();
     let mut env = BTreeMap::new();
-    env.insert("IMGREP_APT_DIR".to_owned(), apt.path().display().to_string());
+    env.insert(
+        "IMGREP_APT_DIR".to_owned(),
+        apt.path().display().to_string(),
+    );
     env.insert("IMGREP_CONFIG".to_owned(), "/dev/null".to_owned());
     let cfg = FetchConfig {
         progress: false,
@@ -197,7 +211,10 @@ fn debian_mirror_from_the_hosts_apt_configuration() {
         got.from.unwrap(),
         server.url("/debian/pool/main/h/hello/hello_1_amd64.deb")
     );
-    assert_eq!(server.hits("/security/pool/main/h/hello/hello_1_amd64.deb"), 0);
+    assert_eq!(
+        server.hits("/security/pool/main/h/hello/hello_1_amd64.deb"),
+        0
+    );
 }
 
 #[test]
@@ -214,8 +231,14 @@ fn local_source_directories_come_first_and_are_verified() {
     fs::write(wrong.path().join("pkg-2.0.tar.gz"), b"stale").unwrap();
 
     for (dirs, from) in [
-        (vec![by_hash.path().to_owned()], by_hash.path().join(d.hex())),
-        (vec![by_name.path().to_owned()], by_name.path().join("pkg-2.0.tar.gz")),
+        (
+            vec![by_hash.path().to_owned()],
+            by_hash.path().join(d.hex()),
+        ),
+        (
+            vec![by_name.path().to_owned()],
+            by_name.path().join("pkg-2.0.tar.gz"),
+        ),
     ] {
         let sdir = tempfile::tempdir().unwrap();
         let store = Store::open(sdir.path()).unwrap();
@@ -261,7 +284,10 @@ fn offline_mode_never_touches_the_network() {
         .fetch(&store, &request(&[url.clone()], Pin::File(d)))
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&format!("{url}: not tried: offline mode")), "{err}");
+    assert!(
+        err.contains(&format!("{url}: not tried: offline mode")),
+        "{err}"
+    );
     assert_eq!(server.total_hits(), 0);
 
     let local = tempfile::tempdir().unwrap();
@@ -291,7 +317,11 @@ fn make_tree(root: &Path) {
     fs::write(root.join("configure"), b"#!/bin/sh\necho ok\n").unwrap();
     fs::set_permissions(root.join("configure"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(root.join("src/sub/empty"), b"").unwrap();
-    fs::write(root.join("src/main.c"), b"int main(void){return 0;}\n".repeat(300)).unwrap();
+    fs::write(
+        root.join("src/main.c"),
+        b"int main(void){return 0;}\n".repeat(300),
+    )
+    .unwrap();
     symlink("../README", root.join("src/README.link")).unwrap();
 }
 
@@ -308,7 +338,11 @@ fn pack(parent: &Path, top: &str, out: &Path, flag: &str) {
 
 fn expected_tree_hash(tree: &Path) -> NarHash {
     let ours = nar::hash_path(tree).unwrap();
-    match Command::new("nix-hash").args(["--type", "sha256"]).arg(tree).output() {
+    match Command::new("nix-hash")
+        .args(["--type", "sha256"])
+        .arg(tree)
+        .output()
+    {
         Ok(out) if out.status.success() => {
             let hex = String::from_utf8(out.stdout).unwrap();
             assert_eq!(hex.trim(), ours.hex(), "nix-hash disagrees with imgrep");
@@ -346,7 +380,10 @@ fn tree_pin_accepts_the_same_tree_in_any_archive_format() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got.path, store.tree_path(&pin));
         assert_eq!(nar::hash_path(&got.path).unwrap(), pin, "{name}");
-        assert!(got.path.join("configure").exists(), "{name}: top dir not stripped");
+        assert!(
+            got.path.join("configure").exists(),
+            "{name}: top dir not stripped"
+        );
         let mode = fs::metadata(&got.path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o555, "{name}: store trees are read-only");
         assert!(tmp_is_empty(&store), "{name}");
@@ -386,7 +423,10 @@ fn tree_pin_mismatch_and_hostile_archive_keep_nothing() {
         .fetch(&store, &request(&[url], Pin::Tree(pin)))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("pkg/passwd") && err.contains("outside"), "{err}");
+    assert!(
+        err.contains("pkg/passwd") && err.contains("outside"),
+        "{err}"
+    );
     assert!(tmp_is_empty(&store));
 }
 
@@ -410,6 +450,9 @@ fn tree_pin_from_a_local_unpacked_directory() {
     let got = Fetcher::new(cfg)
         .fetch(&store, &request(&urls, Pin::Tree(pin)))
         .unwrap();
-    assert_eq!(got.from.unwrap(), local.join(pin.hex()).display().to_string());
+    assert_eq!(
+        got.from.unwrap(),
+        local.join(pin.hex()).display().to_string()
+    );
     assert_eq!(nar::hash_path(&got.path).unwrap(), pin);
 }

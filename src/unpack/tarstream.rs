@@ -16,7 +16,7 @@ const MAX_EXTENDED: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
-    #[error("malformed tar header at byte {offset}{}: {reason}", entry_suffix(.entry))]
+    #[error("malformed tar archive at byte {offset}{}: {reason}", entry_suffix(.entry))]
     Malformed {
         offset: u64,
         entry: Option<String>,
@@ -64,6 +64,8 @@ pub struct TarStream<R> {
     /// Bytes of the current member's data (and padding) not yet consumed.
     pending: u64,
     pending_pad: u64,
+    /// The current member's path, header offset and size, for messages.
+    current: (Vec<u8>, u64, u64),
     done: bool,
 }
 
@@ -83,6 +85,7 @@ impl<R: Read> TarStream<R> {
             offset: 0,
             pending: 0,
             pending_pad: 0,
+            current: (Vec::new(), 0, 0),
             done: false,
         }
     }
@@ -104,9 +107,12 @@ impl<R: Read> TarStream<R> {
                 Ok(0) if got == 0 => return Ok(false),
                 Ok(0) => {
                     return Err(TarError::Malformed {
-                        offset: self.offset + got as u64,
+                        offset: self.offset,
                         entry: None,
-                        reason: "stream ends in the middle of a 512-byte block".into(),
+                        reason: format!(
+                            "stream ends after {got} bytes, in the middle of a {}-byte block",
+                            buf.len()
+                        ),
                     })
                 }
                 Ok(n) => got += n,
@@ -211,6 +217,7 @@ impl<R: Read> TarStream<R> {
             };
             self.pending = size;
             self.pending_pad = padding(size);
+            self.current = (path.clone(), offset, size);
             return Ok(Some(Header {
                 path,
                 link,
@@ -256,14 +263,15 @@ impl<R: Read> TarStream<R> {
             }
         };
         if n == 0 {
-            return Err(TarError::Malformed {
-                offset: self.offset,
-                entry: None,
-                reason: format!(
-                    "stream ends with {} bytes of the member's data missing",
+            let (path, offset, size) = &self.current;
+            return Err(self.malformed(
+                *offset,
+                Some(path),
+                format!(
+                    "stream ends with {} of the member's {size} data bytes missing",
                     self.pending
                 ),
-            });
+            ));
         }
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;

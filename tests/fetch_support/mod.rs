@@ -87,9 +87,7 @@ impl Server {
         let _ = match route {
             None => respond(&mut conn, 404, &[], b"not found\n"),
             Some(Route::Status(code)) => respond(&mut conn, code, &[], b"error\n"),
-            Some(Route::Redirect(to)) => {
-                respond(&mut conn, 302, &[("Location", to.as_str())], b"")
-            }
+            Some(Route::Redirect(to)) => respond(&mut conn, 302, &[("Location", to.as_str())], b""),
             Some(Route::Bytes(body)) => respond(&mut conn, 200, &[], &body),
             Some(Route::Slow { body, chunk, pause }) => {
                 let head = format!(
