@@ -1,15 +1,21 @@
 //! imgrep: reproducible, bootstrappable OCI images, published under an M-of-N
 //! signature threshold. See docs/ARCHITECTURE.md for where each contract lives.
 
+pub mod archive;
 pub mod canonical;
 pub mod cli;
 pub mod compress;
 pub mod digest;
+pub mod fetch;
 pub mod fsutil;
 pub mod layer;
 pub mod oci;
 pub mod graph;
 pub mod recipe;
+pub mod mirror;
+pub mod nar;
+pub mod store;
+pub mod unpack;
 
 /// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
 /// 1980-01-01T00:00:00Z, the earliest time every archive format (zip

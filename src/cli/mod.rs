@@ -60,6 +60,12 @@ pub struct Global {
     /// Machine-readable JSON on stdout where the output is data.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The store directory (default: <user cache dir>/imgrep).
+    #[arg(long, global = true, value_name = "DIR", env = "IMGREP_STORE")]
+    pub store: Option<std::path::PathBuf>,
+    /// Never touch the network (also IMGREP_OFFLINE=1): sources come from the store or local source directories.
+    #[arg(long, global = true)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Subcommand)]

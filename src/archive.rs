@@ -1,0 +1,158 @@
+//! Decompression of archives by their magic bytes: a `.tgz` that is really
+//! xz, or a layer blob with no name at all, is read by what it is. Formats:
+//! gzip (multi-member, as parallel gzip writes), bzip2, xz, zstd, and
+//! uncompressed (tar).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Bzip2 => "bzip2",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
+/// Longest magic number we look at.
+const MAGIC_LEN: usize = 6;
+
+/// The compression of a stream whose first bytes are `prefix`.
+pub fn detect(prefix: &[u8]) -> Compression {
+    if prefix.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if prefix.starts_with(b"BZh") {
+        Compression::Bzip2
+    } else if prefix.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Compression::Xz
+    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Whether a file name looks like an archive that recipes unpack by default
+/// (docs/recipes.md: `.tar`, `.tar.gz`/`.tgz`, `.tar.bz2`, `.tar.xz`,
+/// `.tar.zst`, and the short forms `.tbz2`, `.txz`, `.tzst`).
+pub fn is_archive_name(name: &str) -> bool {
+    const SUFFIXES: [&str; 11] = [
+        ".tar",
+        ".tar.gz",
+        ".tgz",
+        ".tar.bz2",
+        ".tbz2",
+        ".tbz",
+        ".tar.xz",
+        ".txz",
+        ".tar.zst",
+        ".tzst",
+        ".tar.zstd",
+    ];
+    SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Wraps `r` in the decompressor its magic bytes call for.
+pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let kind = detect(&peek(&mut r, MAGIC_LEN)?);
+    let reader: Box<dyn Read + 'a> = match kind {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+    };
+    Ok((kind, reader))
+}
+
+/// Opens the file at `path` and decompresses it by its magic bytes.
+pub fn open(path: &Path) -> io::Result<(Compression, Box<dyn Read>)> {
+    let f = File::open(path)?;
+    decompress(BufReader::with_capacity(128 * 1024, f))
+}
+
+/// Returns up to `n` leading bytes without consuming them. A `BufRead`'s
+/// first fill may return fewer bytes than it could, so this only relies on
+/// what one fill gives, which for files and sockets covers 6 bytes except at
+/// the very end of a tiny stream.
+fn peek<R: BufRead>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let buf = r.fill_buf()?;
+    Ok(buf[..buf.len().min(n)].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn round_trip(kind: Compression, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match kind {
+            Compression::None => out.extend_from_slice(data),
+            Compression::Gzip => {
+                // Two members, as deterministic parallel gzip writes them.
+                for half in [&data[..data.len() / 2], &data[data.len() / 2..]] {
+                    let mut e = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    e.write_all(half).unwrap();
+                    out.extend(e.finish().unwrap());
+                }
+            }
+            Compression::Bzip2 => {
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), Default::default());
+                e.write_all(data).unwrap();
+                out = e.finish().unwrap();
+            }
+            Compression::Xz => {
+                let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+                e.write_all(data).unwrap();
+                out = e.finish().unwrap();
+            }
+            Compression::Zstd => out = zstd::encode_all(data, 3).unwrap(),
+        }
+        out
+    }
+
+    #[test]
+    fn every_format_by_magic() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for kind in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Bzip2,
+            Compression::Xz,
+            Compression::Zstd,
+        ] {
+            let packed = round_trip(kind, &data);
+            let (got_kind, mut r) = decompress(&packed[..]).unwrap();
+            assert_eq!(got_kind, kind);
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).unwrap();
+            assert!(back == data, "{kind} did not round-trip");
+        }
+    }
+
+    #[test]
+    fn archive_names() {
+        assert!(is_archive_name("musl-1.2.5.tar.gz"));
+        assert!(is_archive_name("x.tgz"));
+        assert!(is_archive_name("x.tar.zst"));
+        assert!(!is_archive_name("hex0-seed"));
+        assert!(!is_archive_name("fix.patch"));
+        assert!(!is_archive_name("x.deb"));
+    }
+}

@@ -1,0 +1,336 @@
+//! Fetching pinned sources into the store (docs/fetch.md).
+//!
+//! Order of attempts: local source directories, the recipe's URLs in order
+//! (`mirror://` ones expanded through their mirrors), then the fallback
+//! mirrors. The hash decides, never the origin: a file is hashed while it
+//! streams into a temporary file of the store and kept only if it matches;
+//! a tree is unpacked with the safe unpacker, stripped of a single
+//! top-level directory, NAR-hashed and kept only if that matches.
+
+mod config;
+mod http;
+mod local;
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use config::{
+    ConfigError, FetchConfig, CONFIG_ENV, FALLBACK_MIRRORS_ENV, OFFLINE_ENV, SOURCE_DIRS_ENV,
+};
+pub use local::file_name_of;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::mirror::join_url;
+use crate::nar::{self, NarHash};
+use crate::store::{Store, StoreError};
+use crate::unpack::{self, UnpackOptions};
+
+/// What a source is pinned by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pin {
+    /// sha256 of the file.
+    File(Digest),
+    /// NAR sha256 of the unpacked tree (single top directory stripped).
+    Tree(NarHash),
+}
+
+impl fmt::Display for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pin::File(d) => write!(f, "{d}"),
+            Pin::Tree(h) => write!(f, "tree {h}"),
+        }
+    }
+}
+
+/// One source to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRequest {
+    /// Names the source in messages, e.g. `musl: source 1`.
+    pub name: String,
+    /// The recipe's URLs in order, `{version}` already expanded.
+    pub urls: Vec<String>,
+    pub pin: Pin,
+}
+
+/// A verified source in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The store entry: a file for `Pin::File`, a read-only tree for `Pin::Tree`.
+    pub path: PathBuf,
+    /// Where it came from; None if the store already had it.
+    pub from: Option<String>,
+}
+
+/// One failed attempt: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub from: String,
+    pub error: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{name}: no source matched {pin}; every attempt failed:{}", list(.attempts))]
+    Exhausted {
+        name: String,
+        pin: Pin,
+        attempts: Vec<Attempt>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn list(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        return "\n  (nothing to try: no source directory has it and there are no URLs)".into();
+    }
+    attempts
+        .iter()
+        .map(|a| format!("\n  {}: {}", a.from, a.error))
+        .collect()
+}
+
+enum Origin {
+    Local(PathBuf),
+    Url(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Local(p) => write!(f, "{}", p.display()),
+            Origin::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Fetches sources into a store; holds one HTTP agent for all of them.
+pub struct Fetcher {
+    config: FetchConfig,
+    http: http::Http,
+}
+
+impl Fetcher {
+    pub fn new(config: FetchConfig) -> Self {
+        let http = http::Http::new(config.timeout, config.progress);
+        Fetcher { config, http }
+    }
+
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
+    /// Makes the pinned source present in the store, or says why not. Two
+    /// processes fetching the same pin: one fetches, the other waits and
+    /// then uses its result.
+    pub fn fetch(&self, store: &Store, req: &SourceRequest) -> Result<Fetched, FetchError> {
+        let (dest, kind, key) = match &req.pin {
+            Pin::File(d) => (store.source_path(d), "source", d.hex()),
+            Pin::Tree(h) => (store.tree_path(h), "tree", h.hex()),
+        };
+        let present = || dest.symlink_metadata().is_ok();
+        if present() {
+            return Ok(Fetched {
+                path: dest,
+                from: None,
+            });
+        }
+        let _lock = store.lock_entry(kind, &key)?;
+        if present() {
+            return Ok(Fetched {
+                path: dest,
+                from: None,
+            });
+        }
+        let mut attempts = Vec::new();
+        for origin in self.origins(req) {
+            let origin = match origin {
+                Ok(o) => o,
+                Err(untried) => {
+                    attempts.push(untried);
+                    continue;
+                }
+            };
+            let result = match (&req.pin, &origin) {
+                (Pin::File(d), _) => self.try_file(store, req, &origin, d, &dest),
+                (Pin::Tree(h), Origin::Local(p)) if p.is_dir() => {
+                    self.try_tree_dir(store, p, h, &dest)
+                }
+                (Pin::Tree(h), _) => self.try_tree_archive(store, req, &origin, h, &dest),
+            };
+            match result {
+                Ok(()) => {
+                    return Ok(Fetched {
+                        path: dest,
+                        from: Some(origin.to_string()),
+                    })
+                }
+                Err(error) => attempts.push(Attempt {
+                    from: origin.to_string(),
+                    error,
+                }),
+            }
+        }
+        Err(FetchError::Exhausted {
+            name: req.name.clone(),
+            pin: req.pin,
+            attempts,
+        })
+    }
+
+    /// Every origin to try, in order. One that cannot be tried (offline,
+    /// unconfigured mirror) is already a failed attempt, kept in its place.
+    fn origins(&self, req: &SourceRequest) -> Vec<Result<Origin, Attempt>> {
+        let dirs = &self.config.source_dirs;
+        let local = match &req.pin {
+            Pin::File(d) => local::file_candidates(dirs, d, &req.urls),
+            Pin::Tree(h) => local::tree_candidates(dirs, h, &req.urls),
+        };
+        let mut out: Vec<Result<Origin, Attempt>> =
+            local.into_iter().map(|p| Ok(Origin::Local(p))).collect();
+        let mut urls = Vec::new();
+        for url in &req.urls {
+            match self.config.mirrors.resolve(url) {
+                Ok(resolved) => urls.extend(resolved.into_iter().map(Ok)),
+                Err(e) => urls.push(Err(Attempt {
+                    from: url.clone(),
+                    error: e.to_string(),
+                })),
+            }
+        }
+        for base in &self.config.fallback_mirrors {
+            match &req.pin {
+                Pin::File(d) => urls.push(Ok(join_url(base, &format!("sha256/{}", d.hex())))),
+                Pin::Tree(_) => urls.extend(
+                    req.urls
+                        .iter()
+                        .filter_map(|u| local::file_name_of(u))
+                        .map(|n| Ok(join_url(base, n))),
+                ),
+            }
+        }
+        let offline = self.config.offline;
+        out.extend(urls.into_iter().map(|u| match u {
+            Ok(u) if offline => Err(Attempt {
+                from: u,
+                error: "not tried: offline mode".into(),
+            }),
+            Ok(u) => Ok(Origin::Url(u)),
+            Err(a) => Err(a),
+        }));
+        out
+    }
+
+    /// Streams `origin` into a temporary file, hashing; keeps it if it matches.
+    fn try_file(
+        &self,
+        store: &Store,
+        req: &SourceRequest,
+        origin: &Origin,
+        expected: &Digest,
+        dest: &Path,
+    ) -> Result<(), String> {
+        let (tmp, got, len) = self.download(store, req, origin)?;
+        if got != *expected {
+            return Err(format!(
+                "hash mismatch: expected {expected}, got {got} ({len} bytes); nothing kept"
+            ));
+        }
+        store.commit_file(tmp, dest).map_err(|e| e.to_string())
+    }
+
+    fn download(
+        &self,
+        store: &Store,
+        req: &SourceRequest,
+        origin: &Origin,
+    ) -> Result<(tempfile::NamedTempFile, Digest, u64), String> {
+        let tmp = store.temp_file().map_err(|e| e.to_string())?;
+        let mut w = HashingWriter::new(tmp);
+        match origin {
+            Origin::Local(p) => {
+                let mut f = File::open(p).map_err(|e| e.to_string())?;
+                io::copy(&mut f, &mut w).map_err(|e| e.to_string())?;
+            }
+            Origin::Url(u) => {
+                self.http.download(u, &req.name, &mut w)?;
+            }
+        }
+        Ok(w.finish())
+    }
+
+    /// Downloads an archive, unpacks it, strips a single top directory, and
+    /// keeps the tree if its NAR hash matches.
+    fn try_tree_archive(
+        &self,
+        store: &Store,
+        req: &SourceRequest,
+        origin: &Origin,
+        expected: &NarHash,
+        dest: &Path,
+    ) -> Result<(), String> {
+        let (archive, _, _) = self.download(store, req, origin)?;
+        let tree = store.temp_dir().map_err(|e| e.to_string())?;
+        let unpacked = unpack::unpack_file(archive.path(), tree.path(), &UnpackOptions::SOURCE)
+            .map_err(|e| format!("unpacking: {e}"))
+            .and_then(|_| {
+                unpack::strip_single_top_dir(tree.path()).map_err(|e| format!("unpacking: {e}"))
+            });
+        drop(archive);
+        if let Err(e) = unpacked {
+            discard(tree);
+            return Err(e);
+        }
+        self.accept_tree(store, tree, expected, dest)
+    }
+
+    fn try_tree_dir(
+        &self,
+        store: &Store,
+        src: &Path,
+        expected: &NarHash,
+        dest: &Path,
+    ) -> Result<(), String> {
+        let tree = store.temp_dir().map_err(|e| e.to_string())?;
+        if let Err(e) = local::copy_tree(src, tree.path()) {
+            discard(tree);
+            return Err(format!("copying: {e}"));
+        }
+        self.accept_tree(store, tree, expected, dest)
+    }
+
+    fn accept_tree(
+        &self,
+        store: &Store,
+        tree: tempfile::TempDir,
+        expected: &NarHash,
+        dest: &Path,
+    ) -> Result<(), String> {
+        match nar::hash_path(tree.path()) {
+            Ok(got) if got == *expected => {}
+            Ok(got) => {
+                discard(tree);
+                return Err(format!(
+                    "tree hash mismatch: expected {expected}, got {got}; nothing kept"
+                ));
+            }
+            Err(e) => {
+                discard(tree);
+                return Err(e.to_string());
+            }
+        }
+        store
+            .commit_dir(tree, dest, true)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Removes a rejected tree now (it may hold read-only directories, which
+/// TempDir's own cleanup cannot remove); a leftover is tmp/ garbage anyway.
+fn discard(tree: tempfile::TempDir) {
+    let path = tree.keep();
+    let _ = crate::store::remove_tree(&path);
+}

@@ -1,0 +1,415 @@
+//! The content-addressed store (DESIGN 5b, docs/store.md).
+//!
+//! ```text
+//! <root>/lock                      store-wide lock: shared by every process, exclusive for gc
+//! <root>/sources/sha256/<hex>      verified source files
+//! <root>/trees/nar-sha256/<hex>/   verified unpacked source trees, by NAR hash
+//! <root>/blobs/sha256/<hex>        OCI blobs (layers, configs, manifests)
+//! <root>/layers/sha256/<hex>/      unpacked layers by diff_id, top directory read-only
+//! <root>/records/<hex>             build records: input digest -> image manifest digest
+//! <root>/logs/<package>/<hex>.log  build logs by package and input digest
+//! <root>/locks/<kind>-<key>        per-entry lock files
+//! <root>/tmp/                      everything being written; never trusted
+//! ```
+//!
+//! An entry exists only once complete: it is written under tmp/ (same file
+//! system), synced, then renamed to its final name. A killed process leaves
+//! at most garbage under tmp/, which the next process that finds the store
+//! otherwise unused deletes.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::{NamedTempFile, TempDir};
+
+use crate::digest::Digest;
+use crate::fsutil::sync_dir;
+use crate::nar::NarHash;
+
+/// Environment variable naming the store directory (same as `--store`).
+pub const STORE_ENV: &str = "IMGREP_STORE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("no store directory: pass --store DIR or set {STORE_ENV} (no cache directory is known for this user)")]
+    NoDefault,
+    #[error("{path}: malformed build record: expected one `sha256:<64 hex>` line")]
+    BadRecord { path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An open store. Holds the store-wide lock shared for as long as it lives.
+pub struct Store {
+    root: PathBuf,
+    lock: File,
+}
+
+/// An exclusive lock on one store entry, released on drop.
+pub struct EntryLock {
+    _file: File,
+}
+
+/// What `gc` keeps. Everything else (and all of tmp/) is deleted.
+#[derive(Debug, Default, Clone)]
+pub struct GcRoots {
+    pub sources: HashSet<Digest>,
+    pub trees: HashSet<NarHash>,
+    pub blobs: HashSet<Digest>,
+    pub layers: HashSet<Digest>,
+    /// Input digests whose build records (and logs) are kept.
+    pub records: HashSet<Digest>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub removed: u64,
+    pub bytes: u64,
+}
+
+const SUBDIRS: [&str; 8] = [
+    "sources/sha256",
+    "trees/nar-sha256",
+    "blobs/sha256",
+    "layers/sha256",
+    "records",
+    "logs",
+    "locks",
+    "tmp",
+];
+
+impl Store {
+    /// The store directory: `flag` (from `--store` or `IMGREP_STORE`, which
+    /// clap folds together), else `<user cache dir>/imgrep`.
+    pub fn default_root(flag: Option<&Path>) -> Result<PathBuf, StoreError> {
+        if let Some(p) = flag {
+            return Ok(p.to_owned());
+        }
+        if let Some(p) = std::env::var_os(STORE_ENV).filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        dirs::cache_dir()
+            .map(|d| d.join("imgrep"))
+            .ok_or(StoreError::NoDefault)
+    }
+
+    /// Opens (creating if needed) the store at `root`. Waits while a gc runs.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for sub in SUBDIRS {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let root = fs::canonicalize(root).map_err(io_err(root))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let store = Store { root, lock };
+        // Alone with the store: what tmp/ holds is a dead process's garbage.
+        if flock(&store.lock, libc::LOCK_EX | libc::LOCK_NB).map_err(io_err(&lock_path))? {
+            store.clean_tmp()?;
+        }
+        flock(&store.lock, libc::LOCK_SH).map_err(io_err(&lock_path))?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a verified source file with this sha256 lives.
+    pub fn source_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("sources/sha256").join(d.hex())
+    }
+
+    /// Where a verified unpacked source tree with this NAR hash lives.
+    pub fn tree_path(&self, h: &NarHash) -> PathBuf {
+        self.root.join("trees/nar-sha256").join(h.hex())
+    }
+
+    /// Where an OCI blob lives (image blobs are written here by `oci`).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// Where the unpacked layer with this diff_id lives.
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers/sha256").join(diff_id.hex())
+    }
+
+    /// The build log of `package` for one input digest. Logs are written
+    /// while a build runs, so they are not atomic; they are never trusted.
+    pub fn log_path(&self, package: &str, input: &Digest) -> PathBuf {
+        self.root
+            .join("logs")
+            .join(package)
+            .join(format!("{}.log", input.hex()))
+    }
+
+    fn record_path(&self, input: &Digest) -> PathBuf {
+        self.root.join("records").join(input.hex())
+    }
+
+    /// The image manifest digest recorded for an input digest, if built.
+    pub fn record(&self, input: &Digest) -> Result<Option<Digest>, StoreError> {
+        let path = self.record_path(input);
+        match fs::read_to_string(&path) {
+            Ok(s) => s
+                .trim_end()
+                .parse()
+                .map(Some)
+                .map_err(|_| StoreError::BadRecord { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Records that `input` built the image `manifest`. Call it last, after
+    /// every blob the manifest names is in the store.
+    pub fn write_record(&self, input: &Digest, manifest: &Digest) -> Result<(), StoreError> {
+        let mut tmp = self.temp_file()?;
+        let tmp_path = tmp.path().to_owned();
+        writeln!(tmp, "{manifest}").map_err(io_err(&tmp_path))?;
+        self.commit_file(tmp, &self.record_path(input))
+    }
+
+    /// Takes the exclusive lock of one entry, waiting for another process
+    /// that holds it. `kind` and `key` name the entry (e.g. "source", hex).
+    /// Check again for the entry after locking: the other process may have
+    /// written it.
+    pub fn lock_entry(&self, kind: &str, key: &str) -> Result<EntryLock, StoreError> {
+        let path = self.root.join("locks").join(format!("{kind}-{key}"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        flock(&file, libc::LOCK_EX).map_err(io_err(&path))?;
+        Ok(EntryLock { _file: file })
+    }
+
+    /// A new temporary file under tmp/, for `commit_file`.
+    pub fn temp_file(&self) -> Result<NamedTempFile, StoreError> {
+        let dir = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("f-")
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))
+    }
+
+    /// A new temporary directory under tmp/, for `commit_dir`.
+    pub fn temp_dir(&self) -> Result<TempDir, StoreError> {
+        let dir = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("d-")
+            .tempdir_in(&dir)
+            .map_err(io_err(&dir))
+    }
+
+    /// Makes a complete temporary file the entry `dest`: fsync, rename,
+    /// fsync of the directory. Hold the entry's lock.
+    pub fn commit_file(&self, tmp: NamedTempFile, dest: &Path) -> Result<(), StoreError> {
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        let dir = dest.parent().expect("store entries have a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        tmp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
+        sync_dir(dir).map_err(io_err(dir))
+    }
+
+    /// Makes a complete temporary directory the entry `dest`: syncs the file
+    /// system (one syncfs instead of an fsync per file), renames, syncs the
+    /// parent. With `read_only`, the entry's top directory loses its write
+    /// bits so nothing adds to a tree that others share.
+    pub fn commit_dir(&self, tmp: TempDir, dest: &Path, read_only: bool) -> Result<(), StoreError> {
+        let src = tmp.keep();
+        nix::unistd::syncfs(self.lock.as_raw_fd())
+            .map_err(|e| io_err(&self.root)(io::Error::from(e)))?;
+        let dir = dest.parent().expect("store entries have a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::rename(&src, dest).map_err(io_err(dest))?;
+        sync_dir(dir).map_err(io_err(dir))?;
+        if read_only {
+            fs::set_permissions(dest, fs::Permissions::from_mode(0o555)).map_err(io_err(dest))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything no root references, and all of tmp/ and locks/.
+    /// Waits until no other imgrep process has the store open.
+    pub fn gc(&self, roots: &GcRoots) -> Result<GcReport, StoreError> {
+        let lock_path = self.root.join("lock");
+        flock(&self.lock, libc::LOCK_EX).map_err(io_err(&lock_path))?;
+        let result = self.gc_locked(roots);
+        flock(&self.lock, libc::LOCK_SH).map_err(io_err(&lock_path))?;
+        result
+    }
+
+    fn gc_locked(&self, roots: &GcRoots) -> Result<GcReport, StoreError> {
+        let mut report = GcReport::default();
+        let keep_digest = |set: &HashSet<Digest>, name: &str| {
+            Digest::from_hex(name).is_ok_and(|d| set.contains(&d))
+        };
+        let keep_tree = |name: &str| roots.trees.iter().any(|h| h.hex() == name);
+        self.sweep("sources/sha256", &mut report, |n| {
+            keep_digest(&roots.sources, n)
+        })?;
+        self.sweep("blobs/sha256", &mut report, |n| {
+            keep_digest(&roots.blobs, n)
+        })?;
+        self.sweep("layers/sha256", &mut report, |n| {
+            keep_digest(&roots.layers, n)
+        })?;
+        self.sweep("trees/nar-sha256", &mut report, keep_tree)?;
+        self.sweep("records", &mut report, |n| keep_digest(&roots.records, n))?;
+        let logs = self.root.join("logs");
+        for pkg in fs::read_dir(&logs).map_err(io_err(&logs))? {
+            let pkg = pkg.map_err(io_err(&logs))?.file_name();
+            let rel = Path::new("logs").join(&pkg);
+            self.sweep(rel.to_str().unwrap_or("logs/?"), &mut report, |n| {
+                n.strip_suffix(".log")
+                    .is_some_and(|h| keep_digest(&roots.records, h))
+            })?;
+            // Empty package directories go too; a full one stays.
+            let _ = fs::remove_dir(logs.join(&pkg));
+        }
+        // Lock files are not entries: nobody holds one now; not counted.
+        self.sweep("locks", &mut GcReport::default(), |_| false)?;
+        self.sweep("tmp", &mut report, |_| false)?;
+        Ok(report)
+    }
+
+    fn clean_tmp(&self) -> Result<(), StoreError> {
+        self.sweep("tmp", &mut GcReport::default(), |_| false)
+    }
+
+    /// Removes every child of `<root>/<rel>` whose name `keep` rejects.
+    fn sweep(
+        &self,
+        rel: &str,
+        report: &mut GcReport,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        let dir = self.root.join(rel);
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(&keep) {
+                continue;
+            }
+            let path = entry.path();
+            report.bytes += remove_tree(&path).map_err(io_err(&path))?;
+            report.removed += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a file or a whole tree, making read-only directories writable
+/// first (unpacked trees and layers keep their modes). Returns the bytes
+/// freed (file sizes). Never follows symbolic links.
+pub fn remove_tree(path: &Path) -> io::Result<u64> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        fs::remove_file(path)?;
+        return Ok(meta.len());
+    }
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    let mut bytes = 0;
+    for entry in fs::read_dir(path)? {
+        bytes += remove_tree(&entry?.path())?;
+    }
+    fs::remove_dir(path)?;
+    Ok(bytes)
+}
+
+/// flock(2), retried on EINTR. With LOCK_NB, returns false if the lock is
+/// held elsewhere; otherwise true once it is held.
+fn flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock on a valid descriptor that `file` owns.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_commit_and_gc_keeps_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let keep = Digest::of(b"keep");
+        let drop = Digest::of(b"drop");
+        for d in [keep, drop] {
+            let mut t = store.temp_file().unwrap();
+            t.write_all(d.hex().as_bytes()).unwrap();
+            store.commit_file(t, &store.source_path(&d)).unwrap();
+            let t = store.temp_dir().unwrap();
+            fs::write(t.path().join("f"), b"x").unwrap();
+            store.commit_dir(t, &store.layer_path(&d), true).unwrap();
+        }
+        store.write_record(&keep, &drop).unwrap();
+        assert_eq!(store.record(&keep).unwrap(), Some(drop));
+        assert_eq!(store.record(&drop).unwrap(), None);
+        let junk = store.root().join("tmp/f-stale");
+        fs::write(&junk, b"half").unwrap();
+
+        let mut roots = GcRoots::default();
+        roots.sources.insert(keep);
+        roots.layers.insert(keep);
+        let report = store.gc(&roots).unwrap();
+        // drop's source and layer, keep's record (not a root), the junk.
+        assert_eq!(report.removed, 4, "{report:?}");
+        assert!(store.source_path(&keep).exists());
+        assert!(!store.source_path(&drop).exists());
+        assert!(store.layer_path(&keep).join("f").exists());
+        assert!(!store.layer_path(&drop).exists());
+        assert!(!junk.exists());
+        assert_eq!(store.record(&keep).unwrap(), None);
+    }
+
+    #[test]
+    fn stale_tmp_cleaned_only_when_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let junk = first.root().join("tmp/d-killed");
+        fs::create_dir(&junk).unwrap();
+        fs::set_permissions(&junk, fs::Permissions::from_mode(0o500)).unwrap();
+        // Another process (here: another open) is using the store: keep it.
+        let second = Store::open(dir.path()).unwrap();
+        assert!(junk.exists());
+        drop((first, second));
+        Store::open(dir.path()).unwrap();
+        assert!(!junk.exists());
+    }
+}

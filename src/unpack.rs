@@ -1,0 +1,785 @@
+//! Safe unpacking of tar streams into a directory (docs/store.md, "Safe
+//! unpacking").
+//!
+//! Nothing is ever written outside the target: every path is resolved one
+//! component at a time from a descriptor of the target with `O_NOFOLLOW`,
+//! so a symbolic link (from this archive or one unpacked before) is never
+//! followed while writing; files are created with `O_EXCL`. Each hostile or
+//! malformed entry is refused with an error naming it.
+
+mod tarstream;
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::UnlinkatFlags;
+
+pub use tarstream::TarError;
+use tarstream::{Header, Kind, TarStream};
+
+use crate::digest::Digest;
+use crate::store::{Store, StoreError};
+
+/// Where symbolic links may point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Every link must resolve inside the target (following links already
+    /// unpacked): no absolute targets, no `..` climbing out. For sources.
+    Contained,
+    /// The target is a root file system: absolute targets and `..` are read
+    /// against that root inside a container, so any target is allowed. The
+    /// unpacker still never follows one. For layers and .deb data.
+    RootFs,
+}
+
+/// What to do with device nodes and fifos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialFiles {
+    Refuse,
+    /// Skip them, listing each in `UnpackReport::skipped` (for .deb data,
+    /// where Debian ships none; layers never may hold them).
+    Skip,
+}
+
+/// What `.wh.` names mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Ordinary file names (sources).
+    Ordinary,
+    /// OCI whiteouts, applied to what the target already holds (stacking
+    /// layers into one root).
+    Apply,
+    /// Refused: a layer unpacked alone has nothing to white out.
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackOptions {
+    pub symlinks: Symlinks,
+    pub special_files: SpecialFiles,
+    pub whiteouts: Whiteouts,
+}
+
+impl UnpackOptions {
+    /// Source archives.
+    pub const SOURCE: UnpackOptions = UnpackOptions {
+        symlinks: Symlinks::Contained,
+        special_files: SpecialFiles::Refuse,
+        whiteouts: Whiteouts::Ordinary,
+    };
+    /// A .deb's data.tar, unpacked into an image root.
+    pub const DEB: UnpackOptions = UnpackOptions {
+        symlinks: Symlinks::RootFs,
+        special_files: SpecialFiles::Skip,
+        whiteouts: Whiteouts::Ordinary,
+    };
+    /// An OCI layer stacked onto the layers below it in the target.
+    pub const LAYER: UnpackOptions = UnpackOptions {
+        symlinks: Symlinks::RootFs,
+        special_files: SpecialFiles::Refuse,
+        whiteouts: Whiteouts::Apply,
+    };
+    /// An OCI layer unpacked alone (the store's layer cache).
+    pub const LAYER_ALONE: UnpackOptions = UnpackOptions {
+        symlinks: Symlinks::RootFs,
+        special_files: SpecialFiles::Refuse,
+        whiteouts: Whiteouts::Refuse,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Members unpacked (whiteouts included, skipped ones not).
+    pub entries: u64,
+    /// sha256 of the whole uncompressed stream: a layer's diff_id.
+    pub diff_id: Digest,
+    /// Length of the uncompressed stream.
+    pub size: u64,
+    /// Members skipped under `SpecialFiles::Skip`, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Why an entry was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("its path contains `..`")]
+    DotDot,
+    #[error("its path is absolute")]
+    Absolute,
+    #[error("it names the target directory itself")]
+    Root,
+    #[error("symbolic link to {target:?} resolves outside the target directory")]
+    SymlinkEscapes { target: String },
+    #[error("its parent {component:?} is a symbolic link (imgrep never writes through one)")]
+    ThroughSymlink { component: String },
+    #[error("its parent {component:?} is not a directory")]
+    ParentNotDir { component: String },
+    #[error("hard link target {target:?} {why}")]
+    HardLink { target: String, why: &'static str },
+    #[error("device nodes are not allowed")]
+    Device,
+    #[error("fifos are not allowed")]
+    Fifo,
+    #[error("duplicate entry: the archive already had this path")]
+    Duplicate,
+    #[error("it would replace a directory that earlier entries of this archive populated")]
+    ReplacesPopulatedDir,
+    #[error("unsupported entry type {0:?}")]
+    UnsupportedType(char),
+    #[error("whiteouts are not allowed here (a layer unpacked alone)")]
+    Whiteout,
+    #[error("whiteout of a path that this same layer creates")]
+    WhiteoutConflict,
+    #[error("malformed whiteout name")]
+    BadWhiteout,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("entry {entry:?} refused: {reason}")]
+    Refused { entry: String, reason: Refusal },
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    #[error("entry {entry:?}: {source}")]
+    Io { entry: String, source: io::Error },
+    #[error("{path}: {source}")]
+    Target { path: PathBuf, source: io::Error },
+    #[error(
+        "layer diff_id mismatch: expected {expected}, got {got} (the uncompressed stream's sha256)"
+    )]
+    DiffId { expected: Digest, got: Digest },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn refused(entry: &[u8], reason: Refusal) -> UnpackError {
+    UnpackError::Refused {
+        entry: lossy(entry),
+        reason,
+    }
+}
+
+fn io_at(entry: &[u8]) -> impl FnOnce(Errno) -> UnpackError + '_ {
+    move |e| UnpackError::Io {
+        entry: lossy(entry),
+        source: io::Error::from(e),
+    }
+}
+
+/// Unpacks an uncompressed tar stream into the existing directory `target`.
+pub fn unpack<R: Read>(
+    reader: R,
+    target: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let root = open_path_dir(target).map_err(|source| UnpackError::Target {
+        path: target.to_owned(),
+        source,
+    })?;
+    let mut u = Unpacker {
+        root,
+        opts: *opts,
+        entries: HashSet::new(),
+        touched: HashSet::new(),
+        dirs: Vec::new(),
+        symlinks: Vec::new(),
+        skipped: Vec::new(),
+        count: 0,
+        buf: vec![0; 128 * 1024],
+    };
+    let mut tar = TarStream::new(reader);
+    while let Some(h) = tar.next_header()? {
+        u.entry(&mut tar, h)?;
+    }
+    u.finish()?;
+    let (diff_id, size) = tar.finish()?;
+    Ok(UnpackReport {
+        entries: u.count,
+        diff_id,
+        size,
+        skipped: u.skipped,
+    })
+}
+
+/// Unpacks the archive file at `path` (compression detected by magic
+/// bytes, docs/fetch.md) into the existing directory `target`.
+pub fn unpack_file(
+    path: &Path,
+    target: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let (_, reader) = crate::archive::open(path).map_err(|source| UnpackError::Target {
+        path: path.to_owned(),
+        source,
+    })?;
+    unpack(reader, target, opts)
+}
+
+/// The unpacked layer with this diff_id, from the store's cache or unpacked
+/// now from the (compressed or not) blob that `open_blob` opens. The
+/// diff_id is verified while unpacking; on a mismatch nothing is stored.
+/// The entry's top directory is read-only: mount it read-only (e.g. as an
+/// overlay lower directory) and never write into it.
+pub fn cached_layer<F, R>(
+    store: &Store,
+    diff_id: &Digest,
+    open_blob: F,
+) -> Result<PathBuf, UnpackError>
+where
+    F: FnOnce() -> io::Result<R>,
+    R: Read,
+{
+    let dest = store.layer_path(diff_id);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let _lock = store.lock_entry("layer", &diff_id.hex())?;
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let tmp = store.temp_dir()?;
+    let blob_err = |source| UnpackError::Target {
+        path: dest.clone(),
+        source,
+    };
+    let blob = open_blob().map_err(blob_err)?;
+    let (_, reader) =
+        crate::archive::decompress(BufReader::with_capacity(128 * 1024, blob)).map_err(blob_err)?;
+    let report = unpack(reader, tmp.path(), &UnpackOptions::LAYER_ALONE)?;
+    if report.diff_id != *diff_id {
+        return Err(UnpackError::DiffId {
+            expected: *diff_id,
+            got: report.diff_id,
+        });
+    }
+    store.commit_dir(tmp, &dest, true)?;
+    Ok(dest)
+}
+
+/// If `dir` holds exactly one entry and it is a directory (not a symbolic
+/// link), moves that directory's contents up and removes it, as Nix's
+/// fetchzip does. Returns whether it stripped.
+pub fn strip_single_top_dir(dir: &Path) -> io::Result<bool> {
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()?;
+    if names.len() != 1 {
+        return Ok(false);
+    }
+    let top = dir.join(names.pop().expect("one name"));
+    if !std::fs::symlink_metadata(&top)?.is_dir() {
+        return Ok(false);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))?;
+    // Park the top directory under a name none of its children has.
+    let mut n = 0u32;
+    let parked = loop {
+        let name = format!(".imgrep-strip-{n}");
+        if std::fs::symlink_metadata(top.join(&name)).is_err() {
+            break dir.join(name);
+        }
+        n += 1;
+    };
+    std::fs::rename(&top, &parked)?;
+    for entry in std::fs::read_dir(&parked)? {
+        let name = entry?.file_name();
+        std::fs::rename(parked.join(&name), dir.join(&name))?;
+    }
+    std::fs::remove_dir(&parked)?;
+    Ok(true)
+}
+
+struct Unpacker {
+    root: OwnedFd,
+    opts: UnpackOptions,
+    /// Normalised paths of the members seen (duplicate detection).
+    entries: HashSet<Vec<u8>>,
+    /// Members and all their ancestors: what this archive populates.
+    touched: HashSet<Vec<u8>>,
+    /// Directories whose mode and mtime are set at the end, when nothing
+    /// more needs to be written into them.
+    dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
+    symlinks: Vec<Vec<Vec<u8>>>,
+    skipped: Vec<String>,
+    count: u64,
+    buf: Vec<u8>,
+}
+
+/// How walking to a directory failed.
+enum WalkError {
+    Missing,
+    Symlink(String),
+    NotDir(String),
+    Io(Errno),
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+/// Splits an entry path into normal components; refuses absolute paths and `..`.
+fn components(raw: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+    if raw.starts_with(b"/") {
+        return Err(Refusal::Absolute);
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(Refusal::DotDot),
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `open` just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        os(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn lstat_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<Option<FileStat>> {
+    match nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        os(name),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_type(st: &FileStat, t: SFlag) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == t
+}
+
+fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<OsString>> {
+    let dup = nix::unistd::dup(dir.as_raw_fd())?;
+    let mut d = nix::dir::Dir::from_fd(dup)?;
+    let mut names = Vec::new();
+    for e in d.iter() {
+        let name = e?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` in `dir`, recursively, never following symbolic links.
+fn remove_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else {
+        return Ok(());
+    };
+    if is_type(&st, SFlag::S_IFDIR) {
+        let sub = open_dir_at(dir, name)?;
+        nix::sys::stat::fchmod(sub.as_raw_fd(), Mode::from_bits_truncate(0o700))?;
+        for child in list_dir(&sub)? {
+            remove_at(&sub, child.as_bytes())?;
+        }
+        nix::unistd::unlinkat(Some(dir.as_raw_fd()), os(name), UnlinkatFlags::RemoveDir)
+    } else {
+        nix::unistd::unlinkat(Some(dir.as_raw_fd()), os(name), UnlinkatFlags::NoRemoveDir)
+    }
+}
+
+fn timespec(secs: i64) -> TimeSpec {
+    TimeSpec::new(secs, 0)
+}
+
+impl Unpacker {
+    /// Opens the directory `comps` inside the target without following any
+    /// symbolic link; with `create`, makes missing directories (0755).
+    fn walk(&mut self, comps: &[Vec<u8>], create: bool) -> Result<OwnedFd, WalkError> {
+        let fd = nix::unistd::dup(self.root.as_raw_fd()).map_err(WalkError::Io)?;
+        // SAFETY: `dup` just returned this descriptor; nothing else owns it.
+        let mut cur = unsafe { OwnedFd::from_raw_fd(fd) };
+        for (i, c) in comps.iter().enumerate() {
+            let next = match open_dir_at(&cur, c) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) if create => {
+                    match nix::sys::stat::mkdirat(
+                        Some(cur.as_raw_fd()),
+                        os(c),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(WalkError::Io(e)),
+                    }
+                    open_dir_at(&cur, c).map_err(WalkError::Io)?
+                }
+                Err(Errno::ENOENT) => return Err(WalkError::Missing),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    let shown = lossy(&join(&comps[..=i]));
+                    return match lstat_at(&cur, c) {
+                        Ok(Some(st)) if is_type(&st, SFlag::S_IFLNK) => {
+                            Err(WalkError::Symlink(shown))
+                        }
+                        _ => Err(WalkError::NotDir(shown)),
+                    };
+                }
+                Err(e) => return Err(WalkError::Io(e)),
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+
+    fn walk_for_entry(&mut self, entry: &[u8], comps: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
+        self.walk(comps, true).map_err(|e| match e {
+            WalkError::Symlink(component) => refused(entry, Refusal::ThroughSymlink { component }),
+            WalkError::NotDir(component) => refused(entry, Refusal::ParentNotDir { component }),
+            WalkError::Missing => io_at(entry)(Errno::ENOENT),
+            WalkError::Io(e) => io_at(entry)(e),
+        })
+    }
+
+    fn entry<R: Read>(&mut self, tar: &mut TarStream<R>, h: Header) -> Result<(), UnpackError> {
+        let entry = h.path.clone();
+        let comps = components(&h.path).map_err(|r| refused(&entry, r))?;
+        let Some((name, parent)) = comps.split_last() else {
+            // "./" as the first member of .deb data: the target itself.
+            return match h.kind {
+                Kind::Directory => Ok(()),
+                _ => Err(refused(&entry, Refusal::Root)),
+            };
+        };
+        let key = join(&comps);
+        if !self.entries.insert(key.clone()) {
+            return Err(refused(&entry, Refusal::Duplicate));
+        }
+        match h.kind {
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
+                let reason = if h.kind == Kind::Fifo {
+                    Refusal::Fifo
+                } else {
+                    Refusal::Device
+                };
+                return match self.opts.special_files {
+                    SpecialFiles::Refuse => Err(refused(&entry, reason)),
+                    SpecialFiles::Skip => {
+                        self.skipped.push(format!("{}: {reason}", lossy(&entry)));
+                        Ok(())
+                    }
+                };
+            }
+            Kind::Other(c) => return Err(refused(&entry, Refusal::UnsupportedType(c as char))),
+            _ => {}
+        }
+        if name.starts_with(b".wh.") && self.opts.whiteouts != Whiteouts::Ordinary {
+            if self.opts.whiteouts == Whiteouts::Refuse {
+                return Err(refused(&entry, Refusal::Whiteout));
+            }
+            self.count += 1;
+            return self.whiteout(&entry, parent, name);
+        }
+        for i in 1..=comps.len() {
+            self.touched.insert(join(&comps[..i]));
+        }
+        let dir = self.walk_for_entry(&entry, parent)?;
+        self.count += 1;
+
+        let existing = lstat_at(&dir, name).map_err(io_at(&entry))?;
+        if let Some(st) = existing {
+            let keep_dir = h.kind == Kind::Directory && is_type(&st, SFlag::S_IFDIR);
+            if !keep_dir {
+                if is_type(&st, SFlag::S_IFDIR)
+                    && self
+                        .touched
+                        .iter()
+                        .any(|t| t.len() > key.len() && t.starts_with(&key) && t[key.len()] == b'/')
+                {
+                    return Err(refused(&entry, Refusal::ReplacesPopulatedDir));
+                }
+                remove_at(&dir, name).map_err(io_at(&entry))?;
+            }
+        }
+        let dirfd = Some(dir.as_raw_fd());
+        match h.kind {
+            Kind::Directory => {
+                match nix::sys::stat::mkdirat(dirfd, os(name), Mode::from_bits_truncate(0o700)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(io_at(&entry)(e)),
+                }
+                self.dirs.push((comps.clone(), h.mode, h.mtime));
+            }
+            Kind::Regular => {
+                let fd = nix::fcntl::openat(
+                    dirfd,
+                    os(name),
+                    OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_WRONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(io_at(&entry))?;
+                // SAFETY: `openat` just returned this descriptor.
+                let mut file = unsafe { File::from_raw_fd(fd) };
+                loop {
+                    let n = tar.read_data(&mut self.buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&self.buf[..n])
+                        .map_err(|source| UnpackError::Io {
+                            entry: lossy(&entry),
+                            source,
+                        })?;
+                }
+                nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(h.mode))
+                    .map_err(io_at(&entry))?;
+                nix::sys::stat::futimens(
+                    file.as_raw_fd(),
+                    &TimeSpec::UTIME_OMIT,
+                    &timespec(h.mtime),
+                )
+                .map_err(io_at(&entry))?;
+            }
+            Kind::Symlink => {
+                if self.opts.symlinks == Symlinks::Contained && self.escapes(parent, &h.link) {
+                    return Err(refused(
+                        &entry,
+                        Refusal::SymlinkEscapes {
+                            target: lossy(&h.link),
+                        },
+                    ));
+                }
+                nix::unistd::symlinkat(os(&h.link), dirfd, os(name)).map_err(io_at(&entry))?;
+                nix::sys::stat::utimensat(
+                    dirfd,
+                    os(name),
+                    &TimeSpec::UTIME_OMIT,
+                    &timespec(h.mtime),
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(io_at(&entry))?;
+                self.symlinks.push(comps.clone());
+            }
+            Kind::HardLink => self.hard_link(&entry, &comps, &dir, name, &h.link)?,
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo | Kind::Other(_) => {
+                unreachable!("handled above")
+            }
+        }
+        Ok(())
+    }
+
+    fn hard_link(
+        &mut self,
+        entry: &[u8],
+        comps: &[Vec<u8>],
+        dir: &OwnedFd,
+        name: &[u8],
+        link: &[u8],
+    ) -> Result<(), UnpackError> {
+        let bad = |why| {
+            refused(
+                entry,
+                Refusal::HardLink {
+                    target: lossy(link),
+                    why,
+                },
+            )
+        };
+        let tcomps = components(link).map_err(|_| bad("leaves the target directory"))?;
+        let Some((tname, tparent)) = tcomps.split_last() else {
+            return Err(bad("names the target directory"));
+        };
+        if tcomps == comps {
+            return Err(bad("is the entry itself"));
+        }
+        let tdir = self.walk(tparent, false).map_err(|e| match e {
+            WalkError::Missing => bad("does not exist"),
+            WalkError::Symlink(_) => bad("lies behind a symbolic link"),
+            WalkError::NotDir(_) => bad("does not exist"),
+            WalkError::Io(e) => io_at(entry)(e),
+        })?;
+        match lstat_at(&tdir, tname).map_err(io_at(entry))? {
+            None => return Err(bad("does not exist")),
+            Some(st) if !is_type(&st, SFlag::S_IFREG) => return Err(bad("is not a regular file")),
+            Some(_) => {}
+        }
+        nix::unistd::linkat(
+            Some(tdir.as_raw_fd()),
+            os(tname),
+            Some(dir.as_raw_fd()),
+            os(name),
+            AtFlags::empty(),
+        )
+        .map_err(io_at(entry))
+    }
+
+    fn whiteout(
+        &mut self,
+        entry: &[u8],
+        parent: &[Vec<u8>],
+        name: &[u8],
+    ) -> Result<(), UnpackError> {
+        let dir = match self.walk(parent, false) {
+            Ok(d) => d,
+            // Whiting out inside a directory that does not exist: nothing to do.
+            Err(WalkError::Missing) => return Ok(()),
+            Err(WalkError::Symlink(component)) => {
+                return Err(refused(entry, Refusal::ThroughSymlink { component }))
+            }
+            Err(WalkError::NotDir(component)) => {
+                return Err(refused(entry, Refusal::ParentNotDir { component }))
+            }
+            Err(WalkError::Io(e)) => return Err(io_at(entry)(e)),
+        };
+        if name == b".wh..wh..opq" {
+            let prefix = join(parent);
+            return self.remove_unseen(&dir, &prefix).map_err(io_at(entry));
+        }
+        let victim = &name[4..];
+        if victim.is_empty() || victim == b"." || victim == b".." {
+            return Err(refused(entry, Refusal::BadWhiteout));
+        }
+        let mut key = join(parent);
+        if !key.is_empty() {
+            key.push(b'/');
+        }
+        key.extend_from_slice(victim);
+        if self.touched.contains(&key) {
+            return Err(refused(entry, Refusal::WhiteoutConflict));
+        }
+        remove_at(&dir, victim).map_err(io_at(entry))
+    }
+
+    /// Opaque whiteout: removes what lower layers put under `dir`, keeping
+    /// what this layer populates.
+    fn remove_unseen(&self, dir: &OwnedFd, prefix: &[u8]) -> nix::Result<()> {
+        for child in list_dir(dir)? {
+            let mut key = prefix.to_vec();
+            if !key.is_empty() {
+                key.push(b'/');
+            }
+            key.extend_from_slice(child.as_bytes());
+            if !self.touched.contains(&key) {
+                remove_at(dir, child.as_bytes())?;
+            } else if lstat_at(dir, child.as_bytes())?
+                .is_some_and(|st| is_type(&st, SFlag::S_IFDIR))
+            {
+                let sub = open_dir_at(dir, child.as_bytes())?;
+                self.remove_unseen(&sub, &key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the symbolic link `target`, placed in the directory
+    /// `link_dir`, resolves outside the target, following links already in
+    /// the tree (at most 40, as the kernel).
+    fn escapes(&mut self, link_dir: &[Vec<u8>], target: &[u8]) -> bool {
+        if target.starts_with(b"/") {
+            return true;
+        }
+        let mut cur: Vec<Vec<u8>> = link_dir.to_vec();
+        let mut queue: VecDeque<Vec<u8>> = split_link(target).collect();
+        let mut hops = 0;
+        while let Some(c) = queue.pop_front() {
+            if c == b".." {
+                if cur.pop().is_none() {
+                    return true;
+                }
+                continue;
+            }
+            let Some(link) = self.readlink_in_tree(&cur, &c) else {
+                cur.push(c);
+                continue;
+            };
+            hops += 1;
+            if hops > 40 || link.starts_with(b"/") {
+                return true;
+            }
+            for (i, part) in split_link(&link).enumerate() {
+                queue.insert(i, part);
+            }
+        }
+        false
+    }
+
+    /// The target of `dir/name` if it is a symbolic link inside the tree.
+    fn readlink_in_tree(&mut self, dir: &[Vec<u8>], name: &[u8]) -> Option<Vec<u8>> {
+        let fd = self.walk(dir, false).ok()?;
+        nix::fcntl::readlinkat(Some(fd.as_raw_fd()), os(name))
+            .ok()
+            .map(OsString::into_vec)
+    }
+
+    fn finish(&mut self) -> Result<(), UnpackError> {
+        // A link checked when it was created may escape through a link
+        // created after it: check every one again on the final tree.
+        if self.opts.symlinks == Symlinks::Contained {
+            for comps in std::mem::take(&mut self.symlinks) {
+                let (name, parent) = comps.split_last().expect("links have a name");
+                if let Some(target) = self.readlink_in_tree(parent, name) {
+                    if self.escapes(parent, &target) {
+                        return Err(refused(
+                            &join(&comps),
+                            Refusal::SymlinkEscapes {
+                                target: lossy(&target),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        // Deepest first, so that a read-only directory gets its mode after
+        // everything inside it is done.
+        for (comps, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            let entry = join(&comps);
+            let Ok(fd) = self.walk(&comps, false) else {
+                continue;
+            };
+            nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
+                .map_err(io_at(&entry))?;
+            nix::sys::stat::futimens(fd.as_raw_fd(), &TimeSpec::UTIME_OMIT, &timespec(mtime))
+                .map_err(io_at(&entry))?;
+        }
+        Ok(())
+    }
+}
+
+fn split_link(target: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    target
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
+}
