@@ -8,12 +8,12 @@ pub mod compress;
 pub mod digest;
 pub mod fetch;
 pub mod fsutil;
-pub mod layer;
-pub mod oci;
 pub mod graph;
-pub mod recipe;
+pub mod layer;
 pub mod mirror;
 pub mod nar;
+pub mod oci;
+pub mod recipe;
 pub mod store;
 pub mod unpack;
 

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod run;
 pub mod check;
-pub mod pack;
 pub mod graph;
 pub mod list;
+pub mod pack;
+pub mod run;
 
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

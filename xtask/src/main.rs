@@ -28,14 +28,27 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 }
 
 fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// The gate every change passes: formatting, lints as errors, the whole
 /// test suite (real sandbox, real OCI consumers; see README.md).
 fn ci() -> Result<()> {
     run("cargo", &["fmt", "--all", "--", "--check"])?;
-    run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     run("cargo", &["build", "--release", "--bin", "imgrep"])?;
     run("cargo", &["test", "--workspace", "--no-fail-fast"])
 }
