@@ -219,6 +219,14 @@ impl Layout {
     pub fn write_image(&self, spec: &ImageSpec, layers: &[ImageLayer]) -> Result<Descriptor> {
         let ref_name = spec.ref_name();
         validate_ref_name(&ref_name)?;
+        let desc = self.write_image_blobs(spec, layers)?;
+        self.set_ref(&ref_name, &desc)?;
+        Ok(desc)
+    }
+
+    /// Writes the config and manifest blobs of an image without naming it in
+    /// index.json (the store keeps images by input digest, not by ref).
+    pub fn write_image_blobs(&self, spec: &ImageSpec, layers: &[ImageLayer]) -> Result<Descriptor> {
         let config = image::config(spec, layers);
         let config_bytes = crate::canonical::to_vec(&config).expect("config serializes");
         let (cd, cs) = self.put_blob(&config_bytes)?;
@@ -226,9 +234,12 @@ impl Layout {
         let manifest = image::manifest(spec, config_desc, layers);
         let manifest_bytes = crate::canonical::to_vec(&manifest).expect("manifest serializes");
         let (md, ms) = self.put_blob(&manifest_bytes)?;
-        let desc = image::descriptor(MediaType::ImageManifest.as_ref(), &md, ms, None);
-        self.set_ref(&ref_name, &desc)?;
-        Ok(desc)
+        Ok(image::descriptor(
+            MediaType::ImageManifest.as_ref(),
+            &md,
+            ms,
+            None,
+        ))
     }
 
     /// Points `ref_name` at `manifest` in index.json, replacing any entry with
@@ -319,9 +330,22 @@ impl Layout {
                 })
             }
         };
+        self.read_manifest(&to_digest(desc.digest()), desc.size(), ref_name, diff_ids)
+    }
+
+    /// Reads the image whose manifest has this digest and size, verifying
+    /// every blob as [`Layout::read_image`] does. `name` labels messages.
+    pub fn read_manifest(
+        &self,
+        manifest_digest: &Digest,
+        manifest_size: u64,
+        name: &str,
+        diff_ids: bool,
+    ) -> Result<Image> {
+        let ref_name = name;
+        let (manifest_digest, manifest_size) = (*manifest_digest, manifest_size);
         let mut verifier = check::Verifier::new(self);
         let context = format!("manifest of {ref_name:?}");
-        let (manifest_digest, manifest_size) = (to_digest(desc.digest()), desc.size());
         let manifest: ImageManifest = verifier
             .json(&manifest_digest, manifest_size, &context)
             .map_err(Error::Invalid)?;
