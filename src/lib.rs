@@ -5,6 +5,8 @@ pub mod canonical;
 pub mod cli;
 pub mod digest;
 pub mod fsutil;
+pub mod sign;
+pub mod statement;
 
 /// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
 /// 1980-01-01T00:00:00Z, the earliest time every archive format (zip

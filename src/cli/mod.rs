@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod keygen;
+pub mod sign;
+pub mod verify;
+
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -57,7 +61,14 @@ pub struct Global {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Make a minisign key pair for signing statements.
+    Keygen(keygen::Args),
+    /// Sign the statements of packages this signer has rebuilt locally.
+    Sign(sign::Args),
+    /// Check statements' signatures against trusted keys, a policy and local images.
+    Verify(verify::Args),
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,5 +89,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    match cli.command {
+        Command::Keygen(args) => keygen::run(&cli.global, args),
+        Command::Sign(args) => sign::run(&cli.global, args),
+        Command::Verify(args) => verify::run(&cli.global, args),
+    }
 }
