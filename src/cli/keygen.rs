@@ -1,6 +1,6 @@
 //! `imgrep keygen`: a minisign key pair for signing statements.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -25,12 +25,10 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    let out = global
-        .directory
-        .as_ref()
-        .map_or_else(|| args.out.clone(), |d| d.join(&args.out));
+    let base = global.directory.as_deref().unwrap_or(Path::new(""));
+    let out = base.join(&args.out);
     let password = PasswordSource {
-        file: args.password_file,
+        file: args.password_file.map(|f| base.join(f)),
     };
     let generated = keys::generate(&out, !args.no_password, &password, args.force)?;
     if global.json {

@@ -71,9 +71,9 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         }
     }
     let key = keys::load_secret_key(
-        &args.key,
+        &base.join(&args.key),
         &PasswordSource {
-            file: args.password_file,
+            file: args.password_file.map(|f| base.join(f)),
         },
     )?;
     let (mut signed, mut refused, mut errors) = (Vec::new(), Vec::new(), 0);

@@ -63,8 +63,8 @@ fn parse_role_min(s: &str) -> Result<(String, usize), String> {
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let base = global.directory.as_deref().unwrap_or(Path::new(""));
     let manifests = Manifests::new(base.join(&args.manifests));
-    let policy = policy(&args)?;
-    let trust = trust(&args, &manifests)?;
+    let policy = policy(&args, base)?;
+    let trust = trust(&args, base, &manifests)?;
     let layout = (!args.signatures_only).then(|| base.join(&args.layout));
     if let Some(layout) = &layout {
         if !layout.join("index.json").is_file() {
@@ -108,9 +108,9 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     })
 }
 
-fn policy(args: &Args) -> Result<Policy> {
+fn policy(args: &Args, base: &Path) -> Result<Policy> {
     let mut policy = match (&args.policy, args.threshold) {
-        (Some(path), _) => Policy::load(path)?,
+        (Some(path), _) => Policy::load(&base.join(path))?,
         (None, Some(threshold)) => Policy {
             threshold,
             roles: Default::default(),
@@ -128,10 +128,10 @@ fn policy(args: &Args) -> Result<Policy> {
     Ok(policy)
 }
 
-fn trust(args: &Args, manifests: &Manifests) -> Result<Trust> {
+fn trust(args: &Args, base: &Path, manifests: &Manifests) -> Result<Trust> {
     let mut trust = Trust::default();
     for dir in &args.keyring {
-        trust.add_keyring(dir)?;
+        trust.add_keyring(&base.join(dir))?;
     }
     if args.repo_keys {
         eprintln!(
