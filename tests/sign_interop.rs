@@ -12,11 +12,11 @@ use sign_support::{have_minisign, run_with_timeout, Output, Work, PKG, VERSION};
 fn minisign(work: &Work, args: &[&str], stdin: Option<&str>) -> Output {
     if let Some(input) = stdin {
         // The CLI reads passwords from stdin when it is not a terminal.
-        let script = format!("printf '%s' \"$PW\" | minisign \"$@\"");
+        let script = "printf '%s' \"$PW\" | minisign \"$@\"";
         let mut cmd = Command::new("sh");
         cmd.current_dir(work.dir.path())
             .env("PW", input)
-            .args(["-c", &script, "sh"])
+            .args(["-c", script, "sh"])
             .args(args);
         return run_with_timeout(cmd, Duration::from_secs(60));
     }

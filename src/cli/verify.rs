@@ -196,16 +196,15 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             "{package:<28} {:<34} {:<12} {image}",
             "(local image)", ""
         );
-        let verdict = if r.ok { "OK" } else { "FAIL" };
-        let _ = write!(
-            out,
-            "  => {verdict}: {} of {} trusted signatures",
-            r.trusted_signatures, policy.threshold
-        );
-        for f in r.failures.iter().filter(|f| !f.starts_with("local image")) {
-            let _ = write!(out, "; {f}");
-        }
-        out.push('\n');
+        let _ = if r.ok {
+            writeln!(
+                out,
+                "  => OK: {} trusted signatures (threshold {})",
+                r.trusted_signatures, policy.threshold
+            )
+        } else {
+            writeln!(out, "  => FAIL: {}", r.failures.join("; "))
+        };
     }
     out
 }

@@ -96,7 +96,7 @@ pub fn verify_package(
             role: None,
             file: path,
             status: SignerStatus::Unknown,
-            reason: Some("unknown key, ignored".into()),
+            reason: Some("unknown key (not among the trusted keys)".into()),
         };
         if let Some(key) = trust.get(&sig.key_id) {
             report.signer = Some(key.signer.clone());
