@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use crate::sign::keys::{parse_public_key, read_public_key, KeyError, KeyId};
 use crate::sign::signature::valid_role;
 
+/// The origin of keys given whole on the command line.
+const FROM_FLAG: &str = "--trust";
+
 /// A key the verifier trusts.
 #[derive(Clone)]
 pub struct TrustedKey {
@@ -135,7 +138,7 @@ impl Trust {
             id,
             signer: id.to_string(),
             role,
-            origin: "--trust".into(),
+            origin: FROM_FLAG.into(),
             key,
         })
     }
@@ -150,7 +153,7 @@ impl Trust {
             return Err(TrustError::PinnedMissing(*id));
         }
         self.keys
-            .retain(|id, k| ids.contains(id) || k.origin == "--trust");
+            .retain(|id, k| ids.contains(id) || k.origin == FROM_FLAG);
         Ok(())
     }
 }
