@@ -260,6 +260,22 @@ fn malformed_signature_file_is_an_input_error() {
 }
 
 #[test]
+fn malformed_statement_is_an_input_error() {
+    let work = signed_by(&[("alice", "rebuilder")]);
+    let mut bytes = std::fs::read(work.statement_path()).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(work.statement_path(), bytes).unwrap();
+    let out = work.verify(&["--threshold", "1"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("statement.json: statement is not in canonical form"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn malformed_policy_file_is_an_input_error() {
     let work = signed_by(&[("alice", "rebuilder")]);
     std::fs::write(work.path("policy.toml"), "threshold = 1\nthreshhold = 2\n").unwrap();
