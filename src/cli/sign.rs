@@ -12,8 +12,8 @@ use crate::sign::{sign_package, SignError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Packages to sign, as NAME (every version with a statement) or
-    /// NAME:VERSION. None: every statement whose image is in the layout.
+    /// Packages to sign, as NAME:VERSION, or NAME (its versions built
+    /// locally). None: every statement whose image is in the layout.
     #[arg(value_name = "PKG")]
     pub packages: Vec<PackageSpec>,
     /// The minisign secret key (made by `imgrep keygen` or `minisign -G`).
@@ -47,28 +47,32 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             layout.display()
         );
     }
+    // A version named on the command line must be built locally (or it is
+    // an error below); otherwise versions without a local image are skipped.
     let mut packages = manifests.resolve(&args.packages)?;
-    if args.packages.is_empty() {
-        packages.retain(|pv| {
-            let found = !matches!(
-                image::local_image(&layout, &pv.name, &pv.version),
-                Err(ImageError::NotFound { .. })
-            );
-            if !found {
-                eprintln!(
-                    "skipping {pv}: not built locally (no image tagged {pv} in {})",
-                    layout.display()
-                );
-            }
-            found
-        });
-        if packages.is_empty() {
-            bail!(
-                "no statement under {} has an image in {}",
-                manifests.root().display(),
+    packages.retain(|pv| {
+        let named = args
+            .packages
+            .iter()
+            .any(|s| s.name == pv.name && s.version.as_ref() == Some(&pv.version));
+        let local = !matches!(
+            image::local_image(&layout, &pv.name, &pv.version),
+            Err(ImageError::NotFound { .. })
+        );
+        if !named && !local {
+            eprintln!(
+                "skipping {pv}: not built locally (no image tagged {pv} in {})",
                 layout.display()
             );
         }
+        named || local
+    });
+    if packages.is_empty() {
+        bail!(
+            "nothing to sign: no statement under {} has an image in {}",
+            manifests.root().display(),
+            layout.display()
+        );
     }
     let key = keys::load_secret_key(
         &base.join(&args.key),

@@ -116,8 +116,7 @@ impl PasswordSource {
     fn get(&self, key: &Path, confirm: bool) -> Result<Option<String>, KeyError> {
         if let Some(file) = &self.file {
             let text = fs::read_to_string(file).map_err(io_err(file))?;
-            let line = text.strip_suffix('\n').unwrap_or(&text);
-            return Ok(Some(line.strip_suffix('\r').unwrap_or(line).to_owned()));
+            return Ok(Some(text.lines().next().unwrap_or_default().to_owned()));
         }
         if let Ok(pw) = std::env::var(PASSWORD_ENV) {
             return Ok(Some(pw));
