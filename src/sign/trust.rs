@@ -185,3 +185,97 @@ fn read_roles(path: &Path) -> Result<BTreeMap<String, String>, TrustError> {
     }
     Ok(roles)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::keys::{generate, PasswordSource};
+
+    fn keyring_with(names: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for n in names {
+            generate(
+                &dir.path().join(n),
+                false,
+                &PasswordSource::default(),
+                false,
+            )
+            .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn roles_come_from_roles_toml() {
+        let dir = keyring_with(&["alice", "bob"]);
+        fs::write(dir.path().join("roles.toml"), "alice = \"maintainer\"\n").unwrap();
+        let mut t = Trust::default();
+        t.add_keyring(dir.path()).unwrap();
+        let roles: Vec<_> = t
+            .keys()
+            .map(|k| (k.signer.as_str(), k.role.clone()))
+            .collect();
+        assert_eq!(roles.len(), 2);
+        assert!(roles.contains(&("alice", Some("maintainer".into()))));
+        assert!(roles.contains(&("bob", None)));
+    }
+
+    #[test]
+    fn roles_toml_errors_name_the_file() {
+        let dir = keyring_with(&["alice"]);
+        let roles = dir.path().join("roles.toml");
+        for (text, needle) in [
+            ("carol = \"rebuilder\"\n", "no carol.pub"),
+            ("alice = \"Maintainer\"\n", "invalid role name"),
+            ("alice = 1\n", "expected lines of the form"),
+        ] {
+            fs::write(&roles, text).unwrap();
+            let err = Trust::default()
+                .add_keyring(dir.path())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.starts_with(&roles.display().to_string()), "{err}");
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn same_key_id_with_another_role_conflicts() {
+        let dir = keyring_with(&["alice"]);
+        let other = tempfile::tempdir().unwrap();
+        fs::copy(dir.path().join("alice.pub"), other.path().join("alice.pub")).unwrap();
+        fs::write(other.path().join("roles.toml"), "alice = \"maintainer\"\n").unwrap();
+        let mut t = Trust::default();
+        t.add_keyring(dir.path()).unwrap();
+        t.add_keyring(dir.path()).unwrap();
+        assert!(matches!(
+            t.add_keyring(other.path()),
+            Err(TrustError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn key_specs_and_pins() {
+        let dir = keyring_with(&["alice", "bob"]);
+        let mut t = Trust::default();
+        t.add_keyring(dir.path()).unwrap();
+        let alice = t.keys().find(|k| k.signer == "alice").unwrap().id;
+        t.pin(&[alice]).unwrap();
+        assert_eq!(t.keys().map(|k| k.id).collect::<Vec<_>>(), vec![alice]);
+        assert!(matches!(
+            t.pin(&["0000000000000001".parse().unwrap()]),
+            Err(TrustError::PinnedMissing(_))
+        ));
+        let text = fs::read_to_string(dir.path().join("bob.pub")).unwrap();
+        let encoded = text.lines().nth(1).unwrap();
+        t.add_key_spec(&format!("rebuilder:{encoded}")).unwrap();
+        assert!(t.keys().any(|k| k.role.as_deref() == Some("rebuilder")));
+        for bad in ["Rebuilder:RWQ", "rebuilder:", "RWQnotakey"] {
+            assert!(
+                matches!(t.add_key_spec(bad), Err(TrustError::Spec(_))),
+                "{bad}"
+            );
+        }
+    }
+}
