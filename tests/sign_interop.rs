@@ -6,8 +6,11 @@ mod sign_support;
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
 use imgrep::digest::Digest;
 use sign_support::{have_minisign, run_with_timeout, Output, Work, PKG, VERSION};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn minisign(work: &Work, args: &[&str], stdin: Option<&str>) -> Output {
     if let Some(input) = stdin {
@@ -124,6 +127,10 @@ fn imgrep_signature_and_keys_work_with_the_cli() {
     let out = work.imgrep(&["sign", "--key", "keys/bob.key", "--password-file", "pw"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let sig = only_sig(&work);
+    // Prehashed: the signature algorithm is `ED`, not legacy `Ed`.
+    let text = std::fs::read_to_string(&sig).unwrap();
+    let raw = B64.decode(text.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(&raw[..2], b"ED");
     let st = work.statement_path().display().to_string();
     let out = minisign(
         &work,
@@ -298,4 +305,47 @@ fn test_layout_is_valid_for_skopeo() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(Digest::of(&out.stdout), image.manifest);
+}
+
+#[test]
+fn cli_legacy_signature_is_accepted() {
+    if !have_minisign("cli_legacy_signature_is_accepted") {
+        return;
+    }
+    let work = Work::new();
+    work.publish(b"hello\n");
+    cli_keygen(&work, "gina", None);
+    let comment = format!(
+        "imgrep-statement {} role=rebuilder",
+        statement_digest(&work)
+    );
+    std::fs::create_dir_all(work.sigs_dir()).unwrap();
+    let sig = work.sigs_dir().join("gina.minisig");
+    let st = work.statement_path().display().to_string();
+    let args = [
+        "-S",
+        "-l",
+        "-s",
+        "keys/gina.key",
+        "-m",
+        &st,
+        "-x",
+        sig.to_str().unwrap(),
+        "-t",
+        &comment,
+    ];
+    let out = minisign(&work, &args, None);
+    assert_eq!(out.code, 0, "minisign -S -l: {}", out.stderr);
+    let raw = B64
+        .decode(
+            std::fs::read_to_string(&sig)
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(&raw[..2], b"Ed", "a legacy signature");
+    let out = work.verify(&["--threshold", "1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
