@@ -11,7 +11,7 @@ use crate::digest::Digest;
 use crate::statement::ImageDigests;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const MAX_JSON_BLOB: u64 = 4 << 20;
+const MAX_JSON_BLOB: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
