@@ -63,7 +63,7 @@ fn parse_role_min(s: &str) -> Result<(String, usize), String> {
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let base = global.directory.as_deref().unwrap_or(Path::new(""));
     let manifests = Manifests::new(base.join(&args.manifests));
-    let policy = policy(&args, base)?;
+    let policy = policy(&args, base, &manifests)?;
     let trust = trust(&args, base, &manifests)?;
     let layout = (!args.signatures_only).then(|| base.join(&args.layout));
     if let Some(layout) = &layout {
@@ -108,7 +108,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     })
 }
 
-fn policy(args: &Args, base: &Path) -> Result<Policy> {
+fn policy(args: &Args, base: &Path, manifests: &Manifests) -> Result<Policy> {
     let mut policy = match (&args.policy, args.threshold) {
         (Some(path), _) => Policy::load(&base.join(path))?,
         (None, Some(threshold)) => Policy {
@@ -117,7 +117,8 @@ fn policy(args: &Args, base: &Path) -> Result<Policy> {
         },
         (None, None) => bail!(
             "no policy: pass --threshold N (and --require-role ROLE=N), or --policy FILE \
-             (e.g. manifests/policy.toml once you have reviewed it)"
+             (e.g. the publisher's {}, once you have reviewed it)",
+            manifests.policy_path().display()
         ),
     };
     if let Some(t) = args.threshold {
