@@ -203,6 +203,14 @@ fn threshold_not_met_fails() {
         &work.verify(&["--threshold", "3"]),
         "threshold not met: 2 of 3",
     );
+    let out = work.verify(&["--threshold", "3", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["packages"][0]["failures"][0],
+        "threshold not met: 2 of 3 trusted signatures"
+    );
 }
 
 #[test]
