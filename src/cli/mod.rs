@@ -11,6 +11,9 @@ pub mod graph;
 pub mod list;
 pub mod pack;
 pub mod run;
+pub mod keygen;
+pub mod sign;
+pub mod verify;
 
 /// What a command reports when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,12 @@ pub enum Command {
     List(list::Args),
     /// Show the dependency graph as a tree, Graphviz dot (--dot) or JSON.
     Graph(graph::Args),
+    /// Make a minisign key pair for signing statements.
+    Keygen(keygen::Args),
+    /// Sign the statements of packages this signer has rebuilt locally.
+    Sign(sign::Args),
+    /// Check statements' signatures against trusted keys, a policy and local images.
+    Verify(verify::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -126,5 +135,8 @@ pub fn print(text: &str) -> anyhow::Result<Outcome> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(Outcome::Success),
+        Command::Keygen(args) => keygen::run(&cli.global, args),
+        Command::Sign(args) => sign::run(&cli.global, args),
+        Command::Verify(args) => verify::run(&cli.global, args),
     }
 }

@@ -1,0 +1,211 @@
+//! `imgrep verify`: statements against the trust anchors and policy the user
+//! chooses, and local images against the signed digests.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Global, Outcome};
+use crate::sign::keys::KeyId;
+use crate::sign::manifests::{Manifests, PackageSpec};
+use crate::sign::policy::Policy;
+use crate::sign::trust::Trust;
+use crate::sign::verify::{verify_package, ImageCheck, PackageReport, SignerStatus};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Packages to verify, as NAME (every version) or NAME:VERSION. None: every statement.
+    #[arg(value_name = "PKG")]
+    pub packages: Vec<PackageSpec>,
+    /// Trust the public keys in DIR (`<signer>.pub`, roles in `roles.toml`).
+    #[arg(long, value_name = "DIR")]
+    pub keyring: Vec<PathBuf>,
+    /// Trust a public key given as `minisign -P` takes it, optionally with a
+    /// role (`[ROLE:]RW...`); or, given a key id (16 hex digits), keep only
+    /// the pinned ids of the keyrings.
+    #[arg(long, value_name = "KEY")]
+    pub trust: Vec<String>,
+    /// Also trust the repository's own manifests/keys. They come with what
+    /// is being verified, so whoever controls the repository controls them.
+    #[arg(long)]
+    pub repo_keys: bool,
+    /// The policy file (threshold, per-role minimums).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Distinct trusted keys required (overrides the policy file's).
+    #[arg(long, value_name = "N")]
+    pub threshold: Option<usize>,
+    /// At least N signatures by keys of ROLE (adds to the policy file's).
+    #[arg(long, value_name = "ROLE=N", value_parser = parse_role_min)]
+    pub require_role: Vec<(String, usize)>,
+    /// The OCI layout whose images (tagged NAME:VERSION) must have the signed digests.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    pub layout: PathBuf,
+    /// Check signatures and policy only, not local images.
+    #[arg(long, conflicts_with = "layout")]
+    pub signatures_only: bool,
+    /// The manifests directory holding statements and signatures.
+    #[arg(long, value_name = "DIR", default_value = "manifests")]
+    pub manifests: PathBuf,
+}
+
+fn parse_role_min(s: &str) -> Result<(String, usize), String> {
+    let (role, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ROLE=N"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected ROLE=N with N a number"))?;
+    Ok((role.to_owned(), n))
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    let base = global.directory.as_deref().unwrap_or(Path::new(""));
+    let manifests = Manifests::new(base.join(&args.manifests));
+    let policy = policy(&args, base, &manifests)?;
+    let trust = trust(&args, base, &manifests)?;
+    let layout = (!args.signatures_only).then(|| base.join(&args.layout));
+    if let Some(layout) = &layout {
+        if !layout.join("index.json").is_file() {
+            bail!(
+                "{}: not an OCI image layout (no index.json); pass --layout DIR, or \
+                 --signatures-only to check signatures without images",
+                layout.display()
+            );
+        }
+    }
+    let packages = manifests.resolve(&args.packages)?;
+    if packages.is_empty() {
+        bail!(
+            "no statements under {}",
+            manifests.root().join("packages").display()
+        );
+    }
+    let mut reports = Vec::new();
+    for pv in &packages {
+        reports.push(verify_package(
+            &manifests,
+            pv,
+            &trust,
+            &policy,
+            layout.as_deref(),
+        )?);
+    }
+    if global.json {
+        let out = serde_json::json!({"ok": reports.iter().all(|r| r.ok), "packages": reports});
+        println!(
+            "{}",
+            serde_json::to_string(&out).context("serializing the report")?
+        );
+    } else {
+        eprint!("{}", table(&reports, &policy));
+    }
+    Ok(if reports.iter().all(|r| r.ok) {
+        Outcome::Success
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+fn policy(args: &Args, base: &Path, manifests: &Manifests) -> Result<Policy> {
+    let mut policy = match (&args.policy, args.threshold) {
+        (Some(path), _) => Policy::load(&base.join(path))?,
+        (None, Some(threshold)) => Policy {
+            threshold,
+            roles: Default::default(),
+        },
+        (None, None) => bail!(
+            "no policy: pass --threshold N (and --require-role ROLE=N), or --policy FILE \
+             (e.g. the publisher's {}, once you have reviewed it)",
+            manifests.policy_path().display()
+        ),
+    };
+    if let Some(t) = args.threshold {
+        policy.threshold = t;
+    }
+    policy.roles.extend(args.require_role.iter().cloned());
+    policy.check("command line")?;
+    Ok(policy)
+}
+
+fn trust(args: &Args, base: &Path, manifests: &Manifests) -> Result<Trust> {
+    let mut trust = Trust::default();
+    for dir in &args.keyring {
+        trust.add_keyring(&base.join(dir))?;
+    }
+    if args.repo_keys {
+        eprintln!(
+            "imgrep: warning: trusting the keys in {}, which come with the repository being \
+             verified: whoever can change the repository can change them",
+            manifests.keys_dir().display()
+        );
+        trust.add_keyring(&manifests.keys_dir())?;
+    }
+    let mut pins = Vec::new();
+    for t in &args.trust {
+        match t.parse::<KeyId>() {
+            Ok(id) => pins.push(id),
+            Err(_) => trust.add_key_spec(t)?,
+        }
+    }
+    trust.pin(&pins)?;
+    if trust.is_empty() {
+        bail!("no trusted keys: pass --keyring DIR, --trust [ROLE:]PUBKEY, or --repo-keys");
+    }
+    Ok(trust)
+}
+
+fn table(reports: &[PackageReport], policy: &Policy) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:<34} {:<12} RESULT",
+        "PACKAGE", "SIGNER", "ROLE"
+    );
+    for r in reports {
+        let mut package = format!("{}:{}", r.name, r.version);
+        for s in &r.signers {
+            let signer = match &s.signer {
+                Some(name) if *name != s.key_id.to_string() => format!("{name} ({})", s.key_id),
+                _ => s.key_id.to_string(),
+            };
+            let result = match s.status {
+                SignerStatus::Ok => "OK",
+                SignerStatus::Fail => "FAIL",
+                SignerStatus::Unknown => "IGNORED",
+                SignerStatus::Duplicate => "NOT COUNTED",
+            };
+            let _ = write!(
+                out,
+                "{package:<28} {signer:<34} {:<12} {result}",
+                s.role.as_deref().unwrap_or("-")
+            );
+            if let Some(reason) = &s.reason {
+                let _ = write!(out, ": {reason}");
+            }
+            out.push('\n');
+            package.clear();
+        }
+        let image = match &r.image {
+            ImageCheck::NotChecked => "not checked (--signatures-only)".to_owned(),
+            ImageCheck::Ok => format!("OK: {}", r.manifest),
+            ImageCheck::Fail(reasons) => format!("FAIL: {}", reasons.join("; ")),
+        };
+        let _ = writeln!(
+            out,
+            "{package:<28} {:<34} {:<12} {image}",
+            "(local image)", ""
+        );
+        let _ = if r.ok {
+            writeln!(
+                out,
+                "  => OK: {} trusted signatures (threshold {})",
+                r.trusted_signatures, policy.threshold
+            )
+        } else {
+            writeln!(out, "  => FAIL: {}", r.failures.join("; "))
+        };
+    }
+    out
+}

@@ -1,0 +1,153 @@
+//! Verifying one package version: each signature against the trusted keys,
+//! each trusted key counted once, the policy over the distinct keys that
+//! signed, and the local image against the signed digests.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::sign::image;
+use crate::sign::keys::KeyId;
+use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
+use crate::sign::policy::Policy;
+use crate::sign::signature::{SignatureError, SignatureFile};
+use crate::sign::trust::Trust;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
+/// What became of one signature file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignerStatus {
+    /// Valid signature by a trusted key; counted.
+    Ok,
+    /// Signature by a trusted key that does not hold; not counted.
+    Fail,
+    /// Signature by a key the verifier does not trust; ignored.
+    Unknown,
+    /// Another valid signature by a key already counted; not counted again.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SignerReport {
+    pub key_id: KeyId,
+    /// The trusted signer's name; none for unknown keys.
+    pub signer: Option<String>,
+    /// The role the trust anchors give the key.
+    pub role: Option<String>,
+    pub file: PathBuf,
+    pub status: SignerStatus,
+    pub reason: Option<String>,
+}
+
+/// Whether the local image has the signed digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "reasons")]
+pub enum ImageCheck {
+    NotChecked,
+    Ok,
+    Fail(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageReport {
+    pub name: String,
+    pub version: String,
+    pub statement: Digest,
+    pub manifest: Digest,
+    pub signers: Vec<SignerReport>,
+    /// Distinct trusted keys with a valid signature.
+    pub trusted_signatures: usize,
+    pub image: ImageCheck,
+    /// Every reason the package fails; empty when it passes.
+    pub failures: Vec<String>,
+    pub ok: bool,
+}
+
+/// Verifies `pv`. `layout` is the OCI layout whose image tagged
+/// `NAME:VERSION` must have the signed digests; `None` skips that check.
+/// Errors are input errors (an unreadable or malformed statement or
+/// signature file); everything else is in the report.
+pub fn verify_package(
+    manifests: &Manifests,
+    pv: &PackageVersion,
+    trust: &Trust,
+    policy: &Policy,
+    layout: Option<&Path>,
+) -> Result<PackageReport, VerifyError> {
+    let stored = manifests.read_statement(pv)?;
+    let mut signers = Vec::new();
+    let mut counted: BTreeSet<KeyId> = BTreeSet::new();
+    let mut counted_roles = Vec::new();
+    for path in manifests.signature_files(pv)? {
+        let sig = SignatureFile::read(&path)?;
+        let mut report = SignerReport {
+            key_id: sig.key_id,
+            signer: None,
+            role: None,
+            file: path,
+            status: SignerStatus::Unknown,
+            reason: Some("unknown key (not among the trusted keys)".into()),
+        };
+        if let Some(key) = trust.get(&sig.key_id) {
+            report.signer = Some(key.signer.clone());
+            report.role = key.role.clone();
+            let (status, reason) = match sig.verify(&key.key, &stored.bytes) {
+                Err(reason) => (SignerStatus::Fail, Some(reason)),
+                Ok(signed_as) if key.role.as_ref().is_some_and(|r| *r != signed_as) => (
+                    SignerStatus::Fail,
+                    Some(format!(
+                        "signed as role {signed_as}, but {} gives this key role {}",
+                        key.origin,
+                        key.role.as_deref().unwrap_or_default()
+                    )),
+                ),
+                Ok(_) if !counted.insert(sig.key_id) => (
+                    SignerStatus::Duplicate,
+                    Some("key already counted for this statement".into()),
+                ),
+                Ok(_) => {
+                    counted_roles.push(key.role.clone());
+                    (SignerStatus::Ok, None)
+                }
+            };
+            report.status = status;
+            report.reason = reason;
+        }
+        signers.push(report);
+    }
+    let mut failures = policy.shortfalls(counted_roles.iter().map(Option::as_deref));
+    let image = match layout {
+        None => ImageCheck::NotChecked,
+        Some(layout) => match image::local_image(layout, &pv.name, &pv.version) {
+            Err(e) => ImageCheck::Fail(vec![e.to_string()]),
+            Ok(local) => match stored.statement.image.differences(&local) {
+                d if d.is_empty() => ImageCheck::Ok,
+                d => ImageCheck::Fail(d),
+            },
+        },
+    };
+    if let ImageCheck::Fail(reasons) = &image {
+        failures.extend(reasons.iter().map(|r| format!("local image: {r}")));
+    }
+    Ok(PackageReport {
+        name: pv.name.clone(),
+        version: pv.version.clone(),
+        statement: Digest::of(&stored.bytes),
+        manifest: stored.statement.image.manifest,
+        signers,
+        trusted_signatures: counted.len(),
+        image,
+        ok: failures.is_empty(),
+        failures,
+    })
+}
