@@ -14,10 +14,10 @@ pub mod mirror;
 pub mod nar;
 pub mod oci;
 pub mod recipe;
-pub mod store;
-pub mod unpack;
 pub mod sign;
 pub mod statement;
+pub mod store;
+pub mod unpack;
 
 /// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
 /// 1980-01-01T00:00:00Z, the earliest time every archive format (zip

@@ -8,10 +8,10 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod graph;
+pub mod keygen;
 pub mod list;
 pub mod pack;
 pub mod run;
-pub mod keygen;
 pub mod sign;
 pub mod verify;
 
