@@ -115,6 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Check(args) => check::run(&cli.global, args),
         Command::List(args) => list::run(&cli.global, args),
         Command::Graph(args) => graph::run(&cli.global, args),
+        Command::Keygen(args) => keygen::run(&cli.global, args),
+        Command::Sign(args) => sign::run(&cli.global, args),
+        Command::Verify(args) => verify::run(&cli.global, args),
     }
 }
 
@@ -135,8 +138,5 @@ pub fn print(text: &str) -> anyhow::Result<Outcome> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(Outcome::Success),
-        Command::Keygen(args) => keygen::run(&cli.global, args),
-        Command::Sign(args) => sign::run(&cli.global, args),
-        Command::Verify(args) => verify::run(&cli.global, args),
     }
 }
