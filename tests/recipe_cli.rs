@@ -97,6 +97,14 @@ fn unknown_keys_at_every_level() {
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nsteps = [{ argv = [\"/x\"], cwd = \"/\" }]\n",
         &["5:27: unknown key `cwd` in build.steps[0]; expected one of: argv, workdir"],
     );
+    // Dotted keys and inline tables are the same tables, with positions.
+    case(
+        "package.name = \"x\"\npackage.version = \"1\"\npackage.nam = 1\nbuild = { script = \"true\", dep = [] }\n",
+        &[
+            "3:9: unknown key `nam` in [package]; expected one of: name, version, description, license, homepage, kind, runtime",
+            "4:28: unknown key `dep` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, script, steps",
+        ],
+    );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\nkind = \"debs\"\n[debs]\nlinks = {}\n",
         &["6:1: unknown key `links` in [debs]; expected one of: symlinks, dirs"],

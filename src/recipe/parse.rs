@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use toml::Spanned;
-
 use super::check;
 use super::diag::{Diagnostic, Position};
-use super::node::{self, LineIndex, Node, Span};
+use super::node::{self, LineIndex, Node, Span, Spanned};
 use super::{Action, Build, Debs, Kind, Pin, Recipe, Source, Step, SECTIONS};
 
 const PACKAGE_KEYS: &[&str] = &[
@@ -76,9 +74,9 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
     let doc = match node::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
-            let span = err.span().unwrap_or(0..0);
+            let span = err.span;
             let lines: Vec<&str> = err
-                .message()
+                .message
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
