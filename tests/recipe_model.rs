@@ -238,7 +238,7 @@ fn diff_names_what_changed() {
         lines,
         [
             "build.env.CFLAGS: \"-O2\" -> \"-O3\"".to_string(),
-            "build.script changed".to_string(),
+            "build.script changed (from line 2)".to_string(),
             "package.license removed".to_string(),
             format!("dependency cc: image {a} -> {b}"),
             "dependency as added".to_string(),
@@ -261,6 +261,15 @@ fn diff_names_what_changed() {
             &old.input_json(&[("ld", a), ("cc", a)], 1)
         ),
         ["build root layer order: cc, ld -> ld, cc"]
+    );
+    let one_source = parse(&MUSL.replace(
+        "[[source]]\npath = \"patches/fix.patch\"\nsha256 = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"\n",
+        "",
+    ));
+    assert_eq!(one_source.sources.len(), 1);
+    assert_eq!(
+        diff_inputs(&old.canonical_json(), &one_source.canonical_json()),
+        ["source: 2 -> 1 entries"]
     );
     assert_eq!(
         diff_inputs(b"not json", &old.canonical_json()),
