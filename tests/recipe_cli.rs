@@ -246,6 +246,10 @@ fn urls_are_expanded_and_checked() {
     );
     case(&src(""), &["7:8: source[0].urls: empty list"]);
     case(
+        &format!("[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[[source]]\nurl = \"https://h/{{version\"\nsha256 = \"{SHA}\"\n"),
+        &["7:7: source[0].url: unbalanced `{` in URL `https://h/{version`"],
+    );
+    case(
         &format!("[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[[source]]\nurl = \"https://h/a\"\nurls = [\"https://h/a\"]\nsha256 = \"{SHA}\"\n"),
         &["7:7: source[0]: give `url` or `urls`, not both"],
     );
