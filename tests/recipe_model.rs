@@ -91,6 +91,7 @@ sha256 = "{SHA}"
 executable = true
 dest = "./seed/"
 [build]
+source_date_epoch = 0
 workdir = "/build/./seed"
 steps = [["/build/seed/hex0-seed", "hex0.hex0", "/out/hex0"], {{ argv = ["/out/hex0"], workdir = "/out" }}]
 "#
@@ -101,6 +102,7 @@ steps = [["/build/seed/hex0-seed", "hex0.hex0", "/out/hex0"], {{ argv = ["/out/h
         (s.dest.as_str(), s.file.as_deref()),
         ("seed", Some("hex0-seed"))
     );
+    assert_eq!(r.source_date_epoch(), 0);
     let b = r.build.unwrap();
     assert_eq!(b.workdir, "/build/seed");
     let Action::Steps(steps) = b.action else {
@@ -130,6 +132,7 @@ dirs = ["tmp", "proc/"]
 "#
     ));
     assert_eq!(r.kind, Kind::Debs);
+    assert_eq!(r.source_date_epoch(), imgrep::DEFAULT_SOURCE_DATE_EPOCH);
     assert!(r.build.is_none());
     assert!(!r.sources[0].unpack);
     let d = r.debs.unwrap();
