@@ -463,6 +463,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any text, and any one-character corruption of a valid recipe, gives a
+    /// recipe or positioned problems inside the text: never a panic.
+    #[test]
+    fn malformed_text_gives_positioned_problems(
+        text in prop_oneof![
+            "[ -~\n\\[\\]=\"'{}é]{0,200}",
+            (any::<prop::sample::Index>(), "[ -~\n]").prop_map(|(at, ch)| {
+                let mut t = MUSL.to_string();
+                let i = at.index(t.len());
+                t.replace_range(i..i + 1, &ch);
+                t
+            }),
+        ]
+    ) {
+        let lines = text.split('\n').count();
+        if let Err(e) = Recipe::parse(Path::new("p.toml"), &text) {
+            prop_assert!(!e.diagnostics.is_empty());
+            for d in &e.diagnostics {
+                let (line, column) = d.position.expect("a position");
+                prop_assert!(line >= 1 && line <= lines && column >= 1, "{} in\n{}", d, text);
+            }
+        }
+    }
+}
+
 // ---- the graph, on trees written to disk ----
 
 /// `(name, deps, runtime)` recipes under packages/.
