@@ -45,7 +45,7 @@ fn problems(dir: &Path) -> Vec<String> {
         let header = lines.remove(0);
         assert_eq!(
             header,
-            format!("{} problems in the recipe tree:", lines.len())
+            format!("{} problems in recipes:", lines.len())
         );
     }
     lines
@@ -437,7 +437,7 @@ fn directory_option_and_missing_tree() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        format!("imgrep: error: 2 problems in the recipe tree:\n{root}/packages/x/package.toml:1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`\n{root}/packages/x/package.toml:1:2: missing key `version` in [package]\n")
+        format!("imgrep: error: 2 problems in recipes:\n{root}/packages/x/package.toml:1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`\n{root}/packages/x/package.toml:1:2: missing key `version` in [package]\n")
     );
 
     let empty = tempfile::tempdir().unwrap();
