@@ -43,10 +43,7 @@ fn problems(dir: &Path) -> Vec<String> {
     let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
     if lines.len() > 1 {
         let header = lines.remove(0);
-        assert_eq!(
-            header,
-            format!("{} problems in recipes:", lines.len())
-        );
+        assert_eq!(header, format!("{} problems in recipes:", lines.len()));
     }
     lines
 }
