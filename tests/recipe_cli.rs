@@ -43,10 +43,7 @@ fn problems(dir: &Path) -> Vec<String> {
     let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
     if lines.len() > 1 {
         let header = lines.remove(0);
-        assert_eq!(
-            header,
-            format!("{} problems in the recipe tree:", lines.len())
-        );
+        assert_eq!(header, format!("{} problems in recipes:", lines.len()));
     }
     lines
 }
@@ -96,6 +93,14 @@ fn unknown_keys_at_every_level() {
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nsteps = [{ argv = [\"/x\"], cwd = \"/\" }]\n",
         &["5:27: unknown key `cwd` in build.steps[0]; expected one of: argv, workdir"],
+    );
+    // Dotted keys and inline tables are the same tables, with positions.
+    case(
+        "package.name = \"x\"\npackage.version = \"1\"\npackage.nam = 1\nbuild = { script = \"true\", dep = [] }\n",
+        &[
+            "3:9: unknown key `nam` in [package]; expected one of: name, version, description, license, homepage, kind, runtime",
+            "4:28: unknown key `dep` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, script, steps",
+        ],
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\nkind = \"debs\"\n[debs]\nlinks = {}\n",
@@ -237,6 +242,10 @@ fn urls_are_expanded_and_checked() {
         &["7:9: source[0].urls[0]: unsupported URL `ftp://h/x-1.2.tar`: expected https://, http:// or mirror://NAME/path"],
     );
     case(&src(""), &["7:8: source[0].urls: empty list"]);
+    case(
+        &format!("[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[[source]]\nurl = \"https://h/{{version\"\nsha256 = \"{SHA}\"\n"),
+        &["7:7: source[0].url: unbalanced `{` in URL `https://h/{version`"],
+    );
     case(
         &format!("[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[[source]]\nurl = \"https://h/a\"\nurls = [\"https://h/a\"]\nsha256 = \"{SHA}\"\n"),
         &["7:7: source[0]: give `url` or `urls`, not both"],
@@ -425,7 +434,7 @@ fn directory_option_and_missing_tree() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        format!("imgrep: error: 2 problems in the recipe tree:\n{root}/packages/x/package.toml:1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`\n{root}/packages/x/package.toml:1:2: missing key `version` in [package]\n")
+        format!("imgrep: error: 2 problems in recipes:\n{root}/packages/x/package.toml:1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`\n{root}/packages/x/package.toml:1:2: missing key `version` in [package]\n")
     );
 
     let empty = tempfile::tempdir().unwrap();

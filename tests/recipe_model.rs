@@ -91,6 +91,7 @@ sha256 = "{SHA}"
 executable = true
 dest = "./seed/"
 [build]
+source_date_epoch = 0
 workdir = "/build/./seed"
 steps = [["/build/seed/hex0-seed", "hex0.hex0", "/out/hex0"], {{ argv = ["/out/hex0"], workdir = "/out" }}]
 "#
@@ -101,6 +102,7 @@ steps = [["/build/seed/hex0-seed", "hex0.hex0", "/out/hex0"], {{ argv = ["/out/h
         (s.dest.as_str(), s.file.as_deref()),
         ("seed", Some("hex0-seed"))
     );
+    assert_eq!(r.source_date_epoch(), 0);
     let b = r.build.unwrap();
     assert_eq!(b.workdir, "/build/seed");
     let Action::Steps(steps) = b.action else {
@@ -130,6 +132,7 @@ dirs = ["tmp", "proc/"]
 "#
     ));
     assert_eq!(r.kind, Kind::Debs);
+    assert_eq!(r.source_date_epoch(), imgrep::DEFAULT_SOURCE_DATE_EPOCH);
     assert!(r.build.is_none());
     assert!(!r.sources[0].unpack);
     let d = r.debs.unwrap();
@@ -238,7 +241,7 @@ fn diff_names_what_changed() {
         lines,
         [
             "build.env.CFLAGS: \"-O2\" -> \"-O3\"".to_string(),
-            "build.script changed".to_string(),
+            "build.script changed (from line 2)".to_string(),
             "package.license removed".to_string(),
             format!("dependency cc: image {a} -> {b}"),
             "dependency as added".to_string(),
@@ -261,6 +264,15 @@ fn diff_names_what_changed() {
             &old.input_json(&[("ld", a), ("cc", a)], 1)
         ),
         ["build root layer order: cc, ld -> ld, cc"]
+    );
+    let one_source = parse(&MUSL.replace(
+        "[[source]]\npath = \"patches/fix.patch\"\nsha256 = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"\n",
+        "",
+    ));
+    assert_eq!(one_source.sources.len(), 1);
+    assert_eq!(
+        diff_inputs(&old.canonical_json(), &one_source.canonical_json()),
+        ["source: 2 -> 1 entries"]
     );
     assert_eq!(
         diff_inputs(b"not json", &old.canonical_json()),
@@ -448,6 +460,34 @@ proptest! {
         let new = if old == b'~' { b'!' } else { old + 1 };
         t.script.replace_range(i..i + 1, &(new as char).to_string());
         prop_assert_ne!(digest(&parse(&render(&s, seed))), digest(&parse(&render(&t, seed))));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any text, and any one-character corruption of a valid recipe, gives a
+    /// recipe or positioned problems inside the text: never a panic.
+    #[test]
+    fn malformed_text_gives_positioned_problems(
+        text in prop_oneof![
+            "[ -~\n\\[\\]=\"'{}é]{0,200}",
+            (any::<prop::sample::Index>(), "[ -~\n]").prop_map(|(at, ch)| {
+                let mut t = MUSL.to_string();
+                let i = at.index(t.len());
+                t.replace_range(i..i + 1, &ch);
+                t
+            }),
+        ]
+    ) {
+        let lines = text.split('\n').count();
+        if let Err(e) = Recipe::parse(Path::new("p.toml"), &text) {
+            prop_assert!(!e.diagnostics.is_empty());
+            for d in &e.diagnostics {
+                let (line, column) = d.position.expect("a position");
+                prop_assert!(line >= 1 && line <= lines && column >= 1, "{} in\n{}", d, text);
+            }
+        }
     }
 }
 

@@ -51,7 +51,7 @@ impl fmt::Display for RecipeError {
         match self.diagnostics.as_slice() {
             [one] => write!(f, "{one}"),
             all => {
-                write!(f, "{} problems in the recipe tree:", all.len())?;
+                write!(f, "{} problems in recipes:", all.len())?;
                 for d in all {
                     write!(f, "\n{d}")?;
                 }

@@ -220,10 +220,16 @@ fn diff_value(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
                 diff_value(&format!("{path}[{i}]"), x, y, out);
             }
         }
-        (Value::String(a), Value::String(b))
-            if a.len() > 72 || b.len() > 72 || a.contains('\n') =>
-        {
-            out.push(format!("{path} changed"))
+        (Value::String(a), Value::String(b)) if a.contains('\n') || b.contains('\n') => {
+            let line = a
+                .lines()
+                .zip(b.lines())
+                .position(|(x, y)| x != y)
+                .unwrap_or_else(|| a.lines().count().min(b.lines().count()));
+            out.push(format!("{path} changed (from line {})", line + 1))
+        }
+        (Value::Array(a), Value::Array(b)) if a.iter().chain(b).any(Value::is_object) => {
+            out.push(format!("{path}: {} -> {} entries", a.len(), b.len()))
         }
         _ => out.push(format!("{path}: {} -> {}", short(old), short(new))),
     }

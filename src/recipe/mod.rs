@@ -170,6 +170,14 @@ impl Recipe {
         self.build.as_ref().map_or(&[], |b| &b.deps)
     }
 
+    /// SOURCE_DATE_EPOCH of the package's layer: `[build].source_date_epoch`,
+    /// else the repository constant (always the constant for `debs`).
+    pub fn source_date_epoch(&self) -> i64 {
+        self.build
+            .as_ref()
+            .map_or(crate::DEFAULT_SOURCE_DATE_EPOCH, |b| b.source_date_epoch)
+    }
+
     /// The directory holding package.toml; local `path` sources are relative
     /// to it.
     pub fn dir(&self) -> &Path {

@@ -1,14 +1,33 @@
 //! A TOML document as a tree that keeps the byte span of every key and value,
 //! so validation can point at `file:line:column` for any entry, and report
 //! every problem of a file instead of stopping at the first as serde would.
+//!
+//! Built from toml_edit's parsed document, whose spans are optional: an
+//! implicit table (the `a` of a dotted key `a.b = 1`) has none, and then the
+//! nearest enclosing span stands in.
 
-use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use toml::Spanned;
+use toml_edit::{ImDocument, Item, Table, Value};
 
 pub type Span = Range<usize>;
+
+/// A value and where it is in the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    span: Span,
+    value: T,
+}
+
+impl<T> Spanned<T> {
+    pub fn span(&self) -> Span {
+        self.span.clone()
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.value
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -37,83 +56,78 @@ impl Node {
     }
 }
 
-/// Parses a whole document. The error carries toml's message and span.
-pub fn parse(text: &str) -> Result<Spanned<Node>, toml::de::Error> {
-    toml::from_str(text)
+/// A TOML syntax error: the parser's message and where it stopped.
+#[derive(Debug)]
+pub struct SyntaxError {
+    pub message: String,
+    pub span: Span,
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
+/// Parses a whole document.
+pub fn parse(text: &str) -> Result<Spanned<Node>, SyntaxError> {
+    let doc = ImDocument::parse(text).map_err(|e| SyntaxError {
+        message: e.message().to_owned(),
+        span: e.span().unwrap_or(0..0),
+    })?;
+    Ok(table(doc.as_table(), 0..0))
 }
 
-struct NodeVisitor;
+fn table(t: &Table, outer: Span) -> Spanned<Node> {
+    let span = t.span().unwrap_or(outer);
+    let mut entries = Vec::new();
+    for (key, item) in t.iter() {
+        let Some(value) = node(item, span.clone()) else {
+            continue;
+        };
+        let key_span = t
+            .key(key)
+            .and_then(|k| k.span())
+            .unwrap_or_else(|| value.span());
+        entries.push((spanned(key_span, key.to_owned()), value));
+    }
+    spanned(span, Node::Table(entries))
+}
 
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a TOML value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Boolean(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Integer(v))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        i64::try_from(v)
-            .map(Node::Integer)
-            .map_err(|_| E::custom("integer out of range"))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Node, E> {
-        Ok(Node::String(v))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
-            items.push(item);
+fn node(item: &Item, outer: Span) -> Option<Spanned<Node>> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => Some(value(v, outer)),
+        Item::Table(t) => Some(table(t, outer)),
+        Item::ArrayOfTables(a) => {
+            let span = a.span().unwrap_or(outer);
+            let items = a.iter().map(|t| table(t, span.clone())).collect();
+            Some(spanned(span, Node::Array(items)))
         }
-        Ok(Node::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        loop {
-            match map.next_key_seed(KeySeed) {
-                Ok(Some(key)) => {
-                    let value = map.next_value::<Spanned<Node>>()?;
-                    entries.push((key, value));
-                }
-                Ok(None) => return Ok(Node::Table(entries)),
-                // toml hands a datetime to visitors as a one-entry map whose
-                // key carries no span, so a spanned key cannot be read; its
-                // value is the datetime's text.
-                Err(err) if entries.is_empty() => {
-                    return map
-                        .next_value::<String>()
-                        .map(Node::Datetime)
-                        .map_err(|_| err)
-                }
-                Err(err) => return Err(err),
+}
+
+fn value(v: &Value, outer: Span) -> Spanned<Node> {
+    let span = v.span().unwrap_or(outer);
+    let node = match v {
+        Value::String(s) => Node::String(s.value().clone()),
+        Value::Integer(i) => Node::Integer(*i.value()),
+        Value::Float(f) => Node::Float(*f.value()),
+        Value::Boolean(b) => Node::Boolean(*b.value()),
+        Value::Datetime(d) => Node::Datetime(d.value().to_string()),
+        Value::Array(a) => Node::Array(a.iter().map(|x| value(x, span.clone())).collect()),
+        Value::InlineTable(t) => {
+            let mut entries = Vec::new();
+            for (key, x) in t.iter() {
+                let x = value(x, span.clone());
+                let key_span = t
+                    .key(key)
+                    .and_then(|k| k.span())
+                    .unwrap_or_else(|| x.span());
+                entries.push((spanned(key_span, key.to_owned()), x));
             }
+            Node::Table(entries)
         }
-    }
+    };
+    spanned(span, node)
 }
 
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Spanned<String>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Spanned::<String>::deserialize(d)
-    }
+fn spanned<T>(span: Span, value: T) -> Spanned<T> {
+    Spanned { span, value }
 }
 
 /// Converts byte offsets into 1-based line and column (columns count
@@ -177,7 +191,7 @@ mod tests {
     #[test]
     fn datetimes_are_values() {
         let doc = parse("v = 2024-01-01\n").unwrap();
-        let Node::Table(top) = doc.into_inner() else {
+        let Node::Table(top) = doc.get_ref() else {
             panic!("top is a table")
         };
         assert_eq!(top[0].1.get_ref(), &Node::Datetime("2024-01-01".into()));

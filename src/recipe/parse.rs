@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use toml::Spanned;
-
 use super::check;
 use super::diag::{Diagnostic, Position};
-use super::node::{self, LineIndex, Node, Span};
+use super::node::{self, LineIndex, Node, Span, Spanned};
 use super::{Action, Build, Debs, Kind, Pin, Recipe, Source, Step, SECTIONS};
 
 const PACKAGE_KEYS: &[&str] = &[
@@ -76,9 +74,9 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
     let doc = match node::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
-            let span = err.span().unwrap_or(0..0);
+            let span = err.span;
             let lines: Vec<&str> = err
-                .message()
+                .message
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
@@ -397,10 +395,9 @@ impl Cx<'_> {
                 self.error(&u.span(), format!("{what}: give `url` or `urls`, not both"));
                 ok = false;
             }
-            match self.string(u, &format!("{what}.url")) {
-                Some(s) => {
-                    url_spans.push((s, u.span()));
-                }
+            let w = format!("{what}.url");
+            match self.string(u, &w) {
+                Some(s) => url_spans.push((s, u.span(), w)),
                 None => ok = false,
             }
         }
@@ -410,13 +407,16 @@ impl Cx<'_> {
                     self.error(&u.span(), format!("{what}.urls: empty list"));
                     ok = false;
                 }
-                Some(list) => url_spans.extend(list),
+                Some(list) => url_spans.extend(
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, (s, span))| (s, span, format!("{what}.urls[{i}]"))),
+                ),
                 None => ok = false,
             }
         }
-        for (i, (raw, span)) in url_spans.iter().enumerate() {
-            let w = format!("{what}.urls[{i}]");
-            match self.check(span, &w, check::url(raw, version)) {
+        for (raw, span, w) in &url_spans {
+            match self.check(span, w, check::url(raw, version)) {
                 Some(u) => urls.push(u),
                 None => ok = false,
             }
@@ -514,7 +514,7 @@ impl Cx<'_> {
                     ok = false;
                 }
             }
-            for ((_, span), url) in url_spans.iter().zip(&urls) {
+            for ((_, span, _), url) in url_spans.iter().zip(&urls) {
                 if !check::last_segment(url).ends_with(".deb") {
                     self.error(span, not_a_deb(what, url));
                     ok = false;

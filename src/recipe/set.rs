@@ -11,7 +11,7 @@ use super::parse::{self, Parsed};
 use super::Recipe;
 
 /// The directories of a tree that hold one directory per package.
-pub const TREES: &[&str] = &["packages", "stage0"];
+const TREES: &[&str] = &["packages", "stage0"];
 
 /// Every recipe of a tree, valid as a whole, by name.
 #[derive(Debug, Clone)]
