@@ -3,6 +3,7 @@
 
 pub mod canonical;
 pub mod cli;
+pub mod deb;
 pub mod digest;
 pub mod fsutil;
 
