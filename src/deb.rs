@@ -7,7 +7,6 @@
 //! whole, so a 50 MB compiler package costs no more memory than a small one.
 //! Unpacking its entries is the job of the safe unpacker, not of this module.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -35,17 +34,6 @@ impl Compression {
             ".zst" => Some(Compression::Zstd),
             _ => None,
         }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-        })
     }
 }
 
@@ -83,6 +71,7 @@ pub struct Deb<R: Read + Seek> {
 }
 
 impl Deb<BufReader<File>> {
+    /// Opens the .deb at `path`; errors name it.
     pub fn open(path: &Path) -> Result<Self, DebError> {
         let file = File::open(path).map_err(|source| DebError::Open {
             path: path.to_owned(),
