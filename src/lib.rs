@@ -5,6 +5,7 @@ pub mod archive;
 pub mod canonical;
 pub mod cli;
 pub mod compress;
+pub mod deb;
 pub mod digest;
 pub mod fetch;
 pub mod fsutil;
