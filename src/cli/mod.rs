@@ -6,12 +6,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod build;
 pub mod check;
+pub mod fetch;
+pub mod gc;
 pub mod graph;
 pub mod keygen;
 pub mod list;
 pub mod pack;
+pub mod plan;
 pub mod run;
+pub mod shell;
 pub mod sign;
 pub mod verify;
 
@@ -73,6 +78,17 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build packages and their dependencies into OCI images (the main job).
+    Build(build::Args),
+    /// Show what `build` would run, what is cached, and why.
+    Plan(plan::Args),
+    /// Fetch and verify pinned sources without building.
+    Fetch(fetch::Args),
+    /// Enter the sandbox of a failed build, for debugging.
+    Shell(shell::Args),
+    /// Remove from the store what the recipe tree no longer needs.
+    Gc(gc::Args),
+    /// Run a command in the sandbox: fresh namespaces, a root of read-only layers, limits.
     Run(run::Args),
     /// Pack a directory into a reproducible single-layer OCI image.
     Pack(Box<pack::Args>),
@@ -110,6 +126,11 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Build(args) => build::run(&cli.global, args),
+        Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Fetch(args) => fetch::run(&cli.global, args),
+        Command::Shell(args) => shell::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
         Command::Run(args) => run::run(&cli.global, args),
         Command::Pack(args) => pack::run(&cli.global, *args),
         Command::Check(args) => check::run(&cli.global, args),
@@ -119,6 +140,27 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sign(args) => sign::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
     }
+}
+
+/// The directory of the recipe tree: `-C DIR` or the current directory.
+pub fn tree_root(global: &Global) -> std::path::PathBuf {
+    global
+        .directory
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// The store of `--store` / IMGREP_STORE / the user's cache directory.
+pub fn open_store(global: &Global) -> anyhow::Result<crate::store::Store> {
+    let root = crate::store::Store::default_root(global.store.as_deref())?;
+    Ok(crate::store::Store::open(&root)?)
+}
+
+/// The fetcher of the config file and environment, offline with `--offline`.
+pub fn fetcher(global: &Global) -> anyhow::Result<crate::fetch::Fetcher> {
+    let mut config = crate::fetch::FetchConfig::load()?;
+    config.offline |= global.offline;
+    Ok(crate::fetch::Fetcher::new(config))
 }
 
 /// The recipe tree of `-C DIR` (or the current directory), validated.

@@ -9,7 +9,7 @@
 
 mod config;
 mod http;
-mod local;
+pub mod local;
 
 use std::fmt;
 use std::fs::File;

@@ -96,7 +96,7 @@ pub fn rfc3339(epoch: i64) -> String {
     )
 }
 
-pub(super) fn descriptor(
+pub fn descriptor(
     media_type: &str,
     digest: &Digest,
     size: u64,

@@ -21,7 +21,7 @@ use crate::layer::{self, LayerInfo, PackOptions};
 
 pub use check::{check, Problem, Report};
 pub use image::{
-    rfc3339, ImageLayer, ImageSpec, ANNOTATION_CREATED, ANNOTATION_INPUT_DIGEST,
+    descriptor, rfc3339, ImageLayer, ImageSpec, ANNOTATION_CREATED, ANNOTATION_INPUT_DIGEST,
     ANNOTATION_REF_NAME, ANNOTATION_SOURCES, ANNOTATION_TITLE, ANNOTATION_VERSION,
 };
 

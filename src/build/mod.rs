@@ -1,0 +1,816 @@
+//! `imgrep build`: the dependency closure of the requested packages, each
+//! package's input digest, the cache, and for what is not cached: sources
+//! fetched and verified, steps run in the sandbox on a root made of the
+//! dependencies' layers, `$OUT` packed into one normalised layer and an OCI
+//! image. Data flows one way: recipe -> plan -> sandbox -> layer -> image.
+//!
+//! The store doubles as an OCI image layout: its `blobs/sha256/` holds every
+//! layer, config and manifest, and `records/` maps input digests to manifest
+//! digests. `out/` of the recipe tree gets a copy of each image under the ref
+//! `NAME:VERSION`.
+
+pub mod debs;
+pub mod env;
+pub mod sources;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
+
+use crate::digest::Digest;
+use crate::fetch::Fetcher;
+use crate::graph::Graph;
+use crate::layer::{self, PackOptions};
+use crate::oci::{self, ImageLayer, ImageSpec, Layout};
+use crate::recipe::{Action, Kind, Recipe, RecipeSet};
+use crate::store::Store;
+use crate::unpack;
+
+pub use env::Variation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    #[error("{package}: {message}")]
+    Source { package: String, message: String },
+    #[error("{package}: {source}")]
+    Oci {
+        package: String,
+        source: crate::oci::Error,
+    },
+    #[error("{package}: unpacking the build root: {source}")]
+    Unpack {
+        package: String,
+        source: crate::unpack::UnpackError,
+    },
+    #[error("{package}: {what}: {source}")]
+    Io {
+        package: String,
+        what: String,
+        source: io::Error,
+    },
+    #[error("{package}: the sandbox refused the step: {source}")]
+    Sandbox {
+        package: String,
+        source: sandbox::Error,
+    },
+    #[error("{}", step_failure(.package, .version, .step, .steps, .command, .status, .log, .tail))]
+    StepFailed {
+        package: String,
+        version: String,
+        step: usize,
+        steps: usize,
+        command: String,
+        status: String,
+        log: PathBuf,
+        tail: Vec<String>,
+    },
+    #[error("{package}: not built: its dependency {dependency} failed")]
+    Cancelled { package: String, dependency: String },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_failure(
+    package: &str,
+    version: &str,
+    step: &usize,
+    steps: &usize,
+    command: &str,
+    status: &str,
+    log: &Path,
+    tail: &[String],
+) -> String {
+    let mut s = format!(
+        "{package} {version}: step {step} of {steps} failed ({status})\n  command: {command}\n  log: {}\n  shell: imgrep shell {package}",
+        log.display()
+    );
+    if !tail.is_empty() {
+        s.push_str("\n  last lines of the log:");
+        for l in tail {
+            s.push_str("\n  | ");
+            s.push_str(l);
+        }
+    }
+    s
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Packages built at the same time.
+    pub jobs: usize,
+    /// Build even when the store has a record for the input digest.
+    pub rebuild: bool,
+    pub limits: sandbox::Limits,
+    pub timeout: Option<Duration>,
+    pub variation: Variation,
+    /// Where each image is tagged `NAME:VERSION`; `None`: only the store.
+    pub out: Option<PathBuf>,
+    /// Print per-package progress lines on stderr.
+    pub verbose: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            jobs: 1,
+            rebuild: false,
+            limits: sandbox::Limits::default(),
+            timeout: None,
+            variation: Variation::standard(),
+            out: None,
+            verbose: true,
+        }
+    }
+}
+
+/// One package's result.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub name: String,
+    pub version: String,
+    pub input: Digest,
+    /// The image manifest, in the store (and in `out/` when asked).
+    pub manifest: Descriptor,
+    /// Layers of the image, bottom first (one for a package image).
+    pub diff_ids: Vec<Digest>,
+    pub cached: bool,
+    pub duration: Duration,
+}
+
+/// Builds packages of one recipe tree into one store.
+pub struct Builder<'a> {
+    graph: Graph<'a>,
+    store: &'a Store,
+    layout: Layout,
+    fetcher: &'a Fetcher,
+    opts: Options,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(
+        set: &'a RecipeSet,
+        store: &'a Store,
+        fetcher: &'a Fetcher,
+        opts: Options,
+    ) -> Result<Self, BuildError> {
+        let layout = Layout::create(store.root()).map_err(|source| BuildError::Oci {
+            package: "(store)".into(),
+            source,
+        })?;
+        Ok(Builder {
+            graph: Graph::new(set),
+            store,
+            layout,
+            fetcher,
+            opts,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Builds `roots` and everything they need, up to `opts.jobs` packages at
+    /// once. Returns every package of the closure in build order; on failure,
+    /// the first error after running packages finished (independent
+    /// packages still complete, so their work is kept).
+    pub fn build(&self, roots: &[&str]) -> Result<Vec<Built>, BuildError> {
+        let order: Vec<String> = self
+            .graph
+            .closure(roots)?
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let schedule = Mutex::new(self.graph.schedule(roots)?);
+        let done: Mutex<BTreeMap<String, Built>> = Mutex::new(BTreeMap::new());
+        let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
+        let wake = Condvar::new();
+        let jobs = self.opts.jobs.max(1);
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(|| loop {
+                    let name = {
+                        let mut sched = schedule.lock().expect("scheduler lock");
+                        loop {
+                            if let Some(n) = sched.next_ready() {
+                                break Some(n);
+                            }
+                            if sched.running() == 0 {
+                                break None;
+                            }
+                            sched = wake.wait(sched).expect("scheduler lock");
+                        }
+                    };
+                    let Some(name) = name else {
+                        wake.notify_all();
+                        return;
+                    };
+                    let deps = done.lock().expect("results lock").clone();
+                    let result = self.package(&name, &deps);
+                    let mut sched = schedule.lock().expect("scheduler lock");
+                    match result {
+                        Ok(b) => {
+                            done.lock().expect("results lock").insert(name.clone(), b);
+                            sched.complete(&name);
+                        }
+                        Err(e) => {
+                            let mut errs = errors.lock().expect("errors lock");
+                            for c in sched.fail(&name) {
+                                errs.push(BuildError::Cancelled {
+                                    package: c,
+                                    dependency: name.clone(),
+                                });
+                            }
+                            errs.insert(0, e);
+                        }
+                    }
+                    wake.notify_all();
+                });
+            }
+        });
+        let mut errors = errors.into_inner().expect("errors lock");
+        if !errors.is_empty() {
+            return Err(errors.remove(0));
+        }
+        let mut done = done.into_inner().expect("results lock");
+        Ok(order.iter().filter_map(|n| done.remove(n)).collect())
+    }
+
+    /// The input digest of `name` given its build root's images, and the
+    /// document it hashes.
+    pub fn input_of(
+        &self,
+        recipe: &Recipe,
+        done: &BTreeMap<String, Built>,
+    ) -> Option<(Digest, Vec<u8>)> {
+        let mut deps = Vec::new();
+        for dep in self.graph.build_root(&recipe.name) {
+            deps.push((dep, done.get(dep)?.manifest_digest()));
+        }
+        let json = recipe.input_json(&deps, layer::FORMAT_VERSION);
+        Some((Digest::of(&json), json))
+    }
+
+    /// The cached image of an input digest, if the store has it whole.
+    pub fn cached(&self, input: &Digest, name: &str) -> Option<(Descriptor, Vec<Digest>)> {
+        let manifest = self.store.record(input).ok()??;
+        let image = self.read_image(&manifest, name).ok()?;
+        Some(image)
+    }
+
+    fn read_image(&self, manifest: &Digest, name: &str) -> io::Result<(Descriptor, Vec<Digest>)> {
+        let path = self.store.blob_path(manifest);
+        let bytes = fs::read(&path)?;
+        let parsed: ImageManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let config_path = self
+            .store
+            .blob_path(&to_digest(parsed.config().digest()).map_err(invalid)?);
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&fs::read(config_path)?)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        for l in parsed.layers() {
+            let d = to_digest(l.digest()).map_err(invalid)?;
+            if !self.store.blob_path(&d).is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{name}: layer blob {d} missing"),
+                ));
+            }
+        }
+        let diff_ids = config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| d.parse::<Digest>().map_err(invalid))
+            .collect::<io::Result<Vec<_>>>()?;
+        let desc = oci::descriptor(
+            MediaType::ImageManifest.as_ref(),
+            manifest,
+            bytes.len() as u64,
+            None,
+        );
+        Ok((desc, diff_ids))
+    }
+
+    /// Builds (or finds cached) one package whose build root is in `done`.
+    fn package(&self, name: &str, done: &BTreeMap<String, Built>) -> Result<Built, BuildError> {
+        let recipe = self.graph.recipe(name)?;
+        let start = Instant::now();
+        let (input, input_json) = self
+            .input_of(recipe, done)
+            .expect("the scheduler starts a package after its build root");
+        if !self.opts.rebuild {
+            if let Some((manifest, diff_ids)) = self.cached(&input, name) {
+                let built = Built {
+                    name: recipe.name.clone(),
+                    version: recipe.version.clone(),
+                    input,
+                    manifest,
+                    diff_ids,
+                    cached: true,
+                    duration: start.elapsed(),
+                };
+                self.publish(&built)?;
+                return Ok(built);
+            }
+        }
+        let _lock = self.store.lock_entry("build", &input.hex())?;
+        if !self.opts.rebuild {
+            if let Some((manifest, diff_ids)) = self.cached(&input, name) {
+                let built = Built {
+                    name: recipe.name.clone(),
+                    version: recipe.version.clone(),
+                    input,
+                    manifest,
+                    diff_ids,
+                    cached: true,
+                    duration: start.elapsed(),
+                };
+                self.publish(&built)?;
+                return Ok(built);
+            }
+        }
+        if self.opts.verbose {
+            eprintln!(
+                "imgrep: building {} {} (input {})",
+                recipe.name,
+                recipe.version,
+                short(&input)
+            );
+        }
+        let (manifest, diff_ids) = self.run_recipe(recipe, &input, done)?;
+        let inputs_path = self.inputs_path(&recipe.name);
+        crate::fsutil::write_atomic(&inputs_path, &input_json).map_err(|source| BuildError::Io {
+            package: recipe.name.clone(),
+            what: format!("writing {}", inputs_path.display()),
+            source,
+        })?;
+        self.store.write_record(&input, &to_digest(manifest.digest()).map_err(|e| {
+            BuildError::Io {
+                package: recipe.name.clone(),
+                what: "reading the manifest digest".into(),
+                source: invalid(e),
+            }
+        })?)?;
+        let built = Built {
+            name: recipe.name.clone(),
+            version: recipe.version.clone(),
+            input,
+            manifest,
+            diff_ids,
+            cached: false,
+            duration: start.elapsed(),
+        };
+        if self.opts.verbose {
+            eprintln!(
+                "imgrep: built {} {} -> {} in {:.1}s",
+                built.name,
+                built.version,
+                built.manifest_digest(),
+                built.duration.as_secs_f64()
+            );
+        }
+        self.publish(&built)?;
+        Ok(built)
+    }
+
+    /// The input document of the last build of `name` (for `imgrep plan`).
+    pub fn inputs_path(&self, name: &str) -> PathBuf {
+        self.store.root().join("inputs").join(format!("{name}.json"))
+    }
+
+    /// The directory a failed build of `name` is kept in, for `imgrep shell`.
+    pub fn failed_dir(&self, name: &str) -> PathBuf {
+        self.store.root().join("failed").join(name)
+    }
+
+    fn run_recipe(
+        &self,
+        recipe: &Recipe,
+        input: &Digest,
+        done: &BTreeMap<String, Built>,
+    ) -> Result<(Descriptor, Vec<Digest>), BuildError> {
+        let io_err = |what: &str| {
+            let what = what.to_owned();
+            let package = recipe.name.clone();
+            move |source| BuildError::Io {
+                package,
+                what,
+                source,
+            }
+        };
+        let ready = sources::fetch_all(recipe, self.store, self.fetcher)?;
+        let work = self.store.temp_dir()?;
+        let out = work.path().join("out");
+        fs::create_dir(&out).map_err(io_err("creating $OUT"))?;
+        match recipe.kind {
+            Kind::Debs => debs::assemble(recipe, &ready, &out)?,
+            Kind::Build => {
+                let build_dir = work.path().join("build");
+                fs::create_dir_all(build_dir.join(".home")).map_err(io_err("creating /build"))?;
+                sources::place(recipe, &ready, &build_dir, work.path())?;
+                let lowers = self.build_root(recipe, done)?;
+                if let Err(e) = self.run_steps(recipe, input, &lowers, work.path()) {
+                    self.keep_failed(recipe, work, &lowers);
+                    return Err(e);
+                }
+            }
+        }
+        let opts = PackOptions {
+            source_date_epoch: recipe.source_date_epoch(),
+            threads: self.opts.variation.cores,
+            ..PackOptions::default()
+        };
+        let oci_err = |source| BuildError::Oci {
+            package: recipe.name.clone(),
+            source,
+        };
+        let info = self.layout.add_layer(&out, &opts).map_err(oci_err)?;
+        let spec = ImageSpec {
+            name: recipe.name.clone(),
+            version: recipe.version.clone(),
+            source_date_epoch: recipe.source_date_epoch(),
+            input_digest: Some(*input),
+            sources: sources::describe(recipe),
+            ..ImageSpec::default()
+        };
+        let diff_ids = vec![info.diff_id];
+        let layers = [ImageLayer {
+            layer: info,
+            created_by: format!("imgrep build {} {}", recipe.name, recipe.version),
+        }];
+        let manifest = self.layout.write_image_blobs(&spec, &layers).map_err(oci_err)?;
+        Ok((manifest, diff_ids))
+    }
+
+    /// The unpacked layers of `recipe`'s build root, bottom first.
+    fn build_root(
+        &self,
+        recipe: &Recipe,
+        done: &BTreeMap<String, Built>,
+    ) -> Result<Vec<PathBuf>, BuildError> {
+        let mut lowers = Vec::new();
+        for dep in self.graph.build_root(&recipe.name) {
+            let built = &done[dep];
+            let manifest = self
+                .layout
+                .read_manifest(&built.manifest_digest(), built.manifest.size(), dep, false)
+                .map_err(|source| BuildError::Oci {
+                    package: recipe.name.clone(),
+                    source,
+                })?;
+            for (layer, diff_id) in manifest.manifest.layers().iter().zip(&built.diff_ids) {
+                let blob = self.store.blob_path(
+                    &to_digest(layer.digest()).expect("read_manifest verified the digest"),
+                );
+                let dir = unpack::cached_layer(self.store, diff_id, || File::open(&blob))
+                    .map_err(|source| BuildError::Unpack {
+                        package: recipe.name.clone(),
+                        source,
+                    })?;
+                lowers.push(dir);
+            }
+        }
+        Ok(lowers)
+    }
+
+    /// The sandbox spec of one step of `recipe` in the work directory `work`.
+    pub fn step_spec(
+        &self,
+        recipe: &Recipe,
+        lowers: &[PathBuf],
+        work: &Path,
+        argv: Vec<String>,
+        cwd: &str,
+    ) -> sandbox::Spec {
+        let build = recipe.build.as_ref().expect("build recipes have [build]");
+        let v = &self.opts.variation;
+        let mut spec = sandbox::Spec::new(work.join("scratch"), argv);
+        spec.lowers = lowers.to_vec();
+        spec.binds = vec![
+            sandbox::Bind {
+                src: work.join("build"),
+                dst: env::BUILD_DIR.into(),
+                readonly: false,
+            },
+            sandbox::Bind {
+                src: work.join("out"),
+                dst: env::OUT_DIR.into(),
+                readonly: false,
+            },
+        ];
+        spec.tmpfs = vec!["/tmp".into()];
+        spec.env = env::environment(recipe, build, v);
+        spec.cwd = cwd.into();
+        spec.hostname = v.hostname.clone();
+        spec.umask = v.umask;
+        spec.idmap = v.idmap.clone();
+        spec.reclaim = v.idmap != sandbox::IdMap::Caller;
+        spec.limits = self.opts.limits;
+        spec.timeout = self.opts.timeout;
+        spec
+    }
+
+    fn run_steps(
+        &self,
+        recipe: &Recipe,
+        input: &Digest,
+        lowers: &[PathBuf],
+        work: &Path,
+    ) -> Result<(), BuildError> {
+        let build = recipe.build.as_ref().expect("build recipes have [build]");
+        let steps: Vec<(Vec<String>, String)> = match &build.action {
+            Action::Script(script) => vec![(
+                vec!["/bin/sh".into(), "-euc".into(), script.clone()],
+                build.workdir.clone(),
+            )],
+            Action::Steps(steps) => steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.argv.clone(),
+                        s.workdir.clone().unwrap_or_else(|| build.workdir.clone()),
+                    )
+                })
+                .collect(),
+        };
+        let log = self.store.log_path(&recipe.name, input);
+        if let Some(dir) = log.parent() {
+            fs::create_dir_all(dir).map_err(|source| BuildError::Io {
+                package: recipe.name.clone(),
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        // A fresh log per build attempt: the tail shown on failure is this run's.
+        File::create(&log).map_err(|source| BuildError::Io {
+            package: recipe.name.clone(),
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        for (i, (argv, cwd)) in steps.iter().enumerate() {
+            let mut spec = self.step_spec(recipe, lowers, work, argv.clone(), cwd);
+            spec.stdin = sandbox::Stdio::Null;
+            spec.stdout = sandbox::Stdio::File(log.clone());
+            spec.stderr = sandbox::Stdio::File(log.clone());
+            let report = sandbox::run(&spec).map_err(|source| BuildError::Sandbox {
+                package: recipe.name.clone(),
+                source,
+            })?;
+            if !report.status.success() {
+                return Err(BuildError::StepFailed {
+                    package: recipe.name.clone(),
+                    version: recipe.version.clone(),
+                    step: i + 1,
+                    steps: steps.len(),
+                    command: show_argv(argv),
+                    status: describe_status(&report.status),
+                    log: log.clone(),
+                    tail: tail(&log, 20),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a failed build's work directory for `imgrep shell`, replacing
+    /// the previous failure of the same package.
+    fn keep_failed(&self, recipe: &Recipe, work: tempfile::TempDir, lowers: &[PathBuf]) {
+        let dest = self.failed_dir(&recipe.name);
+        let _ = crate::store::remove_tree(&dest);
+        let _ = fs::create_dir_all(dest.parent().expect("failed/ has a parent"));
+        let kept = work.keep();
+        if fs::rename(&kept, &dest).is_ok() {
+            let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+            let _ = fs::write(
+                dest.join("lowers.json"),
+                serde_json::to_vec(&lowers).expect("strings serialize"),
+            );
+        } else {
+            let _ = crate::store::remove_tree(&kept);
+        }
+    }
+
+    /// Digests of every blob of `built`'s image: manifest, config, layers.
+    pub fn image_blobs(&self, built: &Built) -> Result<Vec<Digest>, BuildError> {
+        let manifest_digest = built.manifest_digest();
+        let image = self
+            .layout
+            .read_manifest(&manifest_digest, built.manifest.size(), &built.name, false)
+            .map_err(|source| BuildError::Oci {
+                package: built.name.clone(),
+                source,
+            })?;
+        let mut blobs = vec![manifest_digest, image.config_digest];
+        for l in image.manifest.layers() {
+            blobs.push(to_digest(l.digest()).expect("read_manifest verified the digest"));
+        }
+        Ok(blobs)
+    }
+
+    /// Copies `built`'s blobs into `out/` and tags it `NAME:VERSION` there.
+    fn publish(&self, built: &Built) -> Result<(), BuildError> {
+        let Some(out) = &self.opts.out else {
+            return Ok(());
+        };
+        let oci_err = |source| BuildError::Oci {
+            package: built.name.clone(),
+            source,
+        };
+        let layout = Layout::create(out).map_err(oci_err)?;
+        let ref_name = format!("{}:{}", built.name, built.version);
+        let current = layout
+            .index()
+            .map_err(oci_err)?
+            .manifests()
+            .iter()
+            .find(|d| oci::ref_of(d) == Some(ref_name.as_str()))
+            .map(|d| d.digest().to_string());
+        if current.as_deref() == Some(built.manifest.digest().to_string().as_str()) {
+            return Ok(());
+        }
+        for d in self.image_blobs(built)? {
+            copy_blob(&self.store.blob_path(&d), &layout.blob_path(&d)).map_err(|source| {
+                BuildError::Io {
+                    package: built.name.clone(),
+                    what: format!("copying blob {d} to {}", out.display()),
+                    source,
+                }
+            })?;
+        }
+        layout.set_ref(&ref_name, &built.manifest).map_err(oci_err)
+    }
+}
+
+impl Built {
+    pub fn manifest_digest(&self) -> Digest {
+        to_digest(self.manifest.digest()).expect("imgrep writes sha256 descriptors")
+    }
+}
+
+/// Hard-links (or, across file systems, copies through a temporary file)
+/// a verified blob; an existing blob is complete (blobs are written atomically).
+fn copy_blob(from: &Path, to: &Path) -> io::Result<()> {
+    if to.exists() {
+        return Ok(());
+    }
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    let dir = to.parent().expect("blob paths have a parent");
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    fs::copy(from, tmp.path())?;
+    tmp.as_file().sync_all()?;
+    fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.persist(to).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn to_digest(d: &oci_spec::image::Digest) -> Result<Digest, crate::digest::DigestParseError> {
+    d.to_string().parse()
+}
+
+fn invalid<E: std::error::Error + Send + Sync + 'static>(e: E) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// `sha256:` and the first 12 hex digits.
+pub fn short(d: &Digest) -> String {
+    format!("sha256:{}", &d.hex()[..12])
+}
+
+fn show_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let first = a.lines().next().unwrap_or_default();
+            let shown = if a.contains('\n') {
+                format!("{first} …")
+            } else {
+                a.clone()
+            };
+            if shown.contains(' ') || shown.is_empty() {
+                format!("{shown:?}")
+            } else {
+                shown
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn describe_status(status: &sandbox::Status) -> String {
+    match status {
+        sandbox::Status::Exited(c) => format!("exit status {c}"),
+        sandbox::Status::Signaled(s) => format!("killed by signal {s}"),
+        sandbox::Status::TimedOut => "timed out".to_owned(),
+        sandbox::Status::Interrupted(s) => format!("interrupted by signal {s}"),
+    }
+}
+
+/// The last `n` lines of a log file.
+fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(f) = File::open(path) else {
+        return Vec::new();
+    };
+    let mut lines: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for line in BufReader::new(f).split(b'\n').map_while(Result::ok) {
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        lines.push_back(String::from_utf8_lossy(&line).into_owned());
+    }
+    lines.into()
+}
+
+/// What `imgrep build` would do for one package.
+#[derive(Debug, Clone)]
+pub struct PlanItem {
+    pub name: String,
+    pub version: String,
+    /// Known when every package of the build root is cached.
+    pub input: Option<Digest>,
+    /// The cached image, if any.
+    pub cached: Option<Built>,
+    /// Why it will be built: which inputs changed since the last build.
+    pub reasons: Vec<String>,
+}
+
+impl Builder<'_> {
+    /// The closure of `roots` in build order, each package cached or not and
+    /// why, without building or fetching anything.
+    pub fn plan(&self, roots: &[&str]) -> Result<Vec<PlanItem>, BuildError> {
+        let mut done: BTreeMap<String, Built> = BTreeMap::new();
+        let mut items = Vec::new();
+        for recipe in self.graph.closure(roots)? {
+            let rebuilt_deps: Vec<&str> = self
+                .graph
+                .build_root(&recipe.name)
+                .into_iter()
+                .filter(|d| !done.contains_key(*d))
+                .collect();
+            let mut item = PlanItem {
+                name: recipe.name.clone(),
+                version: recipe.version.clone(),
+                input: None,
+                cached: None,
+                reasons: Vec::new(),
+            };
+            if !rebuilt_deps.is_empty() {
+                item.reasons.push(format!(
+                    "its build root is rebuilt first: {}",
+                    rebuilt_deps.join(", ")
+                ));
+            } else if let Some((input, json)) = self.input_of(recipe, &done) {
+                item.input = Some(input);
+                match self.cached(&input, &recipe.name) {
+                    Some((manifest, diff_ids)) if !self.opts.rebuild => {
+                        let built = Built {
+                            name: recipe.name.clone(),
+                            version: recipe.version.clone(),
+                            input,
+                            manifest,
+                            diff_ids,
+                            cached: true,
+                            duration: Duration::ZERO,
+                        };
+                        done.insert(recipe.name.clone(), built.clone());
+                        item.cached = Some(built);
+                    }
+                    _ => item.reasons = self.why(&recipe.name, &json),
+                }
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    /// What changed since the last build of `name` in this store.
+    fn why(&self, name: &str, input_json: &[u8]) -> Vec<String> {
+        if self.opts.rebuild {
+            return vec!["--rebuild".to_owned()];
+        }
+        match fs::read(self.inputs_path(name)) {
+            Ok(old) => {
+                let diff = crate::recipe::diff_inputs(&old, input_json);
+                if diff.is_empty() {
+                    vec!["same inputs as the last build, whose image is no longer in the store".to_owned()]
+                } else {
+                    diff
+                }
+            }
+            Err(_) => vec!["never built in this store".to_owned()],
+        }
+    }
+}

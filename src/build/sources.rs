@@ -1,0 +1,178 @@
+//! Sources into a build: fetched and verified before any step runs, then laid
+//! out under the build directory in `[[source]]` order (docs/recipes.md).
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::digest::hash_reader;
+use crate::fetch::{self, Fetcher, SourceRequest};
+use crate::nar::NarHash;
+use crate::recipe::{Pin, Recipe, Source};
+use crate::store::Store;
+use crate::unpack::{self, UnpackOptions};
+
+use super::BuildError;
+
+/// A verified source: a file or (for tree pins) a read-only unpacked tree.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub path: PathBuf,
+    pub is_tree: bool,
+}
+
+/// What the fetch module is asked for one source of `recipe`.
+pub fn request(recipe: &Recipe, index: usize, source: &Source) -> SourceRequest {
+    SourceRequest {
+        name: format!("{}: source {} ({})", recipe.name, index + 1, source.file_name()),
+        urls: source.urls.clone(),
+        pin: match source.pin {
+            Pin::Sha256(d) => fetch::Pin::File(d),
+            Pin::Tree(h) => fetch::Pin::Tree(NarHash::from_bytes(h)),
+        },
+    }
+}
+
+/// Makes every source of `recipe` present and verified.
+pub fn fetch_all(
+    recipe: &Recipe,
+    store: &Store,
+    fetcher: &Fetcher,
+) -> Result<Vec<Ready>, BuildError> {
+    recipe
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, source)| match &source.path {
+            Some(rel) => local_file(recipe, rel, source),
+            None => {
+                let got = fetcher.fetch(store, &request(recipe, i, source))?;
+                Ok(Ready {
+                    path: got.path,
+                    is_tree: matches!(source.pin, Pin::Tree(_)),
+                })
+            }
+        })
+        .collect()
+}
+
+/// A source kept beside package.toml (a patch, a seed), checked against its pin.
+fn local_file(recipe: &Recipe, rel: &str, source: &Source) -> Result<Ready, BuildError> {
+    let path = recipe.dir().join(rel);
+    let Pin::Sha256(expected) = source.pin else {
+        return Err(BuildError::Source {
+            package: recipe.name.clone(),
+            message: format!("{}: a local file needs a sha256 pin", path.display()),
+        });
+    };
+    let got = File::open(&path)
+        .and_then(hash_reader)
+        .map_err(|e| BuildError::Source {
+            package: recipe.name.clone(),
+            message: format!("{}: {e}", path.display()),
+        })?
+        .0;
+    if got != expected {
+        return Err(BuildError::Source {
+            package: recipe.name.clone(),
+            message: format!(
+                "{}: sha256 mismatch: expected {}, got {}",
+                path.display(),
+                expected.hex(),
+                got.hex()
+            ),
+        });
+    }
+    Ok(Ready {
+        path,
+        is_tree: false,
+    })
+}
+
+/// Lays the sources out under `build_dir`, in order.
+pub fn place(
+    recipe: &Recipe,
+    ready: &[Ready],
+    build_dir: &Path,
+    staging: &Path,
+) -> Result<(), BuildError> {
+    for (i, (source, got)) in recipe.sources.iter().zip(ready).enumerate() {
+        let err = |e: io::Error| BuildError::Source {
+            package: recipe.name.clone(),
+            message: format!(
+                "source {} ({}): cannot place it under {}/{}: {e}",
+                i + 1,
+                source.file_name(),
+                super::env::BUILD_DIR,
+                source.dest
+            ),
+        };
+        let dest = build_dir.join(&source.dest);
+        fs::create_dir_all(&dest).map_err(err)?;
+        if got.is_tree {
+            crate::fetch::local::copy_tree(&got.path, &dest).map_err(err)?;
+        } else if source.unpack {
+            let tmp = staging.join(format!("source-{i}"));
+            fs::create_dir_all(&tmp).map_err(err)?;
+            unpack::unpack_file(&got.path, &tmp, &UnpackOptions::SOURCE).map_err(|e| {
+                BuildError::Source {
+                    package: recipe.name.clone(),
+                    message: format!("source {} ({}): {e}", i + 1, source.file_name()),
+                }
+            })?;
+            unpack::strip_single_top_dir(&tmp).map_err(err)?;
+            merge_into(&tmp, &dest).map_err(err)?;
+        } else {
+            let name = source.file.as_deref().unwrap_or(source.file_name());
+            let target = dest.join(name);
+            fs::copy(&got.path, &target).map_err(err)?;
+            let mode = if source.executable { 0o755 } else { 0o644 };
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves every entry of `from` into `to`, merging directories that both
+/// hold; a file that both hold is an error (two sources overlap).
+fn merge_into(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        match target.symlink_metadata() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(entry.path(), &target)?,
+            Ok(m) if m.is_dir() && entry.file_type()?.is_dir() => {
+                merge_into(&entry.path(), &target)?
+            }
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists already (sources overlap)", target.display()),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The pins of `recipe`'s sources as images and statements record them:
+/// `sha256:<hex> <first url or path>`, or `sha256-<base64> (tree) <url>`.
+pub fn describe(recipe: &Recipe) -> Vec<String> {
+    recipe
+        .sources
+        .iter()
+        .map(|s| {
+            let origin = s
+                .path
+                .clone()
+                .or_else(|| s.urls.first().cloned())
+                .unwrap_or_default();
+            match s.pin {
+                Pin::Sha256(d) => format!("{d} {origin}"),
+                Pin::Tree(_) => format!("{} {origin}", s.pin.to_recipe_string()),
+            }
+        })
+        .collect()
+}

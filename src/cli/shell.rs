@@ -1,0 +1,59 @@
+//! `imgrep shell PKG`: enter the build environment a failed build left.
+
+use anyhow::{bail, Context};
+
+use super::{Global, Outcome};
+use crate::build::{Builder, Options};
+
+/// Enter the sandbox of the last failed build of PKG, for debugging.
+///
+/// The root, /build and /out are as the failing step left them; the
+/// environment is the step's. Nothing done here changes any cache entry.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The package whose failed build to enter.
+    #[arg(value_name = "PKG")]
+    pub package: String,
+    /// Command to run instead of an interactive /bin/sh.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
+    let set = super::load_recipes(global)?;
+    let store = super::open_store(global)?;
+    let fetcher = super::fetcher(global)?;
+    let builder = Builder::new(&set, &store, &fetcher, Options::default())?;
+    let recipe = set
+        .get(&args.package)
+        .with_context(|| format!("no package {:?} in this recipe tree", args.package))?;
+    if recipe.build.is_none() {
+        bail!("{}: kind = \"debs\" runs no build step to enter", recipe.name);
+    }
+    let dir = builder.failed_dir(&recipe.name);
+    if !dir.is_dir() {
+        bail!(
+            "{}: no failed build is kept (looked in {}); `imgrep build {}` keeps one when a step fails",
+            recipe.name,
+            dir.display(),
+            recipe.name
+        );
+    }
+    let lowers = super::build::kept_lowers(&dir)?;
+    let argv = if args.command.is_empty() {
+        vec!["/bin/sh".to_owned()]
+    } else {
+        args.command
+    };
+    let workdir = recipe.build.as_ref().map(|b| b.workdir.clone()).unwrap_or_default();
+    let spec = builder.step_spec(recipe, &lowers, &dir, argv, &workdir);
+    eprintln!("imgrep: entering the failed build of {} (exit to leave)", recipe.name);
+    let report = sandbox::run(&spec)?;
+    Ok(match report.status {
+        sandbox::Status::Exited(c) => super::Outcome::Code(c.clamp(0, 255) as u8),
+        sandbox::Status::Signaled(s) | sandbox::Status::Interrupted(s) => {
+            super::Outcome::Code((128 + s).clamp(0, 255) as u8)
+        }
+        sandbox::Status::TimedOut => super::Outcome::Code(124),
+    })
+}
