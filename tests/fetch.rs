@@ -55,7 +55,7 @@ fn fetch_verifies_and_reuses() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let fetcher = Fetcher::new(config());
-    let req = request(&[url.clone()], Pin::File(Digest::of(&body)));
+    let req = request(std::slice::from_ref(&url), Pin::File(Digest::of(&body)));
 
     let got = fetcher.fetch(&store, &req).unwrap();
     assert_eq!(got.from.as_deref(), Some(url.as_str()));
@@ -77,7 +77,10 @@ fn mismatch_stores_nothing_and_says_what_and_where() {
     let store = Store::open(dir.path()).unwrap();
     let expected = Digest::of(b"the real bytes");
     let err = Fetcher::new(config())
-        .fetch(&store, &request(&[url.clone()], Pin::File(expected)))
+        .fetch(
+            &store,
+            &request(std::slice::from_ref(&url), Pin::File(expected)),
+        )
         .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&url), "{msg}");
@@ -247,7 +250,7 @@ fn local_source_directories_come_first_and_are_verified() {
             ..config()
         };
         let got = Fetcher::new(cfg)
-            .fetch(&store, &request(&[url.clone()], Pin::File(d)))
+            .fetch(&store, &request(std::slice::from_ref(&url), Pin::File(d)))
             .unwrap();
         assert_eq!(got.from.unwrap(), from.display().to_string());
     }
@@ -262,7 +265,7 @@ fn local_source_directories_come_first_and_are_verified() {
         ..config()
     };
     let got = Fetcher::new(cfg)
-        .fetch(&store, &request(&[url.clone()], Pin::File(d)))
+        .fetch(&store, &request(std::slice::from_ref(&url), Pin::File(d)))
         .unwrap();
     assert_eq!(got.from.unwrap(), url);
 }
@@ -281,7 +284,7 @@ fn offline_mode_never_touches_the_network() {
         ..config()
     };
     let err = Fetcher::new(offline.clone())
-        .fetch(&store, &request(&[url.clone()], Pin::File(d)))
+        .fetch(&store, &request(std::slice::from_ref(&url), Pin::File(d)))
         .unwrap_err()
         .to_string();
     assert!(
@@ -404,7 +407,7 @@ fn tree_pin_mismatch_and_hostile_archive_keep_nothing() {
     let sdir = tempfile::tempdir().unwrap();
     let store = Store::open(sdir.path()).unwrap();
     let err = Fetcher::new(config())
-        .fetch(&store, &request(&[url.clone()], Pin::Tree(pin)))
+        .fetch(&store, &request(std::slice::from_ref(&url), Pin::Tree(pin)))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("expected {pin}")), "{err}");
