@@ -459,3 +459,73 @@ fn tree_pin_from_a_local_unpacked_directory() {
     );
     assert_eq!(nar::hash_path(&got.path).unwrap(), pin);
 }
+
+/// HTTPS is real TLS with certificate verification: a server on loopback
+/// with a self-signed certificate (openssl + python3's http.server) is
+/// refused, and the refusal is listed as the attempt's reason.
+#[test]
+fn https_refuses_an_untrusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: https_refuses_an_untrusted_certificate: openssl not available");
+        return;
+    }
+    fs::write(dir.path().join("file.tar"), b"served over TLS").unwrap();
+    let script = "import http.server, ssl, sys\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let spawned = Command::new("python3")
+        .args(["-c", script])
+        .arg(&cert)
+        .arg(&key)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut server) = spawned else {
+        eprintln!("SKIPPED: https_refuses_an_untrusted_certificate: python3 not available");
+        return;
+    };
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}/file.tar", port.trim());
+    let sdir = tempfile::tempdir().unwrap();
+    let store = Store::open(sdir.path()).unwrap();
+    let result = Fetcher::new(config()).fetch(
+        &store,
+        &request(
+            std::slice::from_ref(&url),
+            Pin::File(Digest::of(b"served over TLS")),
+        ),
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains(&url), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(sources_count(&store), 0);
+}
