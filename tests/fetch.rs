@@ -438,6 +438,13 @@ fn tree_pin_from_a_local_unpacked_directory() {
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("t");
     make_tree(&tree);
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(315_532_800);
+    fs::File::options()
+        .write(true)
+        .open(tree.join("configure"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     let pin = nar::hash_path(&tree).unwrap();
     let local = work.path().join("sources");
     fs::create_dir(&local).unwrap();
@@ -458,6 +465,11 @@ fn tree_pin_from_a_local_unpacked_directory() {
         local.join(pin.hex()).display().to_string()
     );
     assert_eq!(nar::hash_path(&got.path).unwrap(), pin);
+    let mtime = fs::metadata(got.path.join("configure"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, old, "copied trees keep modification times");
 }
 
 /// HTTPS is real TLS with certificate verification: a server on loopback
