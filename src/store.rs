@@ -146,6 +146,20 @@ impl Store {
         self.root.join("blobs/sha256").join(d.hex())
     }
 
+    /// Stores `bytes` as a blob (a no-op if present); returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of(bytes);
+        let dest = self.blob_path(&digest);
+        if dest.exists() {
+            return Ok(digest);
+        }
+        let mut tmp = self.temp_file()?;
+        let tmp_path = tmp.path().to_owned();
+        tmp.write_all(bytes).map_err(io_err(&tmp_path))?;
+        self.commit_file(tmp, &dest)?;
+        Ok(digest)
+    }
+
     /// Where the unpacked layer with this diff_id lives.
     pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
         self.root.join("layers/sha256").join(diff_id.hex())
@@ -379,6 +393,9 @@ mod tests {
             store.commit_dir(t, &store.layer_path(&d), true).unwrap();
         }
         store.write_record(&keep, &drop).unwrap();
+        let blob = store.put_blob(b"{}").unwrap();
+        assert_eq!(fs::read(store.blob_path(&blob)).unwrap(), b"{}");
+        assert_eq!(store.put_blob(b"{}").unwrap(), blob);
         assert_eq!(store.record(&keep).unwrap(), Some(drop));
         assert_eq!(store.record(&drop).unwrap(), None);
         let junk = store.root().join("tmp/f-stale");
@@ -388,8 +405,9 @@ mod tests {
         roots.sources.insert(keep);
         roots.layers.insert(keep);
         let report = store.gc(&roots).unwrap();
-        // drop's source and layer, keep's record (not a root), the junk.
-        assert_eq!(report.removed, 4, "{report:?}");
+        // drop's source and layer, keep's record (not a root), the blob, the junk.
+        assert_eq!(report.removed, 5, "{report:?}");
+        assert!(!store.blob_path(&blob).exists());
         assert!(store.source_path(&keep).exists());
         assert!(!store.source_path(&drop).exists());
         assert!(store.layer_path(&keep).join("f").exists());

@@ -196,6 +196,7 @@ pub fn unpack<R: Read>(
         touched: HashSet::new(),
         dirs: Vec::new(),
         symlinks: Vec::new(),
+        last: None,
         skipped: Vec::new(),
         count: 0,
         buf: vec![0; 128 * 1024],
@@ -314,6 +315,8 @@ struct Unpacker {
     /// more needs to be written into them.
     dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
     symlinks: Vec<Vec<Vec<u8>>>,
+    /// The last parent directory written into, still open.
+    last: Option<(Vec<Vec<u8>>, OwnedFd)>,
     skipped: Vec<String>,
     count: u64,
     buf: Vec<u8>,
@@ -460,13 +463,30 @@ impl Unpacker {
         Ok(cur)
     }
 
+    /// The parent directory of an entry, created if missing. Archives list
+    /// siblings together, so the last parent is kept open: one dup instead
+    /// of a walk from the top. Any removal drops it (`self.last = None`).
     fn walk_for_entry(&mut self, entry: &[u8], comps: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
-        self.walk(comps, true).map_err(|e| match e {
+        if let Some((last, fd)) = &self.last {
+            if last == comps {
+                return fd.try_clone().map_err(|source| UnpackError::Io {
+                    entry: lossy(entry),
+                    source,
+                });
+            }
+        }
+        let fd = self.walk(comps, true).map_err(|e| match e {
             WalkError::Symlink(component) => refused(entry, Refusal::ThroughSymlink { component }),
             WalkError::NotDir(component) => refused(entry, Refusal::ParentNotDir { component }),
             WalkError::Missing => io_at(entry)(Errno::ENOENT),
             WalkError::Io(e) => io_at(entry)(e),
-        })
+        })?;
+        let copy = fd.try_clone().map_err(|source| UnpackError::Io {
+            entry: lossy(entry),
+            source,
+        })?;
+        self.last = Some((comps.to_vec(), copy));
+        Ok(fd)
     }
 
     fn entry<R: Read>(&mut self, tar: &mut TarStream<R>, h: Header) -> Result<(), UnpackError> {
@@ -526,6 +546,7 @@ impl Unpacker {
                 {
                     return Err(refused(&entry, Refusal::ReplacesPopulatedDir));
                 }
+                self.last = None;
                 remove_at(&dir, name).map_err(io_at(&entry))?;
             }
         }
@@ -664,6 +685,7 @@ impl Unpacker {
             Err(WalkError::Io(e)) => return Err(io_at(entry)(e)),
         };
         if name == b".wh..wh..opq" {
+            self.last = None;
             let prefix = join(parent);
             return self.remove_unseen(&dir, &prefix).map_err(io_at(entry));
         }
@@ -679,6 +701,7 @@ impl Unpacker {
         if self.touched.contains(&key) {
             return Err(refused(entry, Refusal::WhiteoutConflict));
         }
+        self.last = None;
         remove_at(&dir, victim).map_err(io_at(entry))
     }
 

@@ -55,7 +55,7 @@ fn fetch_verifies_and_reuses() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let fetcher = Fetcher::new(config());
-    let req = request(&[url.clone()], Pin::File(Digest::of(&body)));
+    let req = request(std::slice::from_ref(&url), Pin::File(Digest::of(&body)));
 
     let got = fetcher.fetch(&store, &req).unwrap();
     assert_eq!(got.from.as_deref(), Some(url.as_str()));
@@ -77,7 +77,10 @@ fn mismatch_stores_nothing_and_says_what_and_where() {
     let store = Store::open(dir.path()).unwrap();
     let expected = Digest::of(b"the real bytes");
     let err = Fetcher::new(config())
-        .fetch(&store, &request(&[url.clone()], Pin::File(expected)))
+        .fetch(
+            &store,
+            &request(std::slice::from_ref(&url), Pin::File(expected)),
+        )
         .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&url), "{msg}");
@@ -247,7 +250,7 @@ fn local_source_directories_come_first_and_are_verified() {
             ..config()
         };
         let got = Fetcher::new(cfg)
-            .fetch(&store, &request(&[url.clone()], Pin::File(d)))
+            .fetch(&store, &request(std::slice::from_ref(&url), Pin::File(d)))
             .unwrap();
         assert_eq!(got.from.unwrap(), from.display().to_string());
     }
@@ -262,7 +265,7 @@ fn local_source_directories_come_first_and_are_verified() {
         ..config()
     };
     let got = Fetcher::new(cfg)
-        .fetch(&store, &request(&[url.clone()], Pin::File(d)))
+        .fetch(&store, &request(std::slice::from_ref(&url), Pin::File(d)))
         .unwrap();
     assert_eq!(got.from.unwrap(), url);
 }
@@ -281,7 +284,7 @@ fn offline_mode_never_touches_the_network() {
         ..config()
     };
     let err = Fetcher::new(offline.clone())
-        .fetch(&store, &request(&[url.clone()], Pin::File(d)))
+        .fetch(&store, &request(std::slice::from_ref(&url), Pin::File(d)))
         .unwrap_err()
         .to_string();
     assert!(
@@ -404,7 +407,7 @@ fn tree_pin_mismatch_and_hostile_archive_keep_nothing() {
     let sdir = tempfile::tempdir().unwrap();
     let store = Store::open(sdir.path()).unwrap();
     let err = Fetcher::new(config())
-        .fetch(&store, &request(&[url.clone()], Pin::Tree(pin)))
+        .fetch(&store, &request(std::slice::from_ref(&url), Pin::Tree(pin)))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("expected {pin}")), "{err}");
@@ -435,6 +438,13 @@ fn tree_pin_from_a_local_unpacked_directory() {
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("t");
     make_tree(&tree);
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(315_532_800);
+    fs::File::options()
+        .write(true)
+        .open(tree.join("configure"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     let pin = nar::hash_path(&tree).unwrap();
     let local = work.path().join("sources");
     fs::create_dir(&local).unwrap();
@@ -455,4 +465,79 @@ fn tree_pin_from_a_local_unpacked_directory() {
         local.join(pin.hex()).display().to_string()
     );
     assert_eq!(nar::hash_path(&got.path).unwrap(), pin);
+    let mtime = fs::metadata(got.path.join("configure"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, old, "copied trees keep modification times");
+}
+
+/// HTTPS is real TLS with certificate verification: a server on loopback
+/// with a self-signed certificate (openssl + python3's http.server) is
+/// refused, and the refusal is listed as the attempt's reason.
+#[test]
+fn https_refuses_an_untrusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: https_refuses_an_untrusted_certificate: openssl not available");
+        return;
+    }
+    fs::write(dir.path().join("file.tar"), b"served over TLS").unwrap();
+    let script = "import http.server, ssl, sys\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let spawned = Command::new("python3")
+        .args(["-c", script])
+        .arg(&cert)
+        .arg(&key)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut server) = spawned else {
+        eprintln!("SKIPPED: https_refuses_an_untrusted_certificate: python3 not available");
+        return;
+    };
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}/file.tar", port.trim());
+    let sdir = tempfile::tempdir().unwrap();
+    let store = Store::open(sdir.path()).unwrap();
+    let result = Fetcher::new(config()).fetch(
+        &store,
+        &request(
+            std::slice::from_ref(&url),
+            Pin::File(Digest::of(b"served over TLS")),
+        ),
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains(&url), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(sources_count(&store), 0);
 }

@@ -570,3 +570,74 @@ fn strips_a_single_top_directory_only() {
     assert_eq!(listing(&s.target()), [".imgrep-strip-0", "src", "src/a.c"]);
     assert!(!unpack::strip_single_top_dir(&s.target()).unwrap());
 }
+
+/// A .deb built by the real dpkg-deb, in each compression it offers,
+/// unpacked through `archive::deb_data` and the unpacker (DEB rules): the
+/// same tree as `dpkg-deb -x` gives, absolute symlinks included.
+#[test]
+fn deb_packages_unpack_like_dpkg() {
+    let work = tempfile::tempdir().unwrap();
+    let pkg = work.path().join("pkg");
+    fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: imgrep-test\nVersion: 1.0\nArchitecture: amd64\n\
+         Maintainer: imgrep tests <tests@invalid>\nDescription: test package\n",
+    )
+    .unwrap();
+    fs::create_dir_all(pkg.join("usr/bin")).unwrap();
+    fs::create_dir_all(pkg.join("lib64")).unwrap();
+    fs::write(pkg.join("usr/bin/tool"), b"#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(pkg.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/tool", pkg.join("lib64/abs-link")).unwrap();
+    for z in ["xz", "gzip", "zstd"] {
+        let deb = work.path().join(format!("t-{z}.deb"));
+        let built = Command::new("dpkg-deb")
+            .arg(format!("-Z{z}"))
+            .args(["--root-owner-group", "--build"])
+            .arg(&pkg)
+            .arg(&deb)
+            .output();
+        let Ok(built) = built else {
+            eprintln!("SKIPPED: deb_packages_unpack_like_dpkg: dpkg-deb not available");
+            return;
+        };
+        assert!(
+            built.status.success(),
+            "dpkg-deb -Z{z}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let want = work.path().join(format!("want-{z}"));
+        let status = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&want)
+            .status()
+            .unwrap();
+        assert!(status.success());
+
+        let got = work.path().join(format!("got-{z}"));
+        fs::create_dir(&got).unwrap();
+        let (kind, data) = imgrep::archive::deb_data(&deb).unwrap();
+        assert_eq!(kind.to_string(), z);
+        unpack::unpack(data, &got, &UnpackOptions::DEB).unwrap();
+        assert_eq!(
+            nar::hash_path(&got).unwrap(),
+            nar::hash_path(&want).unwrap(),
+            "{z}"
+        );
+        assert_eq!(
+            fs::read_link(got.join("lib64/abs-link")).unwrap(),
+            Path::new("/usr/bin/tool")
+        );
+    }
+    let not_deb = work.path().join("pkg/usr/bin/tool");
+    let err = imgrep::archive::deb_data(&not_deb)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("usr/bin/tool") && err.contains("not a valid Debian package"),
+        "{err}"
+    );
+}

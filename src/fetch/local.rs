@@ -3,8 +3,11 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+
+use nix::sys::stat::UtimensatFlags;
+use nix::sys::time::TimeSpec;
 
 use crate::digest::Digest;
 use crate::nar::NarHash;
@@ -58,9 +61,23 @@ pub fn tree_candidates(dirs: &[PathBuf], hash: &NarHash, urls: &[String]) -> Vec
 
 /// Copies the tree `src` into the existing empty directory `dst`: regular
 /// files with their mode, directories, and symbolic links whose targets
-/// stay inside the tree (the rule the unpacker applies to sources).
+/// stay inside the tree (the rule the unpacker applies to sources), all with
+/// their modification times (make compares them). Never follows a link.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     copy_inner(src, dst, 0)
+}
+
+fn copy_mtime(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(from)?;
+    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    nix::sys::stat::utimensat(
+        None,
+        to,
+        &TimeSpec::UTIME_OMIT,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 fn copy_inner(src: &Path, dst: &Path, depth: usize) -> io::Result<()> {
@@ -73,6 +90,7 @@ fn copy_inner(src: &Path, dst: &Path, depth: usize) -> io::Result<()> {
             fs::create_dir(&to)?;
             copy_inner(&from, &to, depth + 1)?;
             fs::set_permissions(&to, fs::metadata(&from)?.permissions())?;
+            copy_mtime(&from, &to)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&from)?;
             if escapes(&target, depth) {
@@ -86,8 +104,10 @@ fn copy_inner(src: &Path, dst: &Path, depth: usize) -> io::Result<()> {
                 ));
             }
             symlink(&target, &to)?;
+            copy_mtime(&from, &to)?;
         } else if ft.is_file() {
             fs::copy(&from, &to)?;
+            copy_mtime(&from, &to)?;
         } else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

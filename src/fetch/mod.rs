@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use config::{
     ConfigError, FetchConfig, CONFIG_ENV, FALLBACK_MIRRORS_ENV, OFFLINE_ENV, SOURCE_DIRS_ENV,
 };
-pub use local::file_name_of;
+pub use local::{copy_tree, file_name_of};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::mirror::join_url;

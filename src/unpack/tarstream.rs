@@ -206,6 +206,8 @@ impl<R: Read> TarStream<R> {
             };
             let size = ext.size.unwrap_or(size);
             let kind = match typeflag {
+                // Pre-POSIX archives mark directories by a trailing slash.
+                0 if path.ends_with(b"/") => Kind::Directory,
                 b'0' | 0 | b'7' => Kind::Regular,
                 b'1' => Kind::HardLink,
                 b'2' => Kind::Symlink,
