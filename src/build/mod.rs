@@ -411,7 +411,7 @@ impl<'a> Builder<'a> {
                 source,
             }
         };
-        let ready = sources::fetch_all(recipe, self.store, self.fetcher)?;
+        let ready = sources::fetch_all(recipe, self.graph.set().root(), self.store, self.fetcher)?;
         let work = self.store.temp_dir()?;
         let out = work.path().join("out");
         fs::create_dir(&out).map_err(io_err("creating $OUT"))?;

@@ -37,6 +37,7 @@ pub fn request(recipe: &Recipe, index: usize, source: &Source) -> SourceRequest 
 /// Makes every source of `recipe` present and verified.
 pub fn fetch_all(
     recipe: &Recipe,
+    root: &Path,
     store: &Store,
     fetcher: &Fetcher,
 ) -> Result<Vec<Ready>, BuildError> {
@@ -44,8 +45,8 @@ pub fn fetch_all(
         .sources
         .iter()
         .enumerate()
-        .map(|(i, source)| match &source.path {
-            Some(rel) => local_file(recipe, rel, source),
+        .map(|(i, source)| match local_path(recipe, source, root) {
+            Some(path) => local_file(recipe, path, source),
             None => {
                 let got = fetcher.fetch(store, &request(recipe, i, source))?;
                 Ok(Ready {
@@ -57,9 +58,18 @@ pub fn fetch_all(
         .collect()
 }
 
-/// A source kept beside package.toml (a patch, a seed), checked against its pin.
-fn local_file(recipe: &Recipe, rel: &str, source: &Source) -> Result<Ready, BuildError> {
-    let path = recipe.dir().join(rel);
+/// Where a source lives in the recipe tree itself: `path` (beside
+/// package.toml) or a `repo:PATH` URL (relative to the tree's root, `-C`).
+fn local_path(recipe: &Recipe, source: &Source, root: &Path) -> Option<PathBuf> {
+    if let Some(rel) = &source.path {
+        return Some(recipe.dir().join(rel));
+    }
+    let first = source.urls.first()?;
+    first.strip_prefix("repo:").map(|rel| root.join(rel))
+}
+
+/// A source kept in the recipe tree (a patch, a seed), checked against its pin.
+fn local_file(recipe: &Recipe, path: PathBuf, source: &Source) -> Result<Ready, BuildError> {
     let Pin::Sha256(expected) = source.pin else {
         return Err(BuildError::Source {
             package: recipe.name.clone(),

@@ -25,7 +25,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
     let mut rows = Vec::new();
     for recipe in graph.closure(&roots)? {
-        for got in sources::fetch_all(recipe, &store, &fetcher)? {
+        for got in sources::fetch_all(recipe, set.root(), &store, &fetcher)? {
             rows.push((recipe.name.clone(), got.path));
         }
     }

@@ -112,6 +112,8 @@ pub fn url(raw: &str, version: &str) -> Result<String, String> {
                 "mirror URL `{out}`: `..` is not allowed in the path"
             ));
         }
+    } else if let Some(path) = out.strip_prefix("repo:") {
+        relative_path(path).map_err(|e| format!("repo URL `{out}`: {e}"))?;
     } else if let Some(rest) = out
         .strip_prefix("https://")
         .or_else(|| out.strip_prefix("http://"))
@@ -122,7 +124,7 @@ pub fn url(raw: &str, version: &str) -> Result<String, String> {
         }
     } else {
         return Err(format!(
-            "unsupported URL `{out}`: expected https://, http:// or mirror://NAME/path"
+            "unsupported URL `{out}`: expected https://, http://, mirror://NAME/path or repo:PATH"
         ));
     }
     Ok(out)
