@@ -79,7 +79,7 @@ fn unknown_keys_at_every_level() {
         "[package]\nname = \"x\"\nversion = \"1\"\n[biuld]\nscript = \"true\"\n",
         &[
             "1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`",
-            "4:2: unknown key `biuld` in the top level; expected one of: package, source, build, debs",
+            "4:2: unknown key `biuld` in the top level; expected one of: package, source, build, debs, image",
         ],
     );
     case(
@@ -239,7 +239,11 @@ fn urls_are_expanded_and_checked() {
     );
     case(
         &src("\"ftp://h/x-{version}.tar\""),
-        &["7:9: source[0].urls[0]: unsupported URL `ftp://h/x-1.2.tar`: expected https://, http:// or mirror://NAME/path"],
+        &["7:9: source[0].urls[0]: unsupported URL `ftp://h/x-1.2.tar`: expected https://, http://, mirror://NAME/path or repo:PATH"],
+    );
+    case(
+        &src("\"repo:../seeds/hex0\""),
+        &["7:9: source[0].urls[0]: repo URL `repo:../seeds/hex0`: `../seeds/hex0`: `..` is not allowed"],
     );
     case(&src(""), &["7:8: source[0].urls: empty list"]);
     case(
@@ -535,5 +539,21 @@ fn graph_of_unknown_package() {
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
         "imgrep: error: unknown package `lb` (did you mean `lib`?)\n"
+    );
+}
+
+#[test]
+fn image_section_is_checked() {
+    let r = |image: &str| {
+        format!("[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[image]\n{image}\n")
+    };
+    case(&r("cmd = []"), &["7:7: image.cmd: empty argv"]);
+    case(
+        &r("workdir = \"rel\""),
+        &["7:11: image.workdir: `rel` must be an absolute path"],
+    );
+    case(
+        &r("entry = [\"/bin/x\"]"),
+        &["7:1: unknown key `entry` in [image]; expected one of: entrypoint, cmd, env, workdir"],
     );
 }

@@ -85,6 +85,13 @@ impl Recipe {
                 json!({ "symlinks": d.symlinks, "dirs": d.dirs }),
             );
         }
+        let i = &self.image;
+        if *i != crate::recipe::Image::default() {
+            doc.insert(
+                "image".into(),
+                json!({ "entrypoint": i.entrypoint, "cmd": i.cmd, "env": i.env, "workdir": i.workdir }),
+            );
+        }
         Value::Object(doc)
     }
 

@@ -21,7 +21,7 @@ pub use input::diff_inputs;
 pub use set::RecipeSet;
 
 /// Names of every top-level section a recipe may hold.
-pub const SECTIONS: &[&str] = &["package", "source", "build", "debs"];
+pub const SECTIONS: &[&str] = &["package", "source", "build", "debs", "image"];
 
 /// One package definition, with every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Recipe {
     pub build: Option<Build>,
     /// Present exactly when `kind` is `Debs`.
     pub debs: Option<Debs>,
+    /// How the image runs: `[image]` (entrypoint, cmd, env, workdir).
+    pub image: Image,
     /// The package.toml this came from, for messages (not part of the digest).
     pub path: PathBuf,
 }
@@ -143,6 +145,17 @@ pub struct Step {
     /// Never empty.
     pub argv: Vec<String>,
     /// Absolute, normalised; the build's workdir when `None`.
+    pub workdir: Option<String>,
+}
+
+/// `[image]`: what the image's config says about running it. Empty by
+/// default: users give the command (`podman run IMAGE /usr/bin/tool`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=VALUE` entries in key order.
+    pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::check;
 use super::diag::{Diagnostic, Position};
 use super::node::{self, LineIndex, Node, Span, Spanned};
-use super::{Action, Build, Debs, Kind, Pin, Recipe, Source, Step, SECTIONS};
+use super::{Action, Build, Debs, Image, Kind, Pin, Recipe, Source, Step, SECTIONS};
 
 const PACKAGE_KEYS: &[&str] = &[
     "name",
@@ -40,6 +40,7 @@ const BUILD_KEYS: &[&str] = &[
 ];
 const STEP_KEYS: &[&str] = &["argv", "workdir"];
 const DEBS_KEYS: &[&str] = &["symlinks", "dirs"];
+const IMAGE_KEYS: &[&str] = &["entrypoint", "cmd", "env", "workdir"];
 
 type Entries = [(Spanned<String>, Spanned<Node>)];
 
@@ -314,6 +315,11 @@ impl Cx<'_> {
             (Kind::Build, None) => None,
         };
 
+        let image = match get(top, "image") {
+            Some(i) => self.image(i),
+            None => Some(Image::default()),
+        };
+
         let description = self.opt_string(package, "description", "package.description");
         let license = self.opt_string(package, "license", "package.license");
         let homepage = self.opt_string(package, "homepage", "package.homepage");
@@ -328,6 +334,7 @@ impl Cx<'_> {
             sources: sources?,
             build,
             debs,
+            image: image?,
             path: self.path.to_path_buf(),
         })
     }
@@ -889,6 +896,60 @@ impl Cx<'_> {
             }
         }
         ok.then_some(debs)
+    }
+}
+
+impl Cx<'_> {
+    fn image(&mut self, node: &Spanned<Node>) -> Option<Image> {
+        let entries = self.table(node, "[image]")?;
+        self.known_keys(entries, IMAGE_KEYS, "[image]");
+        let mut image = Image::default();
+        let mut ok = true;
+        for (key, slot) in [
+            ("entrypoint", &mut image.entrypoint),
+            ("cmd", &mut image.cmd),
+        ] {
+            if let Some(n) = get(entries, key) {
+                let what = format!("image.{key}");
+                match self.strings(n, &what) {
+                    Some(v) if !v.is_empty() => {
+                        *slot = Some(v.into_iter().map(|(a, _)| a.to_owned()).collect())
+                    }
+                    Some(_) => {
+                        self.error(&n.span(), format!("{what}: empty argv"));
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(e) = get(entries, "env") {
+            match self.table(e, "image.env") {
+                Some(vars) => {
+                    for (k, v) in vars {
+                        let w = format!("image.env.{}", k.get_ref());
+                        let name = self.check(&k.span(), &w, check::env_name(k.get_ref()));
+                        match (name, self.string(v, &w)) {
+                            (Some(()), Some(v)) => {
+                                image.env.insert(k.get_ref().to_owned(), v.to_owned());
+                            }
+                            _ => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(w) = get(entries, "workdir") {
+            match self.string(w, "image.workdir") {
+                Some(d) => match self.check(&w.span(), "image.workdir", check::absolute_path(d)) {
+                    Some(d) => image.workdir = Some(d),
+                    None => ok = false,
+                },
+                None => ok = false,
+            }
+        }
+        ok.then_some(image)
     }
 }
 
