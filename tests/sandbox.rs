@@ -188,7 +188,7 @@ fn cannot_see_or_signal_host_processes() {
         let o = fx.run(&who, &["--", "sh", "-c", &script]);
         let out = stdout(&o);
         assert!(
-            !out.contains("SIGNALLED") && !out.contains("VISIBLE"),
+            !out.lines().any(|l| l == "SIGNALLED" || l == "VISIBLE"),
             "{}: {}",
             who.label(),
             describe(&o)
@@ -256,9 +256,6 @@ fn read_only_layers_and_binds_stay_untouched() {
         return;
     }
     let fx = Fixture::new();
-    let layer = fx.dir.path().join("layer");
-    std::fs::create_dir_all(layer.join("data")).unwrap();
-    std::fs::write(layer.join("data/file"), "original").unwrap();
     let robind = fx.dir.path().join("robind");
     std::fs::create_dir(&robind).unwrap();
     std::fs::write(robind.join("file"), "original").unwrap();
@@ -268,6 +265,16 @@ fn read_only_layers_and_binds_stay_untouched() {
                   echo evil > /bin/busybox; true";
     for mode in ["auto", "copy"] {
         for who in identities("layer") {
+            // The layer belongs to the caller, as an unpacked layer in the
+            // caller's store does: inside it is root's, so writes are allowed.
+            let layer = fx.owned_dir(&format!("layer-{mode}-{}", who.uid()), &who);
+            std::fs::create_dir_all(layer.join("data")).unwrap();
+            std::fs::write(layer.join("data/file"), "original").unwrap();
+            if let Some((u, g)) = who.ids() {
+                for p in [layer.join("data"), layer.join("data/file")] {
+                    std::os::unix::fs::chown(p, Some(u), Some(g)).unwrap();
+                }
+            }
             let bind = format!("{}:/ro:ro", robind.display());
             let o = fx.run(
                 &who,
@@ -387,15 +394,19 @@ fn outputs_belong_to_the_caller() {
                 use std::os::unix::process::CommandExt;
                 Command::new("rm")
                     .arg("-rf")
-                    .arg(&out)
+                    .arg(out.join("d"))
                     .uid(u)
                     .gid(g)
                     .status()
                     .unwrap()
             }
-            None => Command::new("rm").arg("-rf").arg(&out).status().unwrap(),
+            None => Command::new("rm")
+                .arg("-rf")
+                .arg(out.join("d"))
+                .status()
+                .unwrap(),
         };
-        assert!(rm.success() && !out.exists(), "{}", who.label());
+        assert!(rm.success() && !out.join("d").exists(), "{}", who.label());
     }
 }
 
@@ -565,7 +576,7 @@ fn fork_bomb_is_stopped_by_the_process_limit() {
         );
         assert_ne!(o.status.code(), Some(0));
         assert!(
-            eventually(Duration::from_secs(2), || processes_matching("sleep 48.8")
+            eventually(Duration::from_secs(2), || processes_running("sleep 48.8")
                 .is_empty()),
             "{}: leftovers",
             who.label()
@@ -592,7 +603,7 @@ fn fork_bomb_is_stopped_by_the_process_limit() {
             describe(&o)
         );
         assert!(
-            eventually(Duration::from_secs(2), || processes_matching("sleep 49.9")
+            eventually(Duration::from_secs(2), || processes_running("sleep 49.9")
                 .is_empty()),
             "{}: leftovers",
             who.label()
@@ -678,12 +689,12 @@ fn timeout_kills_the_tree_with_a_daemonised_grandchild() {
             who.label()
         );
         assert!(
-            processes_matching("sleep 42.2").is_empty(),
+            processes_running("sleep 42.2").is_empty(),
             "{}: the daemon survived",
             who.label()
         );
         assert!(
-            processes_matching("sleep 43.3").is_empty(),
+            processes_running("sleep 43.3").is_empty(),
             "{}: the child survived",
             who.label()
         );
@@ -704,7 +715,7 @@ fn sigterm_to_imgrep_kills_the_tree() {
             .spawn()
             .unwrap();
         assert!(
-            eventually(Duration::from_secs(10), || !processes_matching(&child)
+            eventually(Duration::from_secs(10), || !processes_running(&child)
                 .is_empty()),
             "{}: the command did not start",
             who.label()
@@ -718,8 +729,7 @@ fn sigterm_to_imgrep_kills_the_tree() {
         .unwrap();
         let status = run.wait().unwrap();
         assert!(!status.success(), "{}", who.label());
-        let gone =
-            || processes_matching(&daemon).is_empty() && processes_matching(&child).is_empty();
+        let gone = || processes_running(&daemon).is_empty() && processes_running(&child).is_empty();
         assert!(
             eventually(Duration::from_secs(3), gone),
             "{}: processes survived",

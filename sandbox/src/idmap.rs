@@ -36,10 +36,16 @@ impl Maps {
                     .map(|u| u.name)
                     .unwrap_or_default();
                 let sub = |file: &str, id: u32| -> Result<IdRange> {
-                    let (start, count) = subordinate(Path::new(file), &name, id)?;
+                    let (outside, count) = match subordinate(Path::new(file), &name, id) {
+                        Ok(range) => range,
+                        // Root owns every id already: without a range of its
+                        // own it maps 1..=65535 onto themselves.
+                        Err(_) if geteuid().is_root() => (1, 65535),
+                        Err(e) => return Err(e),
+                    };
                     Ok(IdRange {
                         inside: 1,
-                        outside: start,
+                        outside,
                         count,
                     })
                 };

@@ -235,8 +235,18 @@ pub fn describe(o: &Output) -> String {
     )
 }
 
+/// pids of host processes whose command line (arguments joined by spaces)
+/// is exactly `cmdline`.
+pub fn processes_running(cmdline: &str) -> Vec<u32> {
+    processes_where(|c| c == cmdline)
+}
+
 /// pids of host processes whose command line contains `needle`.
 pub fn processes_matching(needle: &str) -> Vec<u32> {
+    processes_where(|c| c.contains(needle))
+}
+
+fn processes_where(pred: impl Fn(&str) -> bool) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -250,7 +260,7 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
+        if pred(cmdline.trim_end()) {
             found.push(pid);
         }
     }
