@@ -59,7 +59,8 @@ fn environment_is_exactly_the_fixed_set() {
     }
     let fx = Fixture::new();
     for who in identities("env") {
-        let o = Command::from(fx.command(&who, &["--env", "JOBS=3", "--", "env"]))
+        let o = fx
+            .command(&who, &["--env", "JOBS=3", "--", "env"])
             .env("LEAK_ME", "1")
             .output()
             .unwrap();

@@ -147,7 +147,7 @@ impl Cgroup {
     ) -> Result<PathBuf, String> {
         let mount =
             libcgroups::v1::util::get_subsystem_mount_point(ctrl).map_err(|e| e.to_string())?;
-        let path = own_path(own, &ctrl.to_string())
+        let path = own_path(own, ctrl.as_ref())
             .ok_or_else(|| format!("no {ctrl} entry in /proc/self/cgroup"))?;
         let parent = mount.join(path.trim_start_matches('/'));
         remove_stale(&parent);

@@ -122,7 +122,7 @@ mod tests {
         let locked = t.path().join("locked");
         fs::create_dir(&locked).unwrap();
         fs::write(locked.join("f"), "x").unwrap();
-        fs::set_permissions(locked.join("f"), fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(locked.join("f"), fs::Permissions::from_mode(0o000)).unwrap();
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
         let (uid, gid) = (
             nix::unistd::geteuid().as_raw(),

@@ -46,16 +46,16 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
     /// Memory limit: bytes, or with a K, M, G suffix (powers of 1024).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
     memory: Option<String>,
     /// Maximum number of processes.
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pids: Option<String>,
     /// CPU quota in CPUs, e.g. 0.5 or 2.
-    #[arg(long, value_name = "CPUS")]
+    #[arg(long, allow_hyphen_values = true, value_name = "CPUS")]
     cpus: Option<String>,
     /// Kill the whole tree after this long: seconds, or with ms, s, m, h.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
     timeout: Option<String>,
     /// Refuse to run unless a cgroup enforces every limit.
     #[arg(long)]
