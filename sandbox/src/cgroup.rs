@@ -147,7 +147,7 @@ impl Cgroup {
     ) -> Result<PathBuf, String> {
         let mount =
             libcgroups::v1::util::get_subsystem_mount_point(ctrl).map_err(|e| e.to_string())?;
-        let path = own_path(own, &ctrl.to_string())
+        let path = own_path(own, ctrl.as_ref())
             .ok_or_else(|| format!("no {ctrl} entry in /proc/self/cgroup"))?;
         let parent = mount.join(path.trim_start_matches('/'));
         remove_stale(&parent);
@@ -290,4 +290,25 @@ fn read(path: &Path) -> Result<String, String> {
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
     write_cgroup_file_str(path, value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_paths_per_hierarchy() {
+        let own: Vec<(String, String)> =
+            [("cpu,cpuacct", "/a"), ("memory", "/m/x"), ("", "/unified")]
+                .iter()
+                .map(|(c, p)| (c.to_string(), p.to_string()))
+                .collect();
+        assert_eq!(own_path(&own, "cpu"), Some("/a"));
+        assert_eq!(own_path(&own, "cpuacct"), Some("/a"));
+        assert_eq!(own_path(&own, "memory"), Some("/m/x"));
+        assert_eq!(own_path(&own, ""), Some("/unified"));
+        assert_eq!(own_path(&own, "pids"), None);
+        assert_eq!(quota_us(1.5), 150_000);
+        assert_eq!(quota_us(0.001), 1000);
+    }
 }

@@ -81,3 +81,59 @@ pub(crate) fn reclaim_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_trees_replace_files_and_merge_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b, dst) = (t.path().join("a"), t.path().join("b"), t.path().join("dst"));
+        fs::create_dir_all(a.join("etc/a-only")).unwrap();
+        fs::write(a.join("etc/conf"), "a").unwrap();
+        fs::write(a.join("was-file"), "a").unwrap();
+        fs::create_dir_all(b.join("etc")).unwrap();
+        fs::write(b.join("etc/conf"), "b").unwrap();
+        fs::create_dir_all(b.join("was-file")).unwrap();
+        symlink("conf", b.join("etc/link")).unwrap();
+        fs::set_permissions(b.join("etc/conf"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::create_dir(&dst).unwrap();
+        merge_tree(&a, &dst).unwrap();
+        merge_tree(&b, &dst).unwrap();
+        assert_eq!(fs::read_to_string(dst.join("etc/conf")).unwrap(), "b");
+        assert!(dst.join("etc/a-only").is_dir());
+        assert!(dst.join("was-file").is_dir());
+        assert_eq!(
+            fs::read_link(dst.join("etc/link")).unwrap(),
+            Path::new("conf")
+        );
+        let meta = fs::metadata(dst.join("etc/conf")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o750);
+        assert_eq!(
+            meta.mtime(),
+            fs::metadata(b.join("etc/conf")).unwrap().mtime()
+        );
+    }
+
+    #[test]
+    fn reclaim_makes_entries_usable_by_their_owner() {
+        let t = tempfile::tempdir().unwrap();
+        let locked = t.path().join("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::write(locked.join("f"), "x").unwrap();
+        fs::set_permissions(locked.join("f"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
+        let (uid, gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        reclaim_tree(t.path(), uid, gid).unwrap();
+        assert_eq!(fs::metadata(&locked).unwrap().mode() & 0o700, 0o700);
+        assert_eq!(
+            fs::metadata(locked.join("f")).unwrap().mode() & 0o777,
+            0o600
+        );
+        fs::remove_dir_all(&locked).unwrap();
+    }
+}

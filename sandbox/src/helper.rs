@@ -198,17 +198,16 @@ fn supervise(
                     .unwrap_or(PollTimeout::MAX)
             }
         };
+        // The caller never writes after the spec: readable means its end closed.
         let mut fds = [
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sock.as_fd(), rdhup()),
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
         ];
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::setup("poll", e)),
         }
-        let gone = fds[1]
-            .revents()
-            .is_some_and(|r| r.intersects(rdhup() | PollFlags::POLLHUP | PollFlags::POLLERR));
+        let gone = fds[1].revents().is_none_or(|r| !r.is_empty());
         while let Ok(Some(info)) = signals.read_signal() {
             let sig = info.ssi_signo as i32;
             if sig != libc::SIGCHLD && ended_by.is_none() {
@@ -320,9 +319,4 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
             }
         }
     }
-}
-
-/// The peer closed its end (nix does not name POLLRDHUP).
-fn rdhup() -> PollFlags {
-    PollFlags::from_bits_retain(libc::POLLRDHUP)
 }

@@ -36,10 +36,16 @@ impl Maps {
                     .map(|u| u.name)
                     .unwrap_or_default();
                 let sub = |file: &str, id: u32| -> Result<IdRange> {
-                    let (start, count) = subordinate(Path::new(file), &name, id)?;
+                    let (outside, count) = match subordinate(Path::new(file), &name, id) {
+                        Ok(range) => range,
+                        // Root owns every id already: without a range of its
+                        // own it maps 1..=65535 onto themselves.
+                        Err(_) if geteuid().is_root() => (1, 65535),
+                        Err(e) => return Err(e),
+                    };
                     Ok(IdRange {
                         inside: 1,
-                        outside: start,
+                        outside,
                         count,
                     })
                 };
@@ -163,4 +169,55 @@ fn subordinate(file: &Path, name: &str, id: u32) -> Result<(u32, u32)> {
         file,
         format!("no range for user {name:?} (uid/gid {id}); add one with usermod --add-subuids/--add-subgids"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_by_name_or_id() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            t.path(),
+            "alice:100000:65536\n# comment\n1234:200000:1000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            subordinate(t.path(), "alice", 1000).unwrap(),
+            (100000, 65536)
+        );
+        assert_eq!(subordinate(t.path(), "bob", 1234).unwrap(), (200000, 1000));
+        let err = subordinate(t.path(), "carol", 42).unwrap_err().to_string();
+        assert!(err.contains("no range for user \"carol\""), "{err}");
+    }
+
+    #[test]
+    fn caller_is_found_inside() {
+        let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+        let maps = Maps {
+            uid: vec![
+                IdRange {
+                    inside: 0,
+                    outside: 100_000,
+                    count: 10,
+                },
+                IdRange {
+                    inside: 10,
+                    outside: uid,
+                    count: 1,
+                },
+            ],
+            gid: vec![IdRange {
+                inside: 5,
+                outside: gid,
+                count: 1,
+            }],
+        };
+        assert_eq!(maps.caller_inside(), Some((10, 5)));
+        assert_eq!(
+            Maps::resolve(&IdMap::Caller).unwrap().caller_inside(),
+            Some((0, 0))
+        );
+    }
 }

@@ -94,31 +94,39 @@ fn overlay(spec: &Spec, root: &Path) -> nix::Result<()> {
         .rev()
         .map(|l| l.to_string_lossy().into_owned())
         .collect();
+    let work = spec.scratch.join("work");
     let base = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers.join(":"),
         spec.scratch.join("upper").display(),
-        spec.scratch.join("work").display()
+        work.display()
     );
-    // userxattr (Linux 5.11+) keeps overlay metadata in user.* xattrs, which
-    // an unprivileged mounter may write; older kernels reject the option.
-    let with_userxattr = format!("{base},userxattr");
-    mount(
-        Some("overlay"),
-        root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(with_userxattr.as_str()),
-    )
-    .or_else(|_| {
-        mount(
+    // A volatile overlay refuses to mount again until its work directory is
+    // reset: the scratch of an earlier run is reused by the next step.
+    let previous = work.join("work");
+    if previous.join("incompat").exists() {
+        let _ = std::fs::remove_dir_all(&previous);
+    }
+    // userxattr (Linux 5.11+) keeps overlay metadata in user.* xattrs, which an
+    // unprivileged mounter may write. volatile (5.10+) skips the sync of the
+    // upper file system at unmount, which costs tens of milliseconds per run:
+    // the scratch layer is disposable, and the host reads it through the same
+    // page cache. Older kernels reject the options; try without.
+    let mut last = nix::Error::EINVAL;
+    for extra in [",userxattr,volatile", ",volatile", ",userxattr", ""] {
+        let data = format!("{base}{extra}");
+        match mount(
             Some("overlay"),
             root,
             Some("overlay"),
             MsFlags::empty(),
-            Some(base.as_str()),
-        )
-    })
+            Some(data.as_str()),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Bind `src` on `dst`; read-only binds keep the flags the kernel locked on

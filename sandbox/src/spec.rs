@@ -128,6 +128,7 @@ pub enum IdMap {
     Caller,
     /// 0 inside = the caller; 1..=N inside = the caller's first /etc/subuid
     /// and /etc/subgid ranges (through newuidmap/newgidmap unless root).
+    /// Root without a range maps 1..=65535 onto themselves.
     Subordinate,
     /// Exact maps, e.g. so `imgrep reproduce` can vary them. Unprivileged
     /// callers are limited to what newuidmap/newgidmap allow.

@@ -38,20 +38,24 @@ pub struct Args {
     /// Fresh tmpfs at DIR inside.
     #[arg(long, value_name = "DIR")]
     tmpfs: Vec<PathBuf>,
+    /// How the root is assembled: overlayfs, a copy of the layers, or
+    /// overlayfs falling back to a copy.
+    #[arg(long, value_enum, default_value_t = RootFsArg::Auto)]
+    rootfs: RootFsArg,
     /// Writable scratch directory (kept afterwards); default: a temporary one, removed.
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
     /// Memory limit: bytes, or with a K, M, G suffix (powers of 1024).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
     memory: Option<String>,
     /// Maximum number of processes.
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pids: Option<String>,
     /// CPU quota in CPUs, e.g. 0.5 or 2.
-    #[arg(long, value_name = "CPUS")]
+    #[arg(long, allow_hyphen_values = true, value_name = "CPUS")]
     cpus: Option<String>,
     /// Kill the whole tree after this long: seconds, or with ms, s, m, h.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
     timeout: Option<String>,
     /// Refuse to run unless a cgroup enforces every limit.
     #[arg(long)]
@@ -70,6 +74,13 @@ pub struct Args {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RootFsArg {
+    Auto,
+    Overlay,
+    Copy,
 }
 
 pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
@@ -131,6 +142,11 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.lowers = lowers;
     spec.binds = binds;
     spec.tmpfs = args.tmpfs;
+    spec.rootfs = match args.rootfs {
+        RootFsArg::Auto => sandbox::RootFs::Auto,
+        RootFsArg::Overlay => sandbox::RootFs::Overlay,
+        RootFsArg::Copy => sandbox::RootFs::Copy,
+    };
     spec.env = env;
     spec.cwd = args.cwd;
     spec.hostname = args.hostname;
@@ -153,8 +169,8 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
         }
         Status::TimedOut => {
             eprintln!(
-                "imgrep: timed out after {}; the process tree was killed",
-                args.timeout.unwrap_or_default()
+                "imgrep: timed out after {:?}; the process tree was killed",
+                timeout.unwrap_or_default()
             );
             Outcome::Code(124)
         }
