@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Result};
 
+mod bench_layers;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -17,6 +19,7 @@ fn ci() -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        Some("layers") => bench_layers::run(&args[1..]),
         other => bail!("unknown benchmark {other:?}"),
     }
 }
