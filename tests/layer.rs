@@ -564,3 +564,30 @@ fn empty_tree_is_two_zero_blocks() {
     assert_eq!(bytes, vec![0u8; 1024]);
     assert_eq!(info.size, 1024);
 }
+
+#[test]
+fn pack_to_blob_dir_names_the_blob_by_its_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("f"), b"blob").unwrap();
+    let blobs = tmp.path().join("blobs/sha256");
+    let info = layer::pack_to_blob_dir(&tree, &opts(Compression::Gzip, 2), &blobs).unwrap();
+    let names: Vec<String> = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec![info.digest.hex()]);
+    let bytes = fs::read(blobs.join(info.digest.hex())).unwrap();
+    assert_eq!(imgrep::digest::Digest::of(&bytes), info.digest);
+    assert_eq!(bytes.len() as u64, info.size);
+    let err = layer::pack_to_blob_dir(&tmp.path().join("absent"), &PackOptions::default(), &blobs)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent"), "{err}");
+    assert_eq!(
+        fs::read_dir(&blobs).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+}

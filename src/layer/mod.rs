@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use crate::compress::Compression;
@@ -140,6 +140,31 @@ pub fn pack<W: Write>(dir: &Path, opts: &PackOptions, out: W) -> Result<LayerInf
         size,
         media_type: opts.compression.layer_media_type(),
     })
+}
+
+/// Packs `dir` into `blob_dir/<hex of the blob digest>` atomically: a
+/// temporary file in `blob_dir`, fsynced, renamed, the directory fsynced. An
+/// interrupted pack leaves only a `.tmp-*` file, never a blob under a digest.
+pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Result<LayerInfo> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    fs::create_dir_all(blob_dir).map_err(io_err(blob_dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(blob_dir)
+        .map_err(io_err(blob_dir))?;
+    let info = pack(dir, opts, tmp.as_file())?;
+    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+    let dest = blob_dir.join(info.digest.hex());
+    tmp.persist(&dest).map_err(|e| Error::Io {
+        path: dest.clone(),
+        source: e.error,
+    })?;
+    crate::fsutil::sync_dir(blob_dir).map_err(io_err(blob_dir))?;
+    Ok(info)
 }
 
 struct Packer<'a, W: Write> {

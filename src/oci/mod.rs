@@ -206,11 +206,7 @@ impl Layout {
 
     /// Packs `dir` as a layer straight into this layout's blobs.
     pub fn add_layer(&self, dir: &Path, opts: &PackOptions) -> Result<LayerInfo> {
-        let mut w = self.blob_writer()?;
-        let info = layer::pack(dir, opts, &mut w)?;
-        let (digest, size) = w.commit()?;
-        debug_assert_eq!((digest, size), (info.digest, info.size));
-        Ok(info)
+        Ok(layer::pack_to_blob_dir(dir, opts, &self.blobs_dir())?)
     }
 
     /// Writes an image of `layers` (bottom first) described by `spec`, and

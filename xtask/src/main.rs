@@ -6,6 +6,8 @@ use anyhow::{bail, Context, Result};
 
 mod bench_sandbox;
 
+mod bench_layers;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -58,6 +60,7 @@ fn ci() -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("sandbox") => bench_sandbox::run(&args[1..]),
+        Some("layers") => bench_layers::run(&args[1..]),
         other => bail!("unknown benchmark {other:?}: expected sandbox, layers, cache or stage0"),
     }
 }

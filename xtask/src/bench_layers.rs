@@ -1,0 +1,246 @@
+//! `cargo xtask bench layers`: throughput and peak RSS of `imgrep pack`
+//! (release build) beside `tar --sort=name ... | gzip/pigz/zstd` on the same
+//! trees: a ~700 MB copy of /usr/lib and a generated tree with large files.
+//!
+//! Options: `--keep DIR` builds the trees in DIR and keeps them (reused when
+//! present); `--lib-mb N` sizes the /usr/lib copy (default 700).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut keep = None;
+    let mut lib_mb = 700u64;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--keep" => keep = Some(PathBuf::from(it.next().context("--keep DIR")?)),
+            "--lib-mb" => lib_mb = it.next().context("--lib-mb N")?.parse()?,
+            other => bail!("bench layers: unknown argument {other:?} (--keep DIR, --lib-mb N)"),
+        }
+    }
+    for tool in ["tar", "gzip", "pigz", "zstd"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            bail!("bench layers needs `{tool}` (apt-get install {tool})");
+        }
+    }
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--bin", "imgrep"])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let imgrep = workspace_root().join("target/release/imgrep");
+
+    let tmp;
+    let base = match keep {
+        Some(k) => k,
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("imgrep-bench-layers")
+                .tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    let lib = base.join("usrlib");
+    if !lib.exists() {
+        eprintln!("copying about {lib_mb} MB of /usr/lib to {}", lib.display());
+        let mut budget = lib_mb << 20;
+        copy_tree(Path::new("/usr/lib"), &lib, &mut budget)?;
+    }
+    let generated = base.join("generated");
+    if !generated.exists() {
+        eprintln!("generating {}", generated.display());
+        generate(&generated)?;
+    }
+    let out = base.join("out");
+    for tree in [&lib, &generated] {
+        bench_tree(&imgrep, tree, &out)?;
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Copies files, directories and symlinks in sorted order until `budget`
+/// bytes of file content are copied; other file types are skipped.
+fn copy_tree(from: &Path, to: &Path, budget: &mut u64) -> Result<()> {
+    fs::create_dir_all(to)?;
+    let mut entries: Vec<_> = fs::read_dir(from)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if *budget == 0 {
+            break;
+        }
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let Ok(meta) = fs::symlink_metadata(&src) else {
+            continue;
+        };
+        if meta.is_dir() {
+            copy_tree(&src, &dst, budget)?;
+        } else if meta.file_type().is_symlink() {
+            symlink(fs::read_link(&src)?, &dst)?;
+        } else if meta.is_file() && fs::copy(&src, &dst).is_ok() {
+            *budget = budget.saturating_sub(meta.len());
+        }
+    }
+    Ok(())
+}
+
+/// A tree of 6 large files (64-160 MB, half noise, half text-like) and
+/// 4000 small files.
+fn generate(root: &Path) -> Result<()> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    fs::create_dir_all(root.join("big"))?;
+    let words: Vec<&[u8]> = vec![b"layer ", b"image ", b"digest ", b"tar ", b"0x1f8b ", b"\n"];
+    for (i, mb) in [64u64, 96, 128, 160, 64, 96].into_iter().enumerate() {
+        let mut f = std::io::BufWriter::new(fs::File::create(root.join(format!("big/blob{i}")))?);
+        let mut chunk = vec![0u8; 1 << 16];
+        for n in 0..(mb << 20) / chunk.len() as u64 {
+            if n % 2 == 0 {
+                for b in chunk.chunks_mut(8) {
+                    b.copy_from_slice(&next().to_le_bytes()[..b.len()]);
+                }
+            } else {
+                let mut pos = 0;
+                while pos < chunk.len() {
+                    let w = words[(next() % words.len() as u64) as usize];
+                    let n = w.len().min(chunk.len() - pos);
+                    chunk[pos..pos + n].copy_from_slice(&w[..n]);
+                    pos += n;
+                }
+            }
+            f.write_all(&chunk)?;
+        }
+    }
+    for d in 0..40 {
+        let dir = root.join(format!("small/d{d:02}"));
+        fs::create_dir_all(&dir)?;
+        for i in 0..100 {
+            let len = (next() % 20_000) as usize;
+            let body: Vec<u8> = (0..len).map(|j| b"abcdefgh\n"[(j + i) % 9]).collect();
+            fs::write(dir.join(format!("f{i:03}.txt")), body)?;
+        }
+    }
+    Ok(())
+}
+
+struct Measure {
+    wall: Duration,
+    max_rss_kb: i64,
+    out_bytes: u64,
+}
+
+/// Runs `sh -c script`, returning wall time and peak RSS (the largest process
+/// of the pipeline, from wait4's rusage).
+fn measure(script: &str, out: &Path) -> Result<Measure> {
+    let _ = fs::remove_dir_all(out);
+    let _ = fs::remove_file(out);
+    let start = Instant::now();
+    let child = Command::new("sh").args(["-c", script]).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 reaps our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    let wall = start.elapsed();
+    if !std::process::ExitStatus::from_raw(status).success() {
+        bail!("`{script}` failed");
+    }
+    Ok(Measure {
+        wall,
+        max_rss_kb: usage.ru_maxrss,
+        out_bytes: du(out),
+    })
+}
+
+fn du(p: &Path) -> u64 {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::read_dir(p)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| du(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+fn bench_tree(imgrep: &Path, tree: &Path, out: &Path) -> Result<()> {
+    let t = tree.display();
+    let o = out.display();
+    let tar =
+        format!("tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C {t} -cf - .");
+    // Warm the page cache (GNU tar skips reading contents into /dev/null).
+    measure(&format!("{tar} | cat > /dev/null"), out)?;
+    let tar_bytes = measure(&format!("{tar} > {o}"), out)?.out_bytes;
+    let pack = |c: &str, n: u32| {
+        format!("{} pack {t} --out {o} --tag bench:1 --compression {c} --threads {n} 2>/dev/null >/dev/null", imgrep.display())
+    };
+    let pairs = [
+        (
+            "imgrep gzip -t1",
+            pack("gzip", 1),
+            "tar | gzip -n -6",
+            format!("{tar} | gzip -n -6 > {o}"),
+        ),
+        (
+            "imgrep gzip -t2",
+            pack("gzip", 2),
+            "tar | pigz -n -6 -p 2",
+            format!("{tar} | pigz -n -6 -p 2 > {o}"),
+        ),
+        (
+            "imgrep zstd -t1",
+            pack("zstd", 1),
+            "tar | zstd -3",
+            format!("{tar} | zstd -q -3 > {o}"),
+        ),
+    ];
+    println!(
+        "\n{} ({:.0} MB as tar)\n{:<24} {:>8} {:>9} {:>10} {:>9}   vs {:<22} {:>8} {:>10} {:>9}  speed ratio",
+        t,
+        tar_bytes as f64 / 1e6,
+        "mode", "secs", "MB/s", "out MB", "RSS MB", "baseline", "secs", "out MB", "RSS MB"
+    );
+    for (name, ours, base_name, base) in pairs {
+        let a = measure(&ours, out)?;
+        let b = measure(&base, out)?;
+        let mbps = tar_bytes as f64 / 1e6 / a.wall.as_secs_f64();
+        println!(
+            "{:<24} {:>8.2} {:>9.1} {:>10.1} {:>9.1}   vs {:<22} {:>8.2} {:>10.1} {:>9.1}  {:.2}x",
+            name,
+            a.wall.as_secs_f64(),
+            mbps,
+            a.out_bytes as f64 / 1e6,
+            a.max_rss_kb as f64 / 1024.0,
+            base_name,
+            b.wall.as_secs_f64(),
+            b.out_bytes as f64 / 1e6,
+            b.max_rss_kb as f64 / 1024.0,
+            b.wall.as_secs_f64() / a.wall.as_secs_f64(),
+        );
+    }
+    let _ = fs::remove_dir_all(out);
+    let _ = fs::remove_file(out);
+    Ok(())
+}
