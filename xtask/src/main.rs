@@ -4,9 +4,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-mod bench_sandbox;
-
 mod bench_layers;
+mod bench_sandbox;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
