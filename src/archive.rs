@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,53 +84,6 @@ pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<(Compression, Box
 pub fn open(path: &Path) -> io::Result<(Compression, Box<dyn Read>)> {
     let f = File::open(path)?;
     decompress(BufReader::with_capacity(128 * 1024, f))
-}
-
-/// The decompressed `data.tar.*` member of the Debian binary package at
-/// `path` (an `ar` archive: `debian-binary`, `control.tar.*`, `data.tar.*`),
-/// ready for the unpacker. Errors name the file and what was wrong.
-pub fn deb_data(path: &Path) -> io::Result<(Compression, Box<dyn Read>)> {
-    let bad = |what: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: not a valid Debian package: {what}", path.display()),
-        )
-    };
-    let mut f = File::open(path)?;
-    let mut magic = [0u8; 8];
-    f.read_exact(&mut magic)
-        .map_err(|_| bad("shorter than the ar magic".into()))?;
-    if &magic != b"!<arch>\n" {
-        return Err(bad("missing the `!<arch>` magic".into()));
-    }
-    let mut offset = 8u64;
-    loop {
-        let mut h = [0u8; 60];
-        match f.read_exact(&mut h) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(bad("no data.tar member".into()))
-            }
-            Err(e) => return Err(e),
-        }
-        if &h[58..60] != b"`\n" {
-            return Err(bad(format!("malformed ar member header at byte {offset}")));
-        }
-        let name = String::from_utf8_lossy(&h[0..16]);
-        let name = name.trim_end().trim_end_matches('/');
-        let size: u64 = std::str::from_utf8(&h[48..58])
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| bad(format!("member {name:?}: size is not a number")))?;
-        let data_at = offset + 60;
-        if name.starts_with("data.tar") {
-            f.seek(SeekFrom::Start(data_at))?;
-            let member = BufReader::with_capacity(128 * 1024, f.take(size));
-            return decompress(member);
-        }
-        offset = data_at + size + size % 2;
-        f.seek(SeekFrom::Start(offset))?;
-    }
 }
 
 /// Returns up to `n` leading bytes without consuming them. A `BufRead`'s

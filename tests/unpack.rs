@@ -572,7 +572,7 @@ fn strips_a_single_top_directory_only() {
 }
 
 /// A .deb built by the real dpkg-deb, in each compression it offers,
-/// unpacked through `archive::deb_data` and the unpacker (DEB rules): the
+/// unpacked through `deb::Deb` and the unpacker (DEB rules): the
 /// same tree as `dpkg-deb -x` gives, absolute symlinks included.
 #[test]
 fn deb_packages_unpack_like_dpkg() {
@@ -618,8 +618,10 @@ fn deb_packages_unpack_like_dpkg() {
 
         let got = work.path().join(format!("got-{z}"));
         fs::create_dir(&got).unwrap();
-        let (kind, data) = imgrep::archive::deb_data(&deb).unwrap();
-        assert_eq!(kind.to_string(), z);
+        let mut package = imgrep::deb::Deb::open(&deb).unwrap();
+        let data = package.data().unwrap();
+        let kind = format!("{:?}", data.compression()).to_lowercase();
+        assert_eq!(kind, if z == "gzip" { "gzip" } else { z });
         unpack::unpack(data, &got, &UnpackOptions::DEB).unwrap();
         assert_eq!(
             nar::hash_path(&got).unwrap(),
@@ -632,12 +634,13 @@ fn deb_packages_unpack_like_dpkg() {
         );
     }
     let not_deb = work.path().join("pkg/usr/bin/tool");
-    let err = imgrep::archive::deb_data(&not_deb)
+    let err = imgrep::deb::Deb::open(&not_deb)
+        .and_then(|mut d| d.data().map(|_| ()))
         .err()
         .unwrap()
         .to_string();
     assert!(
-        err.contains("usr/bin/tool") && err.contains("not a valid Debian package"),
+        err.contains("usr/bin/tool") && err.contains("not a Debian binary package"),
         "{err}"
     );
 }
