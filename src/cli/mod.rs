@@ -11,6 +11,8 @@ pub mod graph;
 pub mod keygen;
 pub mod list;
 pub mod pack;
+pub mod pull;
+pub mod push;
 pub mod run;
 pub mod sign;
 pub mod verify;
@@ -88,6 +90,10 @@ pub enum Command {
     Sign(sign::Args),
     /// Check statements' signatures against trusted keys, a policy and local images.
     Verify(verify::Args),
+    /// Push an image of the local layout to an OCI registry.
+    Push(push::Args),
+    /// Pull an image from an OCI registry into the local layout.
+    Pull(pull::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -118,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keygen(args) => keygen::run(&cli.global, args),
         Command::Sign(args) => sign::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Push(args) => push::run(&cli.global, args),
+        Command::Pull(args) => pull::run(&cli.global, args),
     }
 }
 
