@@ -837,6 +837,7 @@ impl Client {
         if unreachable {
             Error::Unreachable {
                 host,
+                what: what.to_owned(),
                 detail: e.to_string(),
             }
         } else {

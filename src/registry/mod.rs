@@ -52,8 +52,12 @@ pub enum Error {
     Reference(#[from] ReferenceError),
     #[error("refusing plain HTTP to registry {host}, which is not a loopback address: use https://, or pass --insecure-http to accept that anyone on the path can read and change what is sent")]
     InsecureHttp { host: String },
-    #[error("cannot reach registry {host}: {detail}")]
-    Unreachable { host: String, detail: String },
+    #[error("cannot reach registry {host} while {what}: {detail}")]
+    Unreachable {
+        host: String,
+        what: String,
+        detail: String,
+    },
     #[error("lost the connection to registry {host} while {what}: {detail}")]
     Connection {
         host: String,
