@@ -96,12 +96,18 @@ impl Client {
 
     /// Whether `repo` holds the blob `digest` (HEAD, no download).
     pub fn blob_exists(&self, repo: &Repository, digest: &Digest) -> Result<bool> {
+        self.head_blob(repo, digest, false)
+    }
+
+    /// HEAD of a blob; `push` asks for push rights from the start, so one
+    /// token serves the whole of a push.
+    fn head_blob(&self, repo: &Repository, digest: &Digest, push: bool) -> Result<bool> {
         let url = format!("{}/blobs/{digest}", self.repo_url(repo)?);
         let resp = self.execute(Req {
             method: Method::HEAD,
             url,
             repo,
-            push: false,
+            push,
             headers: Vec::new(),
             body: Body::None,
             what: format!("HEAD of blob {digest} in {repo}"),
@@ -204,7 +210,7 @@ impl Client {
             blobs.push((d, l.size(), "layer"));
         }
         for (digest, size, kind) in blobs {
-            if self.blob_exists(repo, &digest)? {
+            if self.head_blob(repo, &digest, true)? {
                 continue;
             }
             self.upload_blob(repo, &layout.blob_path(&digest), &digest, size, kind)?;
@@ -695,11 +701,16 @@ impl Client {
                     service,
                     scope: challenged,
                 }) => {
+                    // Ask for everything this operation needs (a push's
+                    // HEAD is challenged for pull only), and what the
+                    // registry named if that differs.
+                    let mut scopes = vec![scope.as_str()];
+                    scopes.extend(challenged.as_deref().filter(|c| *c != scope));
                     let token = self.token(
                         req.repo,
                         &realm,
                         service.as_deref(),
-                        challenged.as_deref().unwrap_or(&scope),
+                        &scopes,
                         credentials.as_ref(),
                         status,
                     )?;
@@ -727,24 +738,27 @@ impl Client {
 
     /// Fetches a bearer token from `realm` (with basic credentials when there
     /// are any): `GET realm?service=...&scope=...` -> `{"token": ...}`.
+    #[allow(clippy::too_many_arguments)]
     fn token(
         &self,
         repo: &Repository,
         realm: &str,
         service: Option<&str>,
-        scope: &str,
+        scopes: &[&str],
         credentials: Option<&super::Credentials>,
         status: u16,
     ) -> Result<String> {
         let host = repo.registry.host.clone();
         let mut url = realm.to_owned();
         let mut sep = if url.contains('?') { '&' } else { '?' };
-        for (k, v) in [("service", service), ("scope", Some(scope))] {
-            if let Some(v) = v {
-                url.push(sep);
-                url.push_str(&format!("{k}={}", query_escape(v)));
-                sep = '&';
-            }
+        let params = service
+            .map(|s| ("service", s))
+            .into_iter()
+            .chain(scopes.iter().map(|s| ("scope", *s)));
+        for (k, v) in params {
+            url.push(sep);
+            url.push_str(&format!("{k}={}", query_escape(v)));
+            sep = '&';
         }
         let mut builder = http::Request::builder().method(Method::GET).uri(&url);
         if let Some(c) = credentials {
