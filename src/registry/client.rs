@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use oci_spec::image::{Descriptor, DescriptorBuilder};
 use ureq::http::{self, Method, Response};
 
 use super::auth::{parse_challenge, Challenge, CredentialSource, TokenResponse};
@@ -228,11 +229,9 @@ impl Client {
         Ok(image.manifest_digest)
     }
 
-    /// Pulls `source` into `layout` and points `ref_name` at it: the
-    /// manifest (from an index, its linux/amd64 entry), then its config and
-    /// layers, each written through a temporary file and renamed only once
-    /// its digest and size match; the ref is set last. Bytes are stored as
-    /// served. Returns the manifest digest.
+    /// Pulls `source` into `layout` and points `ref_name` at it (see
+    /// [`Client::fetch_image`]); the ref is set last. Returns the manifest
+    /// digest.
     pub fn pull_image(
         &self,
         source: &Reference,
@@ -240,6 +239,22 @@ impl Client {
         ref_name: &str,
     ) -> Result<Digest> {
         oci::validate_ref_name(ref_name)?;
+        let desc = self.fetch_image(source, layout)?;
+        layout.set_ref(ref_name, &desc)?;
+        Ok(desc
+            .digest()
+            .to_string()
+            .parse()
+            .expect("fetch_image made this digest"))
+    }
+
+    /// Fetches the image `source` names into `layout` without naming it in
+    /// index.json (for a store that keeps images by input digest): the
+    /// manifest (from an index, its linux/amd64 entry), then its config and
+    /// layers, each written through a temporary file and renamed only once
+    /// its digest and size match, the manifest last. Bytes are stored as
+    /// served. Returns the manifest's descriptor.
+    pub fn fetch_image(&self, source: &Reference, layout: &Layout) -> Result<Descriptor> {
         let reference = source.manifest_reference().ok_or_else(|| Error::NoTag {
             reference: source.to_string(),
             action: "pull".into(),
@@ -300,7 +315,7 @@ impl Client {
         }
         let (stored, size) = layout.put_blob(&bytes)?;
         debug_assert_eq!(stored, digest);
-        let desc = oci_spec::image::DescriptorBuilder::default()
+        let desc = DescriptorBuilder::default()
             .media_type(oci_spec::image::MediaType::from(media_type.as_str()))
             .digest(
                 digest
@@ -311,8 +326,7 @@ impl Client {
             .size(size)
             .build()
             .expect("descriptor fields set");
-        layout.set_ref(ref_name, &desc)?;
-        Ok(digest)
+        Ok(desc)
     }
 
     /// The manifest digest and the config's diff_ids of `repo:reference`,
