@@ -28,6 +28,11 @@ impl Registry {
     /// Starts a registry; `auth` is extra YAML under `auth:` (None: open).
     /// None, with a SKIPPED line, when docker-registry is not installed.
     fn start(test: &str, auth: Option<&str>) -> Option<Registry> {
+        Registry::start_with(test, auth, "")
+    }
+
+    /// As [`Registry::start`], with `http` extra YAML under `http:`.
+    fn start_with(test: &str, auth: Option<&str>, http: &str) -> Option<Registry> {
         if !Path::new(REGISTRY).exists() {
             eprintln!("SKIPPED: {test}: {REGISTRY} is missing (apt-get install docker-registry)");
             return None;
@@ -42,6 +47,7 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
+        config.push_str(http);
         if let Some(auth) = auth {
             config.push_str("auth:\n");
             config.push_str(auth);
@@ -384,7 +390,7 @@ fn index_pull_picks_linux_amd64() {
     let digest = pack(work.path(), &layout_path, "multi:1", "c", 1000);
     let arm = pack(work.path(), &layout_path, "multi:arm", "arm", 1000);
     let layout = imgrep::oci::Layout::open(&layout_path).unwrap();
-    let client = imgrep::registry::Client::new(imgrep::registry::Options::default());
+    let client = imgrep::registry::Client::new(imgrep::registry::Options::default()).unwrap();
     let target: imgrep::registry::Reference =
         format!("{}/multi/img:amd64", reg.host()).parse().unwrap();
     assert_eq!(
@@ -839,4 +845,139 @@ fn verify_checks_the_images_in_a_registry() {
     ]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("has no manifest"), "{}", out.stderr);
+}
+
+/// `openssl ARGS` in `dir`; false (with the reason printed) if it fails.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    match Command::new("openssl").current_dir(dir).args(args).output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!("SKIPPED: openssl cannot run ({e}): apt-get install openssl");
+            false
+        }
+    }
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    let test = "tls_with_a_private_ca";
+    let pki = tempfile::tempdir().unwrap();
+    let p = pki.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=imgrep test CA",
+        ],
+    ]
+    .concat();
+    let csr = [
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat();
+    fs::write(
+        p.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ];
+    if !(openssl(p, &ca) && openssl(p, &csr) && openssl(p, &sign)) {
+        return;
+    }
+    let http = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        p.join("leaf.pem").display(),
+        p.join("leaf.key").display()
+    );
+    let Some(reg) = Registry::start_with(test, None, &http) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("out");
+    let digest = pack(work.path(), &layout, "tls:1", "t", 1000);
+    let layout = layout.to_str().unwrap();
+    let target = format!("https://{}/secure/tls:1", reg.host());
+
+    // The private CA is not among the built-in roots.
+    let out = imgrep(&["push", "--layout", layout, "tls:1", &target], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("TLS with registry {} failed", reg.host()))
+            && stderr(&out).contains("--ca-file"),
+        "{}",
+        stderr(&out)
+    );
+    let ca_file = p.join("ca.pem");
+    let ca_file = ca_file.to_str().unwrap();
+    let out = imgrep(
+        &[
+            "push",
+            "--layout",
+            layout,
+            "--ca-file",
+            ca_file,
+            "tls:1",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(ok(&out).trim(), digest.to_string());
+    let dest = work.path().join("pulled");
+    let out = imgrep(
+        &["pull", &target, "--layout", dest.to_str().unwrap()],
+        &[("IMGREP_REGISTRY_CA", ca_file)],
+    );
+    assert_eq!(ok(&out).trim(), digest.to_string());
+    // A scheme-less loopback reference speaks plain HTTP, which a TLS
+    // registry answers with 400.
+    let out = imgrep(
+        &[
+            "pull",
+            &format!("{}/secure/tls:1", reg.host()),
+            "--layout",
+            dest.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

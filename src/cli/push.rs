@@ -25,6 +25,10 @@ pub struct RegistryArgs {
     /// Read the password from the first line of standard input.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+    /// Trust only the CA certificates in this PEM file for registry TLS
+    /// (default: the Mozilla roots built into imgrep).
+    #[arg(long, value_name = "FILE", env = "IMGREP_REGISTRY_CA")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -52,13 +56,14 @@ impl RegistryArgs {
             credentials,
             insecure_http: self.insecure_http,
             progress: true,
+            ca_file: self.ca_file.clone(),
             ..Options::default()
         };
         if let Some(size) = chunk_size {
             options.chunk_size = size;
             options.chunk_threshold = 0;
         }
-        Ok(Client::new(options))
+        Ok(Client::new(options)?)
     }
 }
 

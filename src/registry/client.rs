@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Progress bars on stderr (hidden when it is not a terminal).
     pub progress: bool,
+    /// PEM file of the CA certificates to trust for TLS instead of the
+    /// Mozilla roots built into imgrep (a private registry's own CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             chunk_size: 16 << 20,
             timeout: Duration::from_secs(120),
             progress: false,
+            ca_file: None,
         }
     }
 }
@@ -76,8 +80,14 @@ struct Req<'a> {
 }
 
 impl Client {
-    pub fn new(options: Options) -> Client {
+    /// A client; fails only on an unreadable `ca_file`.
+    pub fn new(options: Options) -> Result<Client> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &options.ca_file {
+            tls = tls.root_certs(read_ca_file(path)?);
+        }
         let config = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .timeout_connect(Some(options.timeout))
             .timeout_recv_response(Some(options.timeout))
@@ -88,11 +98,11 @@ impl Client {
             .accept_encoding("identity")
             .user_agent(concat!("imgrep/", env!("CARGO_PKG_VERSION")))
             .build();
-        Client {
+        Ok(Client {
             agent: config.into(),
             options,
             auth: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Whether `repo` holds the blob `digest` (HEAD, no download).
@@ -862,6 +872,20 @@ impl Client {
             ),
             _ => false,
         };
+        // rustls reports a failed handshake (an untrusted certificate, say)
+        // as an InvalidData I/O error.
+        let tls = match &e {
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => true,
+            ureq::Error::Io(io) => io.kind() == io::ErrorKind::InvalidData,
+            _ => false,
+        };
+        if tls {
+            return Error::Tls {
+                host,
+                what: what.to_owned(),
+                detail: e.to_string(),
+            };
+        }
         if unreachable {
             Error::Unreachable {
                 host,
@@ -1016,4 +1040,31 @@ fn query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The certificates of a PEM file, as the only TLS roots.
+fn read_ca_file(path: &Path) -> Result<ureq::tls::RootCerts> {
+    let bad = |reason: String| Error::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, reason),
+    };
+    let pem = fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.map_err(|e| bad(format!("not PEM: {e}")))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => {
+                return Err(bad(
+                    "holds a private key; expected only CA certificates".into()
+                ))
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
 }

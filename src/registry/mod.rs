@@ -58,6 +58,12 @@ pub enum Error {
         what: String,
         detail: String,
     },
+    #[error("TLS with registry {host} failed while {what}: {detail} (a registry with a private CA needs --ca-file)")]
+    Tls {
+        host: String,
+        what: String,
+        detail: String,
+    },
     #[error("lost the connection to registry {host} while {what}: {detail}")]
     Connection {
         host: String,
