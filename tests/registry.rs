@@ -297,6 +297,34 @@ fn skopeo_reads_what_imgrep_pushed() {
     assert_eq!(v["digest"], digest.to_string());
     assert_eq!(v["reference"], format!("{target}:again"));
     assert_eq!(reg.requests("POST", "/v2/imgrep/demo/blobs/uploads/"), 2);
+    // Into another repository, mounting the blobs from the first: no upload.
+    let out = imgrep(
+        &[
+            "push",
+            "--layout",
+            layout.to_str().unwrap(),
+            "--mount-from",
+            "imgrep/demo",
+            "demo:1.0",
+            &format!("{}/mirror/demo", reg.host()),
+        ],
+        &[],
+    );
+    assert_eq!(ok(&out).trim(), digest.to_string());
+    let log = reg.log();
+    let mounted = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"POST /v2/mirror/demo/blobs/uploads/?mount=sha256:")
+                && l.contains("&from=imgrep%2Fdemo HTTP/1.1\" 201")
+        })
+        .count();
+    assert_eq!(mounted, 2, "{log}");
+    assert_eq!(reg.requests("PUT", "/v2/mirror/demo/blobs/uploads/"), 0);
+    assert_eq!(
+        skopeo_manifest(&format!("{}/mirror/demo:1.0", reg.host())).0,
+        digest
+    );
 }
 
 #[test]

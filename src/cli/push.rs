@@ -83,6 +83,10 @@ pub struct Args {
     /// by default only blobs above 64 MiB go in 16 MiB chunks.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
+    /// Ask the registry to mount missing blobs from this repository of the
+    /// same registry (e.g. `imgrep/musl`) before uploading them.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -119,7 +123,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .with_context(|| format!("opening the layout {}", layout_path.display()))?;
     let client = args.registry.client(args.chunk_size)?;
     let digest = client
-        .push_image(&layout, &args.image, &target)
+        .push_image_mounting(&layout, &args.image, &target, args.mount_from.as_deref())
         .with_context(|| format!("pushing {} to {target}", args.image))?;
     let pushed = format!("{target}@{digest}");
     if global.json {

@@ -74,6 +74,8 @@ struct Req<'a> {
     url: String,
     repo: &'a Repository,
     push: bool,
+    /// A repository the request also needs pull rights on (a mount's source).
+    mount_from: Option<&'a str>,
     headers: Vec<(&'static str, String)>,
     body: Body<'a>,
     what: String,
@@ -119,6 +121,7 @@ impl Client {
             url,
             repo,
             push,
+            mount_from: None,
             headers: Vec::new(),
             body: Body::None,
             what: format!("HEAD of blob {digest} in {repo}"),
@@ -146,6 +149,7 @@ impl Client {
             url,
             repo,
             push: false,
+            mount_from: None,
             headers: vec![("Accept", manifest::MANIFEST_ACCEPT.to_owned())],
             body: Body::None,
             what: format!("fetching {what}"),
@@ -197,6 +201,20 @@ impl Client {
         ref_name: &str,
         target: &Reference,
     ) -> Result<Digest> {
+        self.push_image_mounting(layout, ref_name, target, None)
+    }
+
+    /// [`Client::push_image`], first asking the registry to mount each
+    /// missing blob from the repository `mount_from` of the same registry
+    /// (`POST .../uploads/?mount=DIGEST&from=REPO`), which costs no upload
+    /// when that repository has it.
+    pub fn push_image_mounting(
+        &self,
+        layout: &Layout,
+        ref_name: &str,
+        target: &Reference,
+        mount_from: Option<&str>,
+    ) -> Result<Digest> {
         let reference = target.manifest_reference().ok_or_else(|| Error::NoTag {
             reference: target.to_string(),
             action: "push to".into(),
@@ -224,7 +242,8 @@ impl Client {
             if self.head_blob(repo, &digest, true)? {
                 continue;
             }
-            self.upload_blob(repo, &layout.blob_path(&digest), &digest, size, kind)?;
+            let path = layout.blob_path(&digest);
+            self.upload_blob_mounting(repo, &path, &digest, size, kind, mount_from)?;
         }
         let manifest_path = layout.blob_path(&image.manifest_digest);
         let bytes = fs::read(&manifest_path).map_err(|source| Error::Io {
@@ -390,6 +409,7 @@ impl Client {
             url: format!("{}/manifests/{reference}", self.repo_url(repo)?),
             repo,
             push: true,
+            mount_from: None,
             headers: vec![("Content-Type", media_type.to_owned())],
             body: Body::Bytes(bytes),
             what: format!("pushing manifest {repo}:{reference}"),
@@ -421,16 +441,38 @@ impl Client {
         size: u64,
         kind: &str,
     ) -> Result<()> {
+        self.upload_blob_mounting(repo, path, digest, size, kind, None)
+    }
+
+    fn upload_blob_mounting(
+        &self,
+        repo: &Repository,
+        path: &Path,
+        digest: &Digest,
+        size: u64,
+        kind: &str,
+        mount_from: Option<&str>,
+    ) -> Result<()> {
         let label = format!("{kind} {digest}");
+        let mount = mount_from.filter(|from| *from != repo.name);
+        let mut url = format!("{}/blobs/uploads/", self.repo_url(repo)?);
+        if let Some(from) = mount {
+            url.push_str(&format!("?mount={digest}&from={}", query_escape(from)));
+        }
         let resp = self.execute(Req {
             method: Method::POST,
-            url: format!("{}/blobs/uploads/", self.repo_url(repo)?),
+            url,
             repo,
             push: true,
+            mount_from: mount,
             headers: Vec::new(),
             body: Body::Bytes(&[]),
             what: format!("starting the upload of {label}"),
         })?;
+        // 201: mounted from the other repository; 202: a session to upload to.
+        if mount.is_some() && resp.status() == 201 {
+            return Ok(());
+        }
         if resp.status() != 202 {
             return Err(self.status_error(
                 repo,
@@ -488,6 +530,7 @@ impl Client {
                     url: location.clone(),
                     repo,
                     push: true,
+                    mount_from: None,
                     headers: vec![
                         ("Content-Type", "application/octet-stream".into()),
                         ("Content-Range", range.clone()),
@@ -522,6 +565,7 @@ impl Client {
             url: format!("{location}{sep}digest={digest}"),
             repo,
             push: true,
+            mount_from: None,
             headers: vec![("Content-Type", "application/octet-stream".into())],
             body: Body::Bytes(&buf),
             what: format!("uploading {label} (PUT)"),
@@ -641,6 +685,7 @@ impl Client {
             url: format!("{}/blobs/{digest}", self.repo_url(repo)?),
             repo,
             push: false,
+            mount_from: None,
             headers: Vec::new(),
             body: Body::None,
             what: format!("fetching blob {digest} of {repo}"),
@@ -676,11 +721,14 @@ impl Client {
     /// from the realm) and sends it once more.
     fn execute(&self, req: Req<'_>) -> Result<Response<ureq::Body>> {
         let registry = &req.repo.registry;
-        let scope = format!(
+        let mut scope = format!(
             "repository:{}:{}",
             req.repo.name,
             if req.push { "pull,push" } else { "pull" }
         );
+        if let Some(from) = req.mount_from {
+            scope.push_str(&format!(" repository:{from}:pull"));
+        }
         let key = (registry.host.clone(), scope.clone());
         let mut answered = false;
         loop {
@@ -728,8 +776,10 @@ impl Client {
                     // Ask for everything this operation needs (a push's
                     // HEAD is challenged for pull only), and what the
                     // registry named if that differs.
-                    let mut scopes = vec![scope.as_str()];
-                    scopes.extend(challenged.as_deref().filter(|c| *c != scope));
+                    let mut scopes: Vec<&str> = scope.split(' ').collect();
+                    if let Some(c) = challenged.as_deref().filter(|c| !scopes.contains(c)) {
+                        scopes.push(c);
+                    }
                     let token = self.token(
                         req.repo,
                         &realm,
