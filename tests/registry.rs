@@ -676,7 +676,7 @@ fn registry_killed_mid_upload_gives_a_clear_error() {
     };
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("out");
-    pack_with(work.path(), &layout, "huge:1", "f", 48 << 20, "none");
+    pack_with(work.path(), &layout, "huge:1", "f", 16 << 20, "none");
     let before = blob_paths(&layout);
     let child = Command::new(env!("CARGO_BIN_EXE_imgrep"))
         .args([
@@ -701,6 +701,7 @@ fn registry_killed_mid_upload_gives_a_clear_error() {
     assert!(started, "no PATCH seen:\n{}", reg.log());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
+    eprintln!("push with the registry killed: {err}");
     assert!(
         err.contains(&format!("registry {}", reg.host()))
             && (err.contains("lost the connection") || err.contains("cannot reach"))
@@ -718,7 +719,7 @@ fn registry_killed_mid_download_leaves_nothing_half_written() {
     };
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("out");
-    let digest = pack_with(work.path(), &layout, "huge:2", "g", 96 << 20, "none");
+    let digest = pack_with(work.path(), &layout, "huge:2", "g", 64 << 20, "none");
     let target = format!("{}/gone/huge:2", reg.host());
     let out = imgrep(
         &[
@@ -757,6 +758,7 @@ fn registry_killed_mid_download_leaves_nothing_half_written() {
     }
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
+    eprintln!("pull with the registry killed: {err}");
     assert!(
         err.contains(&format!("registry {}", reg.host())) && err.contains("layer sha256:"),
         "{err}"

@@ -175,19 +175,18 @@ impl Client {
                 actual: digest,
             });
         }
-        let doc: Document = serde_json::from_slice(&bytes).map_err(|e| Error::BadManifest {
+        let doc: Document = serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             host: repo.registry.host.clone(),
             what: what.clone(),
             reason: format!("invalid JSON: {e}"),
         })?;
-        let media_type = manifest::media_type(content_type.as_deref(), &doc).ok_or_else(|| {
-            Error::BadManifest {
+        let media_type =
+            manifest::media_type(content_type.as_deref(), &doc).ok_or_else(|| Error::Protocol {
                 host: repo.registry.host.clone(),
                 what,
                 reason: "neither the Content-Type nor the document names a manifest media type"
                     .into(),
-            }
-        })?;
+            })?;
         Ok((bytes, digest, media_type))
     }
 
@@ -231,7 +230,7 @@ impl Client {
                 .digest()
                 .to_string()
                 .parse::<Digest>()
-                .map_err(|_| Error::BadManifest {
+                .map_err(|_| Error::Protocol {
                     host: repo.registry.host.clone(),
                     what: format!("layer of {ref_name}"),
                     reason: format!("unsupported digest {}", l.digest()),
@@ -293,7 +292,7 @@ impl Client {
         let (mut bytes, mut digest, mut media_type) = self.get_manifest(repo, &reference)?;
         if manifest::is_index(&media_type) {
             let doc: Document = parse_doc(&bytes, repo, &reference)?;
-            let entry = manifest::pick_platform(&doc).ok_or_else(|| Error::BadManifest {
+            let entry = manifest::pick_platform(&doc).ok_or_else(|| Error::Protocol {
                 host: host(),
                 what: format!("index {repo}:{reference}"),
                 reason: "no linux/amd64 manifest".into(),
@@ -310,7 +309,7 @@ impl Client {
             }
         }
         if !manifest::is_image(&media_type) {
-            return Err(Error::BadManifest {
+            return Err(Error::Protocol {
                 host: host(),
                 what: format!("manifest {repo}:{reference}"),
                 reason: format!(
@@ -319,13 +318,13 @@ impl Client {
             });
         }
         let doc = parse_doc(&bytes, repo, &reference)?;
-        let config = doc.config.as_ref().ok_or_else(|| Error::BadManifest {
+        let config = doc.config.as_ref().ok_or_else(|| Error::Protocol {
             host: host(),
             what: format!("manifest {repo}@{digest}"),
             reason: "no config descriptor".into(),
         })?;
         if config.size > MAX_JSON_BLOB {
-            return Err(Error::BadManifest {
+            return Err(Error::Protocol {
                 host: host(),
                 what: format!("manifest {repo}@{digest}"),
                 reason: format!(
@@ -368,21 +367,21 @@ impl Client {
         let (bytes, digest, media_type) = self.get_manifest(repo, reference)?;
         let what = format!("manifest {repo}:{reference}");
         if !manifest::is_image(&media_type) {
-            return Err(Error::BadManifest {
+            return Err(Error::Protocol {
                 host: repo.registry.host.clone(),
                 what,
                 reason: format!("media type {media_type} is not an image manifest"),
             });
         }
         let doc = parse_doc(&bytes, repo, reference)?;
-        let config = doc.config.ok_or_else(|| Error::BadManifest {
+        let config = doc.config.ok_or_else(|| Error::Protocol {
             host: repo.registry.host.clone(),
             what: what.clone(),
             reason: "no config descriptor".into(),
         })?;
         let config_bytes = self.get_blob_bytes(repo, &config.digest, config.size)?;
         let parsed: manifest::Config =
-            serde_json::from_slice(&config_bytes).map_err(|e| Error::BadManifest {
+            serde_json::from_slice(&config_bytes).map_err(|e| Error::Protocol {
                 host: repo.registry.host.clone(),
                 what: format!("config {} of {what}", config.digest),
                 reason: format!("no readable rootfs.diff_ids: {e}"),
@@ -419,7 +418,7 @@ impl Client {
         }
         if let Some(served) = header(&resp, "docker-content-digest") {
             if served != digest.to_string() {
-                return Err(Error::BadManifest {
+                return Err(Error::Protocol {
                     host: repo.registry.host.clone(),
                     what: format!("answer to {what}"),
                     reason: format!("the registry stored digest {served}, imgrep sent {digest}"),
@@ -654,7 +653,7 @@ impl Client {
     fn get_blob_bytes(&self, repo: &Repository, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         let what = format!("blob {digest} of {repo}");
         if size > MAX_JSON_BLOB {
-            return Err(Error::BadManifest {
+            return Err(Error::Protocol {
                 host: repo.registry.host.clone(),
                 what,
                 reason: format!("{size} bytes exceed the {MAX_JSON_BLOB} byte limit for JSON"),
@@ -838,7 +837,7 @@ impl Client {
         if let Some(c) = credentials {
             builder = builder.header("Authorization", c.basic_header());
         }
-        let request = builder.body(()).map_err(|e| Error::BadManifest {
+        let request = builder.body(()).map_err(|e| Error::Protocol {
             host: host.clone(),
             what: format!("token realm {realm:?}"),
             reason: e.to_string(),
@@ -878,7 +877,7 @@ impl Client {
         serde_json::from_slice::<TokenResponse>(&bytes)
             .ok()
             .and_then(TokenResponse::into_token)
-            .ok_or_else(|| Error::BadManifest {
+            .ok_or_else(|| Error::Protocol {
                 host,
                 what,
                 reason: "the answer holds no `token` or `access_token`".into(),
@@ -895,7 +894,7 @@ impl Client {
         if let Some(a) = auth {
             builder = builder.header("Authorization", a);
         }
-        let bad = |e: http::Error| Error::BadManifest {
+        let bad = |e: http::Error| Error::Protocol {
             host: req.repo.registry.host.clone(),
             what: format!("request URL {:?}", req.url),
             reason: e.to_string(),
@@ -1012,7 +1011,7 @@ impl Client {
 }
 
 fn parse_doc(bytes: &[u8], repo: &Repository, reference: &str) -> Result<Document> {
-    serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
+    serde_json::from_slice(bytes).map_err(|e| Error::Protocol {
         host: repo.registry.host.clone(),
         what: format!("manifest {repo}:{reference}"),
         reason: format!("invalid JSON: {e}"),

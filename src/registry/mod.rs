@@ -115,7 +115,7 @@ pub enum Error {
         actual: u64,
     },
     #[error("{what} from registry {host}: {reason}")]
-    BadManifest {
+    Protocol {
         host: String,
         what: String,
         reason: String,
