@@ -4,9 +4,11 @@
 //! verified before it is renamed into place.
 
 mod auth;
+mod blob;
 mod client;
 mod manifest;
 mod reference;
+mod transport;
 
 use std::path::PathBuf;
 
