@@ -297,6 +297,30 @@ fn skopeo_reads_what_imgrep_pushed() {
     assert_eq!(v["digest"], digest.to_string());
     assert_eq!(v["reference"], format!("{target}:again"));
     assert_eq!(reg.requests("POST", "/v2/imgrep/demo/blobs/uploads/"), 2);
+    // A digest in the target must be the image's; with a tag it is checked,
+    // and the tag is what the manifest is put under.
+    let layout_arg = layout.to_str().unwrap();
+    let pinned = format!("{target}:pinned@{digest}");
+    let out = imgrep(&["push", "--layout", layout_arg, "demo:1.0", &pinned], &[]);
+    assert_eq!(ok(&out).trim(), digest.to_string());
+    assert_eq!(skopeo_manifest(&format!("{target}:pinned")).0, digest);
+    let other = Digest::of(b"other");
+    let out = imgrep(
+        &[
+            "push",
+            "--layout",
+            layout_arg,
+            "demo:1.0",
+            &format!("{target}@{other}"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("has manifest digest {digest}, not {other}")),
+        "{}",
+        stderr(&out)
+    );
     // Into another repository, mounting the blobs from the first: no upload.
     let out = imgrep(
         &[

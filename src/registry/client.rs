@@ -173,7 +173,8 @@ impl Client {
 
     /// Pushes the image `ref_name` of `layout` (every blob verified first)
     /// to `target`: each blob unless the registry has it, then the manifest
-    /// under the target's tag (or digest). Returns the manifest digest, which
+    /// under the target's tag (or, with none, its digest, which must be the
+    /// image's). Returns the manifest digest, which
     /// the registry must confirm.
     pub fn push_image(
         &self,
@@ -195,11 +196,25 @@ impl Client {
         target: &Reference,
         mount_from: Option<&str>,
     ) -> Result<Digest> {
-        let reference = target.manifest_reference().ok_or_else(|| Error::NoTag {
-            reference: target.to_string(),
-            action: "push to".into(),
-        })?;
+        // A push names the manifest by its tag; a digest in the target only
+        // states what is expected.
+        let reference = target
+            .tag
+            .clone()
+            .or_else(|| target.digest.map(|d| d.to_string()))
+            .ok_or_else(|| Error::NoTag {
+                reference: target.to_string(),
+                action: "push to".into(),
+            })?;
         let image = layout.read_image(ref_name, false)?;
+        if let Some(expected) = target.digest.filter(|d| *d != image.manifest_digest) {
+            return Err(Error::PushDigest {
+                reference: target.to_string(),
+                image: ref_name.to_owned(),
+                expected,
+                actual: image.manifest_digest,
+            });
+        }
         let repo = &target.repo;
         let mut blobs = vec![(
             image.config_digest,

@@ -122,6 +122,13 @@ pub enum Error {
         what: String,
         reason: String,
     },
+    #[error("{reference}: the image {image} has manifest digest {actual}, not {expected}")]
+    PushDigest {
+        reference: String,
+        image: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{reference}: no tag or digest to {action}")]
     NoTag { reference: String, action: String },
     #[error(transparent)]
