@@ -95,11 +95,18 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     }
     let mut reports = Vec::new();
     for pv in &packages {
-        let mut report = verify_package(&manifests, pv, &trust, &policy, layout.as_deref())?;
-        if let (Some(client), Some(prefix)) = (&client, &args.registry) {
-            crate::sign::remote::check_registry(&mut report, &manifests, pv, client, prefix)?;
+        reports.push(verify_package(
+            &manifests,
+            pv,
+            &trust,
+            &policy,
+            layout.as_deref(),
+        )?);
+        if let (Some(client), Some(prefix), Some(report)) =
+            (&client, &args.registry, reports.last_mut())
+        {
+            crate::sign::remote::check_registry(report, &manifests, pv, client, prefix)?;
         }
-        reports.push(report);
     }
     if global.json {
         let out = serde_json::json!({"ok": reports.iter().all(|r| r.ok), "packages": reports});
