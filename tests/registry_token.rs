@@ -305,6 +305,19 @@ fn bearer_tokens_from_the_challenged_realm() {
     let digest = digest.trim().to_owned();
     let target = format!("127.0.0.1:{port}/tok/img:1");
 
+    // Anonymous: the token service refuses, and the message says how to
+    // give credentials.
+    let out = imgrep(&["push", "--layout", layout, "tok:1", &target], &[]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "registry 127.0.0.1:{port} requires credentials for tok/img (401"
+        )) && err.contains("IMGREP_REGISTRY_USER"),
+        "{err}"
+    );
+    assert_eq!(tokens.refused.load(Ordering::SeqCst), 1);
+
     let wrong = [
         ("IMGREP_REGISTRY_USER", USER),
         ("IMGREP_REGISTRY_PASSWORD", "wrong"),
@@ -318,7 +331,7 @@ fn bearer_tokens_from_the_challenged_realm() {
         )) && err.contains("token service"),
         "{err}"
     );
-    assert_eq!(tokens.refused.load(Ordering::SeqCst), 1);
+    assert_eq!(tokens.refused.load(Ordering::SeqCst), 2);
 
     let right = [
         ("IMGREP_REGISTRY_USER", USER),
