@@ -130,6 +130,7 @@ fn imgrep_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out
     cmd.args(args)
         .env_remove("IMGREP_REGISTRY_USER")
         .env_remove("IMGREP_REGISTRY_PASSWORD")
+        .env_remove("IMGREP_OFFLINE")
         .env("DOCKER_CONFIG", "/nonexistent")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -834,6 +835,21 @@ fn unreachable_and_plain_http_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("refusing plain HTTP to registry registry.invalid"),
+        "{}",
+        stderr(&out)
+    );
+    let out = imgrep(
+        &[
+            "pull",
+            &format!("127.0.0.1:{port}/x/y:1"),
+            "--layout",
+            dest.to_str().unwrap(),
+        ],
+        &[("IMGREP_OFFLINE", "1")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("needs the network"),
         "{}",
         stderr(&out)
     );

@@ -193,6 +193,7 @@ fn imgrep(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("IMGREP_REGISTRY_USER")
         .env_remove("IMGREP_REGISTRY_PASSWORD")
+        .env_remove("IMGREP_OFFLINE")
         .env("DOCKER_CONFIG", "/nonexistent")
         .envs(env.iter().copied())
         .stdin(Stdio::null())

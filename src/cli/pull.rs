@@ -48,9 +48,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     }
     let base = global.directory.clone().unwrap_or_default();
     let layout_path = base.join(&args.layout);
+    let client = args.registry.client(global, None)?;
     let layout = Layout::create(&layout_path)
         .with_context(|| format!("creating the layout {}", layout_path.display()))?;
-    let client = args.registry.client(None)?;
     let digest = client
         .pull_image(&source, &layout, &ref_name)
         .with_context(|| format!("pulling {source}"))?;

@@ -33,7 +33,15 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     /// A client for these options; `chunk_size` forces chunked uploads.
-    pub fn client(&self, chunk_size: Option<u64>) -> anyhow::Result<Client> {
+    /// Refused under `--offline` / IMGREP_OFFLINE=1: registries are network.
+    pub fn client(&self, global: &Global, chunk_size: Option<u64>) -> anyhow::Result<Client> {
+        let env = std::env::var(crate::fetch::OFFLINE_ENV).unwrap_or_default();
+        if global.offline || env == "1" {
+            bail!(
+                "talking to a registry needs the network, and --offline (or {}=1) forbids it",
+                crate::fetch::OFFLINE_ENV
+            );
+        }
         let mut credentials = CredentialSource::from_env();
         if let Some(username) = &self.username {
             let password = if self.password_stdin {
@@ -121,7 +129,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let layout_path = base.join(&args.layout);
     let layout = Layout::open(&layout_path)
         .with_context(|| format!("opening the layout {}", layout_path.display()))?;
-    let client = args.registry.client(args.chunk_size)?;
+    let client = args.registry.client(global, args.chunk_size)?;
     let digest = client
         .push_image_mounting(&layout, &args.image, &target, args.mount_from.as_deref())
         .with_context(|| format!("pushing {} to {target}", args.image))?;

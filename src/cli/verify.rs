@@ -74,7 +74,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let layout =
         (!args.signatures_only && args.registry.is_none()).then(|| base.join(&args.layout));
     let client = match &args.registry {
-        Some(_) => Some(args.registry_args.client(None)?),
+        Some(_) => Some(args.registry_args.client(global, None)?),
         None => None,
     };
     if let Some(layout) = &layout {
