@@ -15,6 +15,8 @@ pub mod keygen;
 pub mod list;
 pub mod pack;
 pub mod plan;
+pub mod pull;
+pub mod push;
 pub mod run;
 pub mod shell;
 pub mod sign;
@@ -104,6 +106,10 @@ pub enum Command {
     Sign(sign::Args),
     /// Check statements' signatures against trusted keys, a policy and local images.
     Verify(verify::Args),
+    /// Push an image of the local layout to an OCI registry.
+    Push(push::Args),
+    /// Pull an image from an OCI registry into the local layout.
+    Pull(pull::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -139,6 +145,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keygen(args) => keygen::run(&cli.global, args),
         Command::Sign(args) => sign::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Push(args) => push::run(&cli.global, args),
+        Command::Pull(args) => pull::run(&cli.global, args),
     }
 }
 

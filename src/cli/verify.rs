@@ -45,6 +45,12 @@ pub struct Args {
     /// Check signatures and policy only, not local images.
     #[arg(long, conflicts_with = "layout")]
     pub signatures_only: bool,
+    /// Check the images in a registry instead of the local layout: each
+    /// package at HOST/PREFIX/NAME:VERSION (docs/registry.md).
+    #[arg(long, value_name = "HOST/PREFIX", conflicts_with_all = ["signatures_only", "layout"])]
+    pub registry: Option<crate::registry::Repository>,
+    #[command(flatten)]
+    pub registry_args: super::push::RegistryArgs,
     /// The manifests directory holding statements and signatures.
     #[arg(long, value_name = "DIR", default_value = "manifests")]
     pub manifests: PathBuf,
@@ -65,7 +71,12 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let manifests = Manifests::new(base.join(&args.manifests));
     let policy = policy(&args, base, &manifests)?;
     let trust = trust(&args, base, &manifests)?;
-    let layout = (!args.signatures_only).then(|| base.join(&args.layout));
+    let layout =
+        (!args.signatures_only && args.registry.is_none()).then(|| base.join(&args.layout));
+    let client = match &args.registry {
+        Some(_) => Some(args.registry_args.client(global, None)?),
+        None => None,
+    };
     if let Some(layout) = &layout {
         if !layout.join("index.json").is_file() {
             bail!(
@@ -91,6 +102,11 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             &policy,
             layout.as_deref(),
         )?);
+        if let (Some(client), Some(prefix), Some(report)) =
+            (&client, &args.registry, reports.last_mut())
+        {
+            crate::sign::remote::check_registry(report, &manifests, pv, client, prefix)?;
+        }
     }
     if global.json {
         let out = serde_json::json!({"ok": reports.iter().all(|r| r.ok), "packages": reports});
@@ -192,11 +208,12 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             ImageCheck::Ok => format!("OK: {}", r.manifest),
             ImageCheck::Fail(reasons) => format!("FAIL: {}", reasons.join("; ")),
         };
-        let _ = writeln!(
-            out,
-            "{package:<28} {:<34} {:<12} {image}",
-            "(local image)", ""
-        );
+        let source = if r.image_ref.is_some() {
+            "(registry image)"
+        } else {
+            "(local image)"
+        };
+        let _ = writeln!(out, "{package:<28} {source:<34} {:<12} {image}", "");
         let _ = if r.ok {
             writeln!(
                 out,

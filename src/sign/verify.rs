@@ -68,6 +68,9 @@ pub struct PackageReport {
     /// Distinct trusted keys with a valid signature.
     pub trusted_signatures: usize,
     pub image: ImageCheck,
+    /// The registry reference the image was checked at (`verify --registry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<String>,
     /// Every reason the package fails; empty when it passes.
     pub failures: Vec<String>,
     pub ok: bool,
@@ -147,6 +150,7 @@ pub fn verify_package(
         signers,
         trusted_signatures: counted.len(),
         image,
+        image_ref: None,
         ok: failures.is_empty(),
         failures,
     })

@@ -1,0 +1,164 @@
+//! `imgrep push NAME:VERSION REF`: an image of the local layout to an OCI
+//! registry (docs/registry.md).
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use super::{Global, Outcome};
+use crate::oci::Layout;
+use crate::registry::{Client, CredentialSource, Credentials, Options, Reference};
+
+/// How to reach and log in to registries; shared by push, pull and verify.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP to registries that are not on a loopback address
+    /// (anyone on the path can then read and change the images).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// User name for the registry (its password: --password-stdin, else
+    /// prompted). Default: IMGREP_REGISTRY_USER and IMGREP_REGISTRY_PASSWORD,
+    /// then the auths of docker's config.json.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Trust only the CA certificates in this PEM file for registry TLS
+    /// (default: the Mozilla roots built into imgrep).
+    #[arg(long, value_name = "FILE", env = "IMGREP_REGISTRY_CA")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// A client for these options; `chunk_size` forces chunked uploads.
+    /// Refused under `--offline` / IMGREP_OFFLINE=1: registries are network.
+    pub fn client(&self, global: &Global, chunk_size: Option<u64>) -> anyhow::Result<Client> {
+        let env = std::env::var(crate::fetch::OFFLINE_ENV).unwrap_or_default();
+        if global.offline || env == "1" {
+            bail!(
+                "talking to a registry needs the network, and --offline (or {}=1) forbids it",
+                crate::fetch::OFFLINE_ENV
+            );
+        }
+        let mut credentials = CredentialSource::from_env();
+        if let Some(username) = &self.username {
+            let password = if self.password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                line.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                rpassword::prompt_password(format!("Password for {username}: "))
+                    .context("reading the password from the terminal (or pass --password-stdin)")?
+            };
+            credentials.explicit = Some(Credentials {
+                username: username.clone(),
+                password,
+            });
+        }
+        let mut options = Options {
+            credentials,
+            insecure_http: self.insecure_http,
+            progress: true,
+            ca_file: self.ca_file.clone(),
+            ..Options::default()
+        };
+        if let Some(size) = chunk_size {
+            options.chunk_size = size;
+            options.chunk_threshold = 0;
+        }
+        Ok(Client::new(options)?)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image to push: its ref name NAME:VERSION in the layout.
+    #[arg(value_name = "NAME:VERSION")]
+    pub image: String,
+    /// Destination, [http://|https://]HOST[:PORT]/REPO[:TAG]; without a tag,
+    /// the version made a tag (`+` and other characters a tag cannot hold become `_`).
+    #[arg(value_name = "REF")]
+    pub target: String,
+    /// The OCI image layout holding the image.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    pub layout: PathBuf,
+    /// Upload every blob in chunks of this many bytes (suffixes K, M, G);
+    /// by default only blobs above 64 MiB go in 16 MiB chunks.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Ask the registry to mount missing blobs from this repository of the
+    /// same registry (e.g. `imgrep/musl`) before uploading them.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `123`, `64K`, `16M`, `1G` (powers of 1024), at least 1.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("{s:?}: expected a positive size in bytes, e.g. 5242880, 512K or 16M")
+        })
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
+    let Some((_, version)) = args.image.split_once(':') else {
+        bail!("{:?}: expected NAME:VERSION", args.image);
+    };
+    let mut target: Reference = args.target.parse()?;
+    if target.tag.is_none() && target.digest.is_none() {
+        target = target.with_tag(&crate::registry::version_tag(version))?;
+    }
+    let base = global.directory.clone().unwrap_or_default();
+    let layout_path = base.join(&args.layout);
+    let layout = Layout::open(&layout_path)
+        .with_context(|| format!("opening the layout {}", layout_path.display()))?;
+    let client = args.registry.client(global, args.chunk_size)?;
+    let digest = client
+        .push_image_mounting(&layout, &args.image, &target, args.mount_from.as_deref())
+        .with_context(|| format!("pushing {} to {target}", args.image))?;
+    let pushed = format!("{target}@{digest}");
+    if global.json {
+        let out = serde_json::json!({
+            "image": args.image,
+            "reference": target.to_string(),
+            "digest": digest,
+        });
+        super::print(&format!("{out}\n"))
+    } else {
+        eprintln!("pushed {} to {pushed}", args.image);
+        super::print(&format!("{digest}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("5242880"), Ok(5_242_880));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        for bad in ["", "0", "K", "1T", "-1", "99999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
