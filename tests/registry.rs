@@ -3,112 +3,22 @@
 //! agree both ways, chunked uploads, basic auth, and a registry killed in
 //! the middle of a transfer.
 
+#[path = "registry_support/mod.rs"]
+mod registry_support;
 #[path = "sign_support/mod.rs"]
 mod sign_support;
+
+use registry_support::Registry;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use imgrep::digest::Digest;
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
-
-/// A docker-registry serving from a temporary directory on 127.0.0.1.
-struct Registry {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    /// Starts a registry; `auth` is extra YAML under `auth:` (None: open).
-    /// None, with a SKIPPED line, when docker-registry is not installed.
-    fn start(test: &str, auth: Option<&str>) -> Option<Registry> {
-        Registry::start_with(test, auth, "")
-    }
-
-    /// As [`Registry::start`], with `http` extra YAML under `http:`.
-    fn start_with(test: &str, auth: Option<&str>, http: &str) -> Option<Registry> {
-        if !Path::new(REGISTRY).exists() {
-            eprintln!("SKIPPED: {test}: {REGISTRY} is missing (apt-get install docker-registry)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        config.push_str(http);
-        if let Some(auth) = auth {
-            config.push_str("auth:\n");
-            config.push_str(auth);
-        }
-        fs::write(dir.path().join("config.yml"), config).unwrap();
-        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        let reg = Registry {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "docker-registry did not listen on port {port}:\n{}",
-                reg.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(reg)
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    /// Access-log lines of completed requests with this method and path part.
-    fn requests(&self, method: &str, path_part: &str) -> usize {
-        let needle = format!("\"{method} ");
-        self.log()
-            .lines()
-            .filter(|l| l.contains(&needle) && l.contains(path_part))
-            .count()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn have_skopeo(test: &str) -> bool {
     let ok = Command::new("skopeo")

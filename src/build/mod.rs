@@ -75,6 +75,8 @@ pub enum BuildError {
         log: PathBuf,
         tail: Vec<String>,
     },
+    #[error("{package}: remote cache: {message}")]
+    RemoteCache { package: String, message: String },
     #[error("{package}: not built: its dependency {dependency} failed")]
     Cancelled { package: String, dependency: String },
 }
@@ -118,6 +120,12 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Print per-package progress lines on stderr.
     pub verbose: bool,
+    /// Registry repository prefixes (`HOST/PREFIX`) to look up an image of
+    /// the same input digest in before building (docs/registry.md).
+    pub cache_from: Vec<String>,
+    /// Registry repository prefix to push each built image to, tagged by
+    /// its input digest.
+    pub cache_to: Option<String>,
 }
 
 impl Default for Options {
@@ -130,6 +138,8 @@ impl Default for Options {
             variation: Variation::standard(),
             out: None,
             verbose: true,
+            cache_from: Vec::new(),
+            cache_to: None,
         }
     }
 }
@@ -155,6 +165,8 @@ pub struct Builder<'a> {
     layout: Layout,
     fetcher: &'a Fetcher,
     opts: Options,
+    /// Set when a remote cache is configured.
+    registry: Option<crate::registry::Client>,
 }
 
 impl<'a> Builder<'a> {
@@ -168,7 +180,21 @@ impl<'a> Builder<'a> {
             package: "(store)".into(),
             source,
         })?;
+        let registry = if opts.cache_from.is_empty() && opts.cache_to.is_none() {
+            None
+        } else {
+            let client = crate::registry::Client::new(crate::registry::Options {
+                credentials: crate::registry::CredentialSource::from_env(),
+                ..crate::registry::Options::default()
+            })
+            .map_err(|e| BuildError::RemoteCache {
+                package: "(all)".into(),
+                message: e.to_string(),
+            })?;
+            Some(client)
+        };
         Ok(Builder {
+            registry,
             graph: Graph::new(set),
             store,
             layout,
@@ -342,6 +368,19 @@ impl<'a> Builder<'a> {
                 return Ok(built);
             }
         }
+        if let Some((manifest, diff_ids)) = self.from_remote_cache(recipe, &input)? {
+            let built = Built {
+                name: recipe.name.clone(),
+                version: recipe.version.clone(),
+                input,
+                manifest,
+                diff_ids,
+                cached: true,
+                duration: start.elapsed(),
+            };
+            self.publish(&built)?;
+            return Ok(built);
+        }
         if self.opts.verbose {
             eprintln!(
                 "imgrep: building {} {} (input {})",
@@ -386,7 +425,98 @@ impl<'a> Builder<'a> {
             );
         }
         self.publish(&built)?;
+        self.to_remote_cache(&built)?;
         Ok(built)
+    }
+
+    /// `PREFIX/NAME:input-<hex>`: where a remote cache keeps an input's image.
+    fn cache_ref(
+        prefix: &str,
+        name: &str,
+        input: &Digest,
+    ) -> Result<crate::registry::Reference, BuildError> {
+        let r = format!("{prefix}/{name}:{}", crate::registry::input_tag(input));
+        r.parse().map_err(|e: crate::registry::ReferenceError| BuildError::RemoteCache {
+            package: name.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Looks the input digest up in each `cache_from` registry; a hit is
+    /// fetched into the store (every blob verified by digest and size, every
+    /// layer by diff_id), checked to carry this input digest, and recorded.
+    fn from_remote_cache(
+        &self,
+        recipe: &Recipe,
+        input: &Digest,
+    ) -> Result<Option<(Descriptor, Vec<Digest>)>, BuildError> {
+        let Some(client) = &self.registry else {
+            return Ok(None);
+        };
+        let fail = |message: String| BuildError::RemoteCache {
+            package: recipe.name.clone(),
+            message,
+        };
+        for prefix in &self.opts.cache_from {
+            let reference = Self::cache_ref(prefix, &recipe.name, input)?;
+            let desc = match client.fetch_image(&reference, &self.layout) {
+                Ok(d) => d,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(fail(e.to_string())),
+            };
+            let digest = to_digest(desc.digest()).map_err(|e| fail(e.to_string()))?;
+            let image = self
+                .layout
+                .read_manifest(&digest, desc.size(), &reference.to_string(), true)
+                .map_err(|e| fail(e.to_string()))?;
+            let labelled = image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.labels().as_ref())
+                .and_then(|l| l.get(oci::ANNOTATION_INPUT_DIGEST).cloned());
+            if labelled.as_deref() != Some(input.to_string().as_str()) {
+                return Err(fail(format!(
+                    "{reference} is labelled with input digest {}, expected {input}: refusing it",
+                    labelled.as_deref().unwrap_or("(none)")
+                )));
+            }
+            self.store.write_record(input, &digest)?;
+            if self.opts.verbose {
+                eprintln!(
+                    "imgrep: {} {} from the remote cache {reference}",
+                    recipe.name, recipe.version
+                );
+            }
+            let (desc, diff_ids) = self
+                .read_image(&digest, &recipe.name)
+                .map_err(|e| fail(e.to_string()))?;
+            return Ok(Some((desc, diff_ids)));
+        }
+        Ok(None)
+    }
+
+    /// Pushes a freshly built image to the `cache_to` registry.
+    fn to_remote_cache(&self, built: &Built) -> Result<(), BuildError> {
+        let (Some(client), Some(prefix), Some(out)) =
+            (&self.registry, &self.opts.cache_to, &self.opts.out)
+        else {
+            return Ok(());
+        };
+        let fail = |message: String| BuildError::RemoteCache {
+            package: built.name.clone(),
+            message,
+        };
+        let reference = Self::cache_ref(prefix, &built.name, &built.input)?;
+        let layout = Layout::open(out).map_err(|e| fail(e.to_string()))?;
+        let ref_name = format!("{}:{}", built.name, built.version);
+        client
+            .push_image(&layout, &ref_name, &reference)
+            .map_err(|e| fail(e.to_string()))?;
+        if self.opts.verbose {
+            eprintln!("imgrep: pushed {ref_name} to the remote cache {reference}");
+        }
+        Ok(())
     }
 
     /// The input document of the last build of `name` (for `imgrep plan`).

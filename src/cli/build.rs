@@ -46,6 +46,14 @@ pub struct RunArgs {
     /// Kill a step that runs longer than this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Before building a package, look for an image of the same input
+    /// digest in this registry prefix (HOST/PREFIX; repeatable). Images are
+    /// tagged `input-<hex>` under HOST/PREFIX/NAME (docs/registry.md).
+    #[arg(long, value_name = "HOST/PREFIX", env = "IMGREP_CACHE_FROM", value_delimiter = ' ')]
+    pub cache_from: Vec<String>,
+    /// Push every image built here to this registry prefix, tagged by input digest.
+    #[arg(long, value_name = "HOST/PREFIX", env = "IMGREP_CACHE_TO")]
+    pub cache_to: Option<String>,
 }
 
 impl RunArgs {
@@ -64,6 +72,8 @@ impl RunArgs {
                     .clone()
                     .unwrap_or_else(|| super::tree_root(global).join("out")),
             ),
+            cache_from: self.cache_from.clone(),
+            cache_to: self.cache_to.clone(),
             ..build::Options::default()
         }
     }
