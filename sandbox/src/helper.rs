@@ -268,12 +268,17 @@ pub(crate) unsafe fn fork_into(flags: CloneFlags) -> nix::Result<Option<Pid>> {
 }
 
 fn prepare_scratch(spec: &Spec) -> Result<()> {
-    for sub in ["upper", "work", "root"] {
+    let subdirs: &[&str] = if spec.scratch_in_memory {
+        &[""]
+    } else {
+        &["upper", "work", "root"]
+    };
+    for sub in subdirs {
         let dir = spec.scratch.join(sub);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::path("scratch directory", &spec.scratch, e))?;
     }
-    nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
+    nix::unistd::access(&spec.scratch, nix::unistd::AccessFlags::W_OK)
         .map_err(|e| Error::path("scratch directory", &spec.scratch, e.desc()))
 }
 
@@ -290,7 +295,9 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
         .filter(|b| !b.readonly)
         .map(|b| b.src.clone())
         .collect();
-    roots.push(spec.scratch.clone());
+    if !spec.scratch_in_memory {
+        roots.push(spec.scratch.clone());
+    }
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
     // SAFETY: single-threaded helper.
     match unsafe { fork_into(CloneFlags::CLONE_NEWUSER) }.map_err(|e| Error::setup("clone", e))? {

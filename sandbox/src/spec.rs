@@ -19,6 +19,10 @@ pub struct Spec {
     /// in `scratch/upper` (plus `scratch/work` and the mount point `scratch/root`).
     /// Created if missing. The caller deletes it afterwards.
     pub scratch: PathBuf,
+    /// Mount a tmpfs on `scratch` inside the sandbox's mount namespace and keep
+    /// the writable layer there: nothing the run writes to its root reaches
+    /// the disk or outlives it, and starting costs no file system writes.
+    pub scratch_in_memory: bool,
     /// How the root is assembled from `lowers` and `scratch`.
     pub rootfs: RootFs,
     /// Host paths mounted inside, in order, after the root is assembled.
@@ -64,6 +68,7 @@ impl Spec {
         Spec {
             lowers: Vec::new(),
             scratch: scratch.into(),
+            scratch_in_memory: false,
             rootfs: RootFs::Auto,
             binds: Vec::new(),
             tmpfs: Vec::new(),

@@ -42,7 +42,8 @@ pub struct Args {
     /// overlayfs falling back to a copy.
     #[arg(long, value_enum, default_value_t = RootFsArg::Auto)]
     rootfs: RootFsArg,
-    /// Writable scratch directory (kept afterwards); default: a temporary one, removed.
+    /// Keep the root's writable layer in DIR/upper (on disk, kept afterwards);
+    /// default: a tmpfs that disappears with the sandbox.
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
     /// Memory limit: bytes, or with a K, M, G suffix (powers of 1024).
@@ -139,6 +140,7 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
         }
     };
     let mut spec = Spec::new(scratch, args.command);
+    spec.scratch_in_memory = args.scratch.is_none();
     spec.lowers = lowers;
     spec.binds = binds;
     spec.tmpfs = args.tmpfs;
