@@ -440,6 +440,28 @@ fn no_inherited_descriptors() {
             "{}: only stdio (and ls's own directory)",
             who.label()
         );
+        // Passed on purpose, the same descriptor is readable as fd 3 (its
+        // offset is shared with ours: rewind it for each identity).
+        std::io::Seek::rewind(&mut &file).unwrap();
+        let fd_arg = fd.to_string();
+        let o = fx.run(
+            &who,
+            &[
+                "--fd",
+                &fd_arg,
+                "--",
+                "sh",
+                "-c",
+                "cat <&3; ls /proc/self/fd | tr '\\n' ' '",
+            ],
+        );
+        assert_eq!(
+            stdout(&o),
+            "FD-SECRET0 1 2 3 4 ",
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
     }
     drop(file);
 }
@@ -644,6 +666,14 @@ fn memory_hog_is_stopped_by_the_memory_limit() {
             "{}: stopped by the limit, not the timeout",
             who.label()
         );
+        if !stderr(&o).contains("not enforced by a cgroup") {
+            assert!(
+                stderr(&o).contains("out of memory"),
+                "{}: {}",
+                who.label(),
+                describe(&o)
+            );
+        }
         // The same shell stays well under the limit when it stops early.
         let fine = "x=0123456789abcdef; i=0; while [ $i -lt 10 ]; do x=\"$x$x\"; i=$((i+1)); done; echo ${#x}";
         let o = fx.run(&who, &["--memory", "64M", "--", "sh", "-c", fine]);

@@ -38,13 +38,7 @@ const KEPT_CAPS: [caps::Capability; 11] = [
     caps::Capability::CAP_NET_BIND_SERVICE,
 ];
 
-pub(crate) fn main(
-    spec: &Spec,
-    sync: OwnedFd,
-    report: OwnedFd,
-    cgroupns: bool,
-    rlimits: bool,
-) -> ! {
+pub(crate) fn main(spec: &Spec, sync: OwnedFd, report: OwnedFd, rlimits: bool) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut go = [0u8];
@@ -55,7 +49,7 @@ pub(crate) fn main(
         // SAFETY: leave the forked copy without running the helper's destructors.
         unsafe { libc::_exit(1) }
     }
-    let msg = match init(spec, cgroupns, rlimits) {
+    let msg = match init(spec, rlimits) {
         Ok(status) => InitMsg::Ended(status),
         Err(e) => InitMsg::Failed(e),
     };
@@ -64,10 +58,10 @@ pub(crate) fn main(
     unsafe { libc::_exit(0) }
 }
 
-fn init(spec: &Spec, cgroupns: bool, rlimits: bool) -> Result<Status> {
-    if cgroupns {
-        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
-    }
+fn init(spec: &Spec, rlimits: bool) -> Result<Status> {
+    // Only now: the helper has moved us into our cgroup, which becomes the
+    // namespace's root.
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
     sethostname(&spec.hostname).map_err(|e| Error::setup("sethostname", e))?;
     loopback_up().map_err(|e| Error::setup("bring up lo", e))?;
     mounts::build(spec)?;

@@ -98,7 +98,7 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
             drop(sync_w);
             drop(report_r);
             let rlimits = enforcement == Enforcement::Rlimits;
-            child::main(spec, sync_r, report_w, cgroup.is_some(), rlimits)
+            child::main(spec, sync_r, report_w, rlimits)
         }
         Some(pid) => pid,
     };
@@ -131,6 +131,7 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         cg.kill_all();
     }
     let memory_peak = cgroup.as_ref().and_then(Cgroup::memory_peak);
+    let oom_kills = cgroup.as_ref().and_then(Cgroup::oom_kills);
     drop(cgroup);
     if spec.reclaim {
         if let Err(e) = reclaim(spec, &maps) {
@@ -157,6 +158,7 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
             system: timeval(ru.ru_stime),
             max_rss: (ru.ru_maxrss as u64) * 1024,
             memory_peak,
+            oom_kills,
         },
         enforcement,
         warnings,

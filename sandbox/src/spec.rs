@@ -55,8 +55,8 @@ pub struct Spec {
     #[serde(skip)]
     pub stderr: Stdio,
     /// Open descriptors of the caller passed to the command as fds 3, 4, ...
-    /// in this order. Every other descriptor is closed.
-    #[serde(skip)]
+    /// in this order. Every other descriptor is closed. (The helper inherits
+    /// them under the same numbers.)
     pub fds: Vec<RawFd>,
 }
 
@@ -220,4 +220,6 @@ pub struct Stats {
     pub max_rss: u64,
     /// Peak memory of the whole tree from the memory cgroup, when one was used.
     pub memory_peak: Option<u64>,
+    /// Processes the OOM killer killed under the memory limit (memory cgroup only).
+    pub oom_kills: Option<u64>,
 }

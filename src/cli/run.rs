@@ -69,6 +69,9 @@ pub struct Args {
     /// Working directory inside.
     #[arg(long, default_value = "/")]
     cwd: PathBuf,
+    /// Pass imgrep's open descriptor N to the command, as 3, 4, ... in order.
+    #[arg(long = "fd", value_name = "N")]
+    fds: Vec<i32>,
     /// Map ids 1..65536 inside to the caller's /etc/subuid and /etc/subgid range.
     #[arg(long)]
     subids: bool,
@@ -155,6 +158,13 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.limits = limits;
     spec.strict_limits = args.strict_limits;
     spec.timeout = timeout;
+    for &fd in &args.fds {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            bail!("--fd {fd}: not an open file descriptor of imgrep");
+        }
+    }
+    spec.fds = args.fds;
     if args.subids {
         spec.idmap = sandbox::IdMap::Subordinate;
         spec.reclaim = true;
@@ -163,8 +173,13 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     Ok(match report.status {
         Status::Exited(code) => Outcome::Code((code & 0xff) as u8),
         Status::Signaled(sig) => {
+            let oom = if report.stats.oom_kills.unwrap_or(0) > 0 {
+                ", out of memory under the --memory limit"
+            } else {
+                ""
+            };
             eprintln!(
-                "imgrep: command killed by signal {sig} ({})",
+                "imgrep: command killed by signal {sig} ({}){oom}",
                 signal_name(sig)
             );
             Outcome::Code((128 + sig) as u8)
