@@ -93,28 +93,39 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         | CloneFlags::CLONE_NEWIPC;
     let start = Instant::now();
     // SAFETY: this process is single-threaded (a fresh exec of the helper).
+    // Without a cgroup to join and with maps it may write itself, the child
+    // need not wait for us.
+    let on_its_own = cgroup.is_none() && maps.self_writable();
     let pid = match unsafe { fork_into(flags) }.map_err(|e| Error::setup("clone", e))? {
         None => {
             drop(sync_w);
             drop(report_r);
             let rlimits = enforcement == Enforcement::Rlimits;
-            child::main(spec, sync_r, report_w, rlimits)
+            let start = if on_its_own {
+                drop(sync_r);
+                child::Start::OwnMaps(&maps)
+            } else {
+                child::Start::AfterHelper(sync_r)
+            };
+            child::main(spec, start, report_w, rlimits)
         }
         Some(pid) => pid,
     };
     drop(sync_r);
     drop(report_w);
 
-    let ready = maps.apply(pid).and_then(|()| match &cgroup {
-        Some(cg) => cg.add(pid).map_err(|e| Error::setup("join cgroup", e)),
-        None => Ok(()),
-    });
-    if let Err(e) = ready {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = wait4(pid, 0);
-        return Err(e);
+    if !on_its_own {
+        let ready = maps.apply(pid).and_then(|()| match &cgroup {
+            Some(cg) => cg.add(pid).map_err(|e| Error::setup("join cgroup", e)),
+            None => Ok(()),
+        });
+        if let Err(e) = ready {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = wait4(pid, 0);
+            return Err(e);
+        }
+        nix::unistd::write(&sync_w, &[1]).map_err(|e| Error::setup("start sandbox", e))?;
     }
-    nix::unistd::write(&sync_w, &[1]).map_err(|e| Error::setup("start sandbox", e))?;
     drop(sync_w);
 
     let (ended_by, rusage) = supervise(
