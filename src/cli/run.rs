@@ -61,6 +61,7 @@ pub struct Args {
     /// Refuse to run unless a cgroup enforces every limit.
     #[arg(long)]
     strict_limits: bool,
+    /// Hostname inside.
     #[arg(long, default_value = "imgrep")]
     hostname: String,
     /// Set (or override) a variable of the otherwise fixed environment.
