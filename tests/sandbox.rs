@@ -360,6 +360,19 @@ fn later_layers_win_and_writes_land_in_scratch() {
                 std::fs::read_to_string(scratch.join("upper/made")).unwrap(),
                 "made\n"
             );
+            // The caller can delete the whole scratch, overlayfs' work directory included.
+            let mut rm = Command::new("rm");
+            rm.arg("-rf")
+                .args(["upper", "work", "root"].map(|d| scratch.join(d)));
+            if let Some((u, g)) = who.ids() {
+                use std::os::unix::process::CommandExt;
+                rm.uid(u).gid(g);
+            }
+            assert!(
+                rm.status().unwrap().success(),
+                "{mode} {}: scratch not deletable",
+                who.label()
+            );
         }
     }
 }

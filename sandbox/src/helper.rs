@@ -141,6 +141,15 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
     if let Some(cg) = &cgroup {
         cg.kill_all();
     }
+    if !spec.scratch_in_memory {
+        // overlayfs leaves directories of mode 000 in its work directory, all
+        // ours: make them deletable by the caller.
+        let (uid, gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let _ = crate::copy::reclaim_tree(&spec.scratch.join("work"), uid, gid);
+    }
     let memory_peak = cgroup.as_ref().and_then(Cgroup::memory_peak);
     let oom_kills = cgroup.as_ref().and_then(Cgroup::oom_kills);
     drop(cgroup);
