@@ -754,8 +754,10 @@ fn sigterm_to_imgrep_kills_the_tree() {
     for (i, who) in identities("sigterm").into_iter().enumerate() {
         let (daemon, child) = (format!("sleep 44.{i}"), format!("sleep 45.{i}"));
         let script = format!("({daemon} &); {child}");
+        let tmp = fx.owned_dir(&format!("tmp-{}", who.uid()), &who);
         let mut run = fx
             .command(&who, &["--pids", "100", "--", "sh", "-c", &script])
+            .env("TMPDIR", &tmp)
             .spawn()
             .unwrap();
         assert!(
@@ -785,6 +787,16 @@ fn sigterm_to_imgrep_kills_the_tree() {
         assert!(
             eventually(Duration::from_secs(3), || !alive(helpers[0])),
             "{}: the helper survived",
+            who.label()
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{}: left behind {leftovers:?}",
             who.label()
         );
     }

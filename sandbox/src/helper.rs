@@ -43,7 +43,7 @@ pub(crate) fn main(fd: RawFd) -> i32 {
 
 fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
     let maps = Maps::resolve(&spec.idmap)?;
-    prepare_scratch(spec)?;
+    let _mount_point = prepare_scratch(spec)?;
     let mut warnings = Vec::new();
     let mut warn = |w: String| {
         let _ = send(sock, &HelperMsg::Warning(w.clone()));
@@ -289,19 +289,36 @@ pub(crate) unsafe fn fork_into(flags: CloneFlags) -> nix::Result<Option<Pid>> {
     }
 }
 
-fn prepare_scratch(spec: &Spec) -> Result<()> {
-    let subdirs: &[&str] = if spec.scratch_in_memory {
-        &[""]
-    } else {
-        &["upper", "work", "root"]
-    };
-    for sub in subdirs {
-        let dir = spec.scratch.join(sub);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::path("scratch directory", &spec.scratch, e))?;
+/// Create the scratch directory's layout. An in-memory scratch that did not
+/// exist is only a mount point: the returned guard removes it again, even when
+/// the caller died meanwhile.
+fn prepare_scratch(spec: &Spec) -> Result<Option<MountPoint>> {
+    let fail = |e: &dyn std::fmt::Display| Error::path("scratch directory", &spec.scratch, e);
+    if spec.scratch_in_memory {
+        let created = match std::fs::create_dir(&spec.scratch) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && spec.scratch.is_dir() => {
+                false
+            }
+            Err(e) => return Err(fail(&e)),
+        };
+        return Ok(created.then(|| MountPoint(spec.scratch.clone())));
     }
-    nix::unistd::access(&spec.scratch, nix::unistd::AccessFlags::W_OK)
-        .map_err(|e| Error::path("scratch directory", &spec.scratch, e.desc()))
+    for sub in ["upper", "work", "root"] {
+        std::fs::create_dir_all(spec.scratch.join(sub)).map_err(|e| fail(&e))?;
+    }
+    nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| fail(&e.desc()))?;
+    Ok(None)
+}
+
+/// An empty directory the helper made to mount the in-memory scratch on.
+struct MountPoint(std::path::PathBuf);
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 /// Give the caller back everything the run wrote: in a user namespace with the

@@ -132,15 +132,15 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     for d in &args.ro {
         lowers.push(absolute(d)?);
     }
-    let temp;
+    // Without --scratch, the helper creates this mount point for the
+    // in-memory scratch and removes it, even if imgrep is killed meanwhile.
     let scratch = match &args.scratch {
         Some(s) => absolute(s)?,
         None => {
-            temp = tempfile::Builder::new()
-                .prefix("imgrep-run-")
-                .tempdir()
-                .context("creating a temporary scratch directory")?;
-            temp.path().to_path_buf()
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            std::env::temp_dir().join(format!("imgrep-run-{}-{nanos}", std::process::id()))
         }
     };
     let mut spec = Spec::new(scratch, args.command);
