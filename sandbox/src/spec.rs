@@ -21,7 +21,8 @@ pub struct Spec {
     pub scratch: PathBuf,
     /// Mount a tmpfs on `scratch` inside the sandbox's mount namespace and keep
     /// the writable layer there: nothing the run writes to its root reaches
-    /// the disk or outlives it, and starting costs no file system writes.
+    /// the disk or outlives it, and starting costs no file system writes. A
+    /// missing `scratch` is then created and removed again by the helper.
     pub scratch_in_memory: bool,
     /// How the root is assembled from `lowers` and `scratch`.
     pub rootfs: RootFs,
