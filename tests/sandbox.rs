@@ -360,6 +360,19 @@ fn later_layers_win_and_writes_land_in_scratch() {
                 std::fs::read_to_string(scratch.join("upper/made")).unwrap(),
                 "made\n"
             );
+            // The caller can delete the whole scratch, overlayfs' work directory included.
+            let mut rm = Command::new("rm");
+            rm.arg("-rf")
+                .args(["upper", "work", "root"].map(|d| scratch.join(d)));
+            if let Some((u, g)) = who.ids() {
+                use std::os::unix::process::CommandExt;
+                rm.uid(u).gid(g);
+            }
+            assert!(
+                rm.status().unwrap().success(),
+                "{mode} {}: scratch not deletable",
+                who.label()
+            );
         }
     }
 }
@@ -439,6 +452,28 @@ fn no_inherited_descriptors() {
             "0 1 2 3",
             "{}: only stdio (and ls's own directory)",
             who.label()
+        );
+        // Passed on purpose, the same descriptor is readable as fd 3 (its
+        // offset is shared with ours: rewind it for each identity).
+        std::io::Seek::rewind(&mut &file).unwrap();
+        let fd_arg = fd.to_string();
+        let o = fx.run(
+            &who,
+            &[
+                "--fd",
+                &fd_arg,
+                "--",
+                "sh",
+                "-c",
+                "cat <&3; ls /proc/self/fd | tr '\\n' ' '",
+            ],
+        );
+        assert_eq!(
+            stdout(&o),
+            "FD-SECRET0 1 2 3 4 ",
+            "{}: {}",
+            who.label(),
+            describe(&o)
         );
     }
     drop(file);
@@ -644,6 +679,14 @@ fn memory_hog_is_stopped_by_the_memory_limit() {
             "{}: stopped by the limit, not the timeout",
             who.label()
         );
+        if !stderr(&o).contains("not enforced by a cgroup") {
+            assert!(
+                stderr(&o).contains("out of memory"),
+                "{}: {}",
+                who.label(),
+                describe(&o)
+            );
+        }
         // The same shell stays well under the limit when it stops early.
         let fine = "x=0123456789abcdef; i=0; while [ $i -lt 10 ]; do x=\"$x$x\"; i=$((i+1)); done; echo ${#x}";
         let o = fx.run(&who, &["--memory", "64M", "--", "sh", "-c", fine]);
@@ -711,8 +754,10 @@ fn sigterm_to_imgrep_kills_the_tree() {
     for (i, who) in identities("sigterm").into_iter().enumerate() {
         let (daemon, child) = (format!("sleep 44.{i}"), format!("sleep 45.{i}"));
         let script = format!("({daemon} &); {child}");
+        let tmp = fx.owned_dir(&format!("tmp-{}", who.uid()), &who);
         let mut run = fx
             .command(&who, &["--pids", "100", "--", "sh", "-c", &script])
+            .env("TMPDIR", &tmp)
             .spawn()
             .unwrap();
         assert!(
@@ -742,6 +787,16 @@ fn sigterm_to_imgrep_kills_the_tree() {
         assert!(
             eventually(Duration::from_secs(3), || !alive(helpers[0])),
             "{}: the helper survived",
+            who.label()
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{}: left behind {leftovers:?}",
             who.label()
         );
     }

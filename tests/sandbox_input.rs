@@ -18,11 +18,40 @@ struct Snapshot {
     helpers: Vec<u32>,
 }
 
-fn snapshot() -> Snapshot {
+/// Helpers of this fixture's runs are recognised by their working directory
+/// (imgrep runs in the fixture's directory): other imgrep processes on the
+/// machine do not count.
+fn snapshot(fx: &Fixture) -> Snapshot {
+    let helpers = processes_matching("__imgrep_sandbox_helper__")
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == fx.dir.path())
+        })
+        .collect();
+    // A cgroup directory names its helper's pid: one of a live helper running
+    // elsewhere is not ours; one of a dead helper is a leftover.
+    let ours = |pid: &str| match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => cwd == fx.dir.path(),
+        Err(_) => true,
+    };
+    let cgroups = sandbox_cgroups()
+        .into_iter()
+        .filter(|d| {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            ours(name.trim_start_matches("imgrep-sandbox-"))
+        })
+        .collect();
     Snapshot {
-        mountinfo: std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
-        cgroups: sandbox_cgroups(),
-        helpers: processes_matching("__imgrep_sandbox_helper__"),
+        // Every path a run mounts on has "imgrep" in it (scratch and fixture
+        // directories); other mounts on the machine come and go on their own.
+        mountinfo: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("imgrep"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        cgroups,
+        helpers,
     }
 }
 
@@ -30,9 +59,9 @@ fn snapshot() -> Snapshot {
 /// appear in the one line it prints.
 fn rejects(fx: &Fixture, who: &Who, args: &[&str], expect: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let before = snapshot();
+    let before = snapshot(fx);
     let o = fx.run(who, args);
-    let after = snapshot();
+    let after = snapshot(fx);
     // A warning that limits cannot be enforced may come first; the error is one line.
     let err: String = stderr(&o)
         .lines()

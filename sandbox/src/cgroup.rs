@@ -207,6 +207,21 @@ impl Cgroup {
     }
 }
 
+impl Cgroup {
+    /// How many processes the kernel's OOM killer killed in the tree.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        let dir = self.memory.as_ref()?;
+        let file = match self.kind {
+            Enforcement::CgroupV2 => "memory.events",
+            _ => "memory.oom_control",
+        };
+        read(&dir.join(file))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+    }
+}
+
 impl Drop for Cgroup {
     /// Remove every directory, killing stragglers; a directory is busy for a
     /// moment after its last process exited.

@@ -17,6 +17,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, execve, fork, pipe2, sethostname, setsid, ForkResult, Pid};
 
 use crate::error::{Error, Result};
+use crate::idmap::Maps;
 use crate::mounts;
 use crate::proto::{send, InitMsg};
 use crate::spec::{Spec, Status};
@@ -38,24 +39,39 @@ const KEPT_CAPS: [caps::Capability; 11] = [
     caps::Capability::CAP_NET_BIND_SERVICE,
 ];
 
-pub(crate) fn main(
-    spec: &Spec,
-    sync: OwnedFd,
-    report: OwnedFd,
-    cgroupns: bool,
-    rlimits: bool,
-) -> ! {
+/// How the cloned child may start.
+pub(crate) enum Start<'a> {
+    /// When the helper, having written the maps and set up the cgroup, writes
+    /// a byte to this pipe.
+    AfterHelper(OwnedFd),
+    /// At once, writing its own maps: saves a round trip through the helper.
+    OwnMaps(&'a Maps),
+}
+
+pub(crate) fn main(spec: &Spec, start: Start, report: OwnedFd, rlimits: bool) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    let mut go = [0u8];
-    let started = std::fs::File::from(sync)
-        .read(&mut go)
-        .is_ok_and(|n| n == 1);
+    let started = match start {
+        Start::AfterHelper(sync) => {
+            let mut go = [0u8];
+            std::fs::File::from(sync)
+                .read(&mut go)
+                .is_ok_and(|n| n == 1)
+        }
+        Start::OwnMaps(maps) => {
+            if let Err(e) = maps.apply_own() {
+                let _ = send(std::fs::File::from(report), &InitMsg::Failed(e));
+                // SAFETY: leave the forked copy without running the helper's destructors.
+                unsafe { libc::_exit(1) }
+            }
+            true
+        }
+    };
     if !started {
-        // SAFETY: leave the forked copy without running the helper's destructors.
+        // SAFETY: as above.
         unsafe { libc::_exit(1) }
     }
-    let msg = match init(spec, cgroupns, rlimits) {
+    let msg = match init(spec, rlimits) {
         Ok(status) => InitMsg::Ended(status),
         Err(e) => InitMsg::Failed(e),
     };
@@ -64,10 +80,10 @@ pub(crate) fn main(
     unsafe { libc::_exit(0) }
 }
 
-fn init(spec: &Spec, cgroupns: bool, rlimits: bool) -> Result<Status> {
-    if cgroupns {
-        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
-    }
+fn init(spec: &Spec, rlimits: bool) -> Result<Status> {
+    // Only now: the helper has moved us into our cgroup, which becomes the
+    // namespace's root.
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
     sethostname(&spec.hostname).map_err(|e| Error::setup("sethostname", e))?;
     loopback_up().map_err(|e| Error::setup("bring up lo", e))?;
     mounts::build(spec)?;

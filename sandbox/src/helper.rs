@@ -43,7 +43,7 @@ pub(crate) fn main(fd: RawFd) -> i32 {
 
 fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
     let maps = Maps::resolve(&spec.idmap)?;
-    prepare_scratch(spec)?;
+    let _mount_point = prepare_scratch(spec)?;
     let mut warnings = Vec::new();
     let mut warn = |w: String| {
         let _ = send(sock, &HelperMsg::Warning(w.clone()));
@@ -93,28 +93,39 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         | CloneFlags::CLONE_NEWIPC;
     let start = Instant::now();
     // SAFETY: this process is single-threaded (a fresh exec of the helper).
+    // Without a cgroup to join and with maps it may write itself, the child
+    // need not wait for us.
+    let on_its_own = cgroup.is_none() && maps.self_writable();
     let pid = match unsafe { fork_into(flags) }.map_err(|e| Error::setup("clone", e))? {
         None => {
             drop(sync_w);
             drop(report_r);
             let rlimits = enforcement == Enforcement::Rlimits;
-            child::main(spec, sync_r, report_w, cgroup.is_some(), rlimits)
+            let start = if on_its_own {
+                drop(sync_r);
+                child::Start::OwnMaps(&maps)
+            } else {
+                child::Start::AfterHelper(sync_r)
+            };
+            child::main(spec, start, report_w, rlimits)
         }
         Some(pid) => pid,
     };
     drop(sync_r);
     drop(report_w);
 
-    let ready = maps.apply(pid).and_then(|()| match &cgroup {
-        Some(cg) => cg.add(pid).map_err(|e| Error::setup("join cgroup", e)),
-        None => Ok(()),
-    });
-    if let Err(e) = ready {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = wait4(pid, 0);
-        return Err(e);
+    if !on_its_own {
+        let ready = maps.apply(pid).and_then(|()| match &cgroup {
+            Some(cg) => cg.add(pid).map_err(|e| Error::setup("join cgroup", e)),
+            None => Ok(()),
+        });
+        if let Err(e) = ready {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = wait4(pid, 0);
+            return Err(e);
+        }
+        nix::unistd::write(&sync_w, &[1]).map_err(|e| Error::setup("start sandbox", e))?;
     }
-    nix::unistd::write(&sync_w, &[1]).map_err(|e| Error::setup("start sandbox", e))?;
     drop(sync_w);
 
     let (ended_by, rusage) = supervise(
@@ -130,7 +141,17 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
     if let Some(cg) = &cgroup {
         cg.kill_all();
     }
+    if !spec.scratch_in_memory {
+        // overlayfs leaves directories of mode 000 in its work directory, all
+        // ours: make them deletable by the caller.
+        let (uid, gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let _ = crate::copy::reclaim_tree(&spec.scratch.join("work"), uid, gid);
+    }
     let memory_peak = cgroup.as_ref().and_then(Cgroup::memory_peak);
+    let oom_kills = cgroup.as_ref().and_then(Cgroup::oom_kills);
     drop(cgroup);
     if spec.reclaim {
         if let Err(e) = reclaim(spec, &maps) {
@@ -157,6 +178,7 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
             system: timeval(ru.ru_stime),
             max_rss: (ru.ru_maxrss as u64) * 1024,
             memory_peak,
+            oom_kills,
         },
         enforcement,
         warnings,
@@ -267,14 +289,36 @@ pub(crate) unsafe fn fork_into(flags: CloneFlags) -> nix::Result<Option<Pid>> {
     }
 }
 
-fn prepare_scratch(spec: &Spec) -> Result<()> {
+/// Create the scratch directory's layout. An in-memory scratch that did not
+/// exist is only a mount point: the returned guard removes it again, even when
+/// the caller died meanwhile.
+fn prepare_scratch(spec: &Spec) -> Result<Option<MountPoint>> {
+    let fail = |e: &dyn std::fmt::Display| Error::path("scratch directory", &spec.scratch, e);
+    if spec.scratch_in_memory {
+        let created = match std::fs::create_dir(&spec.scratch) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && spec.scratch.is_dir() => {
+                false
+            }
+            Err(e) => return Err(fail(&e)),
+        };
+        return Ok(created.then(|| MountPoint(spec.scratch.clone())));
+    }
     for sub in ["upper", "work", "root"] {
-        let dir = spec.scratch.join(sub);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::path("scratch directory", &spec.scratch, e))?;
+        std::fs::create_dir_all(spec.scratch.join(sub)).map_err(|e| fail(&e))?;
     }
     nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
-        .map_err(|e| Error::path("scratch directory", &spec.scratch, e.desc()))
+        .map_err(|e| fail(&e.desc()))?;
+    Ok(None)
+}
+
+/// An empty directory the helper made to mount the in-memory scratch on.
+struct MountPoint(std::path::PathBuf);
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 /// Give the caller back everything the run wrote: in a user namespace with the
@@ -290,7 +334,9 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
         .filter(|b| !b.readonly)
         .map(|b| b.src.clone())
         .collect();
-    roots.push(spec.scratch.clone());
+    if !spec.scratch_in_memory {
+        roots.push(spec.scratch.clone());
+    }
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
     // SAFETY: single-threaded helper.
     match unsafe { fork_into(CloneFlags::CLONE_NEWUSER) }.map_err(|e| Error::setup("clone", e))? {

@@ -82,25 +82,36 @@ impl Maps {
         ))
     }
 
+    /// Whether the namespace's first process may write these maps itself:
+    /// one id onto the caller's own, no newuidmap, no help from outside.
+    pub(crate) fn self_writable(&self) -> bool {
+        let single = |r: &[IdRange], id: u32| r.len() == 1 && r[0].outside == id && r[0].count == 1;
+        single(&self.uid, geteuid().as_raw()) && single(&self.gid, getegid().as_raw())
+    }
+
     /// Write the maps of `pid`'s user namespace.
     pub(crate) fn apply(&self, pid: Pid) -> Result<()> {
-        let root = geteuid().is_root();
-        let single_self =
-            |r: &[IdRange], id: u32| r.len() == 1 && r[0].outside == id && r[0].count == 1;
-        if root
-            || (single_self(&self.uid, geteuid().as_raw())
-                && single_self(&self.gid, getegid().as_raw()))
-        {
-            if !root {
-                // The kernel wants setgroups denied before an unprivileged gid_map.
-                write_proc(pid, "setgroups", "deny")?;
-            }
-            write_proc(pid, "gid_map", &render(&self.gid))?;
-            write_proc(pid, "uid_map", &render(&self.uid))
+        if geteuid().is_root() || self.self_writable() {
+            self.write_direct(&pid.to_string())
         } else {
             helper_tool("newgidmap", pid, &self.gid)?;
             helper_tool("newuidmap", pid, &self.uid)
         }
+    }
+
+    /// Write the maps of this process's own (new) user namespace; only when
+    /// [`Maps::self_writable`].
+    pub(crate) fn apply_own(&self) -> Result<()> {
+        self.write_direct("self")
+    }
+
+    fn write_direct(&self, proc_entry: &str) -> Result<()> {
+        if !geteuid().is_root() {
+            // The kernel wants setgroups denied before an unprivileged gid_map.
+            write_proc(proc_entry, "setgroups", "deny")?;
+        }
+        write_proc(proc_entry, "gid_map", &render(&self.gid))?;
+        write_proc(proc_entry, "uid_map", &render(&self.uid))
     }
 }
 
@@ -111,7 +122,7 @@ fn render(ranges: &[IdRange]) -> String {
         .collect()
 }
 
-fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
+fn write_proc(pid: &str, file: &str, content: &str) -> Result<()> {
     let path = format!("/proc/{pid}/{file}");
     std::fs::write(&path, content).map_err(|e| Error::setup(format!("write {path}"), e))
 }

@@ -211,3 +211,50 @@ fn inside_path(what: &str, path: &Path) -> Result<()> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Bind;
+
+    fn spec() -> Spec {
+        Spec::new("/tmp/scratch", vec!["true".into()])
+    }
+
+    fn rejected(s: &Spec) -> String {
+        validate(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rejects_what_cannot_work_naming_it() {
+        assert!(validate(&spec()).is_ok());
+        let mut s = spec();
+        s.argv.clear();
+        assert!(rejected(&s).contains("no command"));
+        let mut s = spec();
+        s.scratch = "relative".into();
+        assert!(rejected(&s).contains("scratch directory relative"));
+        let mut s = spec();
+        s.lowers.push("/nonexistent/layer".into());
+        assert!(rejected(&s).contains("root directory /nonexistent/layer"));
+        let mut s = spec();
+        s.binds.push(Bind {
+            src: "/".into(),
+            dst: "/a/../b".into(),
+            readonly: true,
+        });
+        assert!(rejected(&s).contains("bind destination /a/../b"));
+        let mut s = spec();
+        s.env.push(("A=B".into(), "c".into()));
+        assert!(rejected(&s).contains("\"A=B\""));
+        let mut s = spec();
+        s.cwd = "build".into();
+        assert!(rejected(&s).contains("working directory build"));
+        let mut s = spec();
+        s.limits.pids = Some(0);
+        assert!(rejected(&s).contains("pids"));
+        let mut s = spec();
+        s.limits.cpus = Some(f64::NAN);
+        assert!(rejected(&s).contains("cpu limit"));
+    }
+}

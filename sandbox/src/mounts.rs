@@ -38,6 +38,9 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| Error::setup("make / private", e))?;
+    if spec.scratch_in_memory {
+        scratch_tmpfs(&spec.scratch)?;
+    }
     let root = spec.scratch.join("root");
     assemble_root(spec, &root)?;
     for b in &spec.binds {
@@ -64,6 +67,26 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
         .map_err(|e| Error::setup(format!("tmpfs on {}", t.display()), e))?;
     }
     enter(&root)
+}
+
+/// A tmpfs on the scratch directory, visible only in this mount namespace,
+/// with the layout the root assembly expects.
+fn scratch_tmpfs(scratch: &Path) -> Result<()> {
+    mount(
+        Some("tmpfs"),
+        scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .map_err(|e| Error::setup("tmpfs on the scratch directory", e))?;
+    for sub in ["upper", "work", "root"] {
+        DirBuilder::new()
+            .mode(0o755)
+            .create(scratch.join(sub))
+            .map_err(|e| Error::setup("tmpfs on the scratch directory", e))?;
+    }
+    Ok(())
 }
 
 /// The root: overlayfs of the lowers with `scratch/upper` on top, or, with no
@@ -103,9 +126,9 @@ fn overlay(spec: &Spec, root: &Path) -> nix::Result<()> {
     );
     // A volatile overlay refuses to mount again until its work directory is
     // reset: the scratch of an earlier run is reused by the next step.
-    let previous = work.join("work");
-    if previous.join("incompat").exists() {
-        let _ = std::fs::remove_dir_all(&previous);
+    let incompat = work.join("work/incompat");
+    if incompat.exists() {
+        let _ = std::fs::remove_dir_all(&incompat);
     }
     // userxattr (Linux 5.11+) keeps overlay metadata in user.* xattrs, which an
     // unprivileged mounter may write. volatile (5.10+) skips the sync of the

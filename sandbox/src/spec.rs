@@ -19,6 +19,11 @@ pub struct Spec {
     /// in `scratch/upper` (plus `scratch/work` and the mount point `scratch/root`).
     /// Created if missing. The caller deletes it afterwards.
     pub scratch: PathBuf,
+    /// Mount a tmpfs on `scratch` inside the sandbox's mount namespace and keep
+    /// the writable layer there: nothing the run writes to its root reaches
+    /// the disk or outlives it, and starting costs no file system writes. A
+    /// missing `scratch` is then created and removed again by the helper.
+    pub scratch_in_memory: bool,
     /// How the root is assembled from `lowers` and `scratch`.
     pub rootfs: RootFs,
     /// Host paths mounted inside, in order, after the root is assembled.
@@ -51,8 +56,8 @@ pub struct Spec {
     #[serde(skip)]
     pub stderr: Stdio,
     /// Open descriptors of the caller passed to the command as fds 3, 4, ...
-    /// in this order. Every other descriptor is closed.
-    #[serde(skip)]
+    /// in this order. Every other descriptor is closed. (The helper inherits
+    /// them under the same numbers.)
     pub fds: Vec<RawFd>,
 }
 
@@ -64,6 +69,7 @@ impl Spec {
         Spec {
             lowers: Vec::new(),
             scratch: scratch.into(),
+            scratch_in_memory: false,
             rootfs: RootFs::Auto,
             binds: Vec::new(),
             tmpfs: Vec::new(),
@@ -215,4 +221,6 @@ pub struct Stats {
     pub max_rss: u64,
     /// Peak memory of the whole tree from the memory cgroup, when one was used.
     pub memory_peak: Option<u64>,
+    /// Processes the OOM killer killed under the memory limit (memory cgroup only).
+    pub oom_kills: Option<u64>,
 }

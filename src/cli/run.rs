@@ -42,7 +42,8 @@ pub struct Args {
     /// overlayfs falling back to a copy.
     #[arg(long, value_enum, default_value_t = RootFsArg::Auto)]
     rootfs: RootFsArg,
-    /// Writable scratch directory (kept afterwards); default: a temporary one, removed.
+    /// Keep the root's writable layer in DIR/upper (on disk, kept afterwards);
+    /// default: a tmpfs that disappears with the sandbox.
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
     /// Memory limit: bytes, or with a K, M, G suffix (powers of 1024).
@@ -60,6 +61,7 @@ pub struct Args {
     /// Refuse to run unless a cgroup enforces every limit.
     #[arg(long)]
     strict_limits: bool,
+    /// Hostname inside.
     #[arg(long, default_value = "imgrep")]
     hostname: String,
     /// Set (or override) a variable of the otherwise fixed environment.
@@ -68,6 +70,9 @@ pub struct Args {
     /// Working directory inside.
     #[arg(long, default_value = "/")]
     cwd: PathBuf,
+    /// Pass imgrep's open descriptor N to the command, as 3, 4, ... in order.
+    #[arg(long = "fd", value_name = "N")]
+    fds: Vec<i32>,
     /// Map ids 1..65536 inside to the caller's /etc/subuid and /etc/subgid range.
     #[arg(long)]
     subids: bool,
@@ -127,18 +132,19 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     for d in &args.ro {
         lowers.push(absolute(d)?);
     }
-    let temp;
+    // Without --scratch, the helper creates this mount point for the
+    // in-memory scratch and removes it, even if imgrep is killed meanwhile.
     let scratch = match &args.scratch {
         Some(s) => absolute(s)?,
         None => {
-            temp = tempfile::Builder::new()
-                .prefix("imgrep-run-")
-                .tempdir()
-                .context("creating a temporary scratch directory")?;
-            temp.path().to_path_buf()
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            std::env::temp_dir().join(format!("imgrep-run-{}-{nanos}", std::process::id()))
         }
     };
     let mut spec = Spec::new(scratch, args.command);
+    spec.scratch_in_memory = args.scratch.is_none();
     spec.lowers = lowers;
     spec.binds = binds;
     spec.tmpfs = args.tmpfs;
@@ -153,6 +159,13 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.limits = limits;
     spec.strict_limits = args.strict_limits;
     spec.timeout = timeout;
+    for &fd in &args.fds {
+        // SAFETY: F_GETFD only inspects the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            bail!("--fd {fd}: not an open file descriptor of imgrep");
+        }
+    }
+    spec.fds = args.fds;
     if args.subids {
         spec.idmap = sandbox::IdMap::Subordinate;
         spec.reclaim = true;
@@ -161,8 +174,13 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     Ok(match report.status {
         Status::Exited(code) => Outcome::Code((code & 0xff) as u8),
         Status::Signaled(sig) => {
+            let oom = if report.stats.oom_kills.unwrap_or(0) > 0 {
+                ", out of memory under the --memory limit"
+            } else {
+                ""
+            };
             eprintln!(
-                "imgrep: command killed by signal {sig} ({})",
+                "imgrep: command killed by signal {sig} ({}){oom}",
                 signal_name(sig)
             );
             Outcome::Code((128 + sig) as u8)
