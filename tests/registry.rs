@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use imgrep::digest::Digest;
 
-
 fn have_skopeo(test: &str) -> bool {
     let ok = Command::new("skopeo")
         .arg("--version")

@@ -128,7 +128,11 @@ fn remote_cache_refuses_an_image_of_another_input() {
     let t = work.path().join("tree");
     tree(&t);
     let prefix = format!("{}/cache", registry.host());
-    let plan = ok(&imgrep(&t, &work.path().join("s"), &["--json", "plan", "hello"]));
+    let plan = ok(&imgrep(
+        &t,
+        &work.path().join("s"),
+        &["--json", "plan", "hello"],
+    ));
     let input = plan[0]["input_digest"].as_str().unwrap().to_owned();
     let tag = format!("input-{}", input.trim_start_matches("sha256:"));
 
@@ -140,16 +144,37 @@ fn remote_cache_refuses_an_image_of_another_input() {
     let packed = imgrep(
         &t,
         &work.path().join("s"),
-        &["pack", other.to_str().unwrap(), "--out", layout.to_str().unwrap(), "--tag", "hello:1"],
+        &[
+            "pack",
+            other.to_str().unwrap(),
+            "--out",
+            layout.to_str().unwrap(),
+            "--tag",
+            "hello:1",
+        ],
     );
-    assert!(packed.status.success(), "{}", String::from_utf8_lossy(&packed.stderr));
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
     let target = format!("{prefix}/hello:{tag}");
     let pushed = imgrep(
         &t,
         &work.path().join("s"),
-        &["push", "--layout", layout.to_str().unwrap(), "hello:1", &target],
+        &[
+            "push",
+            "--layout",
+            layout.to_str().unwrap(),
+            "hello:1",
+            &target,
+        ],
     );
-    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
 
     let store = work.path().join("victim");
     let out = imgrep(&t, &store, &["build", "hello", "--cache-from", &prefix]);
@@ -159,5 +184,8 @@ fn remote_cache_refuses_an_image_of_another_input() {
         err.contains("labelled with input digest") && err.contains(&input),
         "{err}"
     );
-    assert!(fs::read_dir(store.join("records")).unwrap().next().is_none());
+    assert!(fs::read_dir(store.join("records"))
+        .unwrap()
+        .next()
+        .is_none());
 }

@@ -436,10 +436,12 @@ impl<'a> Builder<'a> {
         input: &Digest,
     ) -> Result<crate::registry::Reference, BuildError> {
         let r = format!("{prefix}/{name}:{}", crate::registry::input_tag(input));
-        r.parse().map_err(|e: crate::registry::ReferenceError| BuildError::RemoteCache {
-            package: name.to_owned(),
-            message: e.to_string(),
-        })
+        r.parse().map_err(
+            |e: crate::registry::ReferenceError| BuildError::RemoteCache {
+                package: name.to_owned(),
+                message: e.to_string(),
+            },
+        )
     }
 
     /// Looks the input digest up in each `cache_from` registry; a hit is

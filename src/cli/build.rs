@@ -49,7 +49,12 @@ pub struct RunArgs {
     /// Before building a package, look for an image of the same input
     /// digest in this registry prefix (HOST/PREFIX; repeatable). Images are
     /// tagged `input-<hex>` under HOST/PREFIX/NAME (docs/registry.md).
-    #[arg(long, value_name = "HOST/PREFIX", env = "IMGREP_CACHE_FROM", value_delimiter = ' ')]
+    #[arg(
+        long,
+        value_name = "HOST/PREFIX",
+        env = "IMGREP_CACHE_FROM",
+        value_delimiter = ' '
+    )]
     pub cache_from: Vec<String>,
     /// Push every image built here to this registry prefix, tagged by input digest.
     #[arg(long, value_name = "HOST/PREFIX", env = "IMGREP_CACHE_TO")]

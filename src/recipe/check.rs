@@ -132,6 +132,7 @@ pub fn url(raw: &str, version: &str) -> Result<String, String> {
 
 /// The last path segment of a URL or path, without query or fragment.
 pub fn last_segment(s: &str) -> &str {
+    let s = s.strip_prefix("repo:").unwrap_or(s);
     let s = s.split(['?', '#']).next().unwrap_or_default();
     s.rsplit('/').next().unwrap_or_default()
 }
