@@ -111,7 +111,8 @@ pub fn pack<W: Write>(dir: &Path, opts: &PackOptions, out: W) -> Result<LayerInf
     let blob = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
     let encoder = Encoder::new(opts.compression, opts.threads, blob).map_err(Error::Write)?;
     let mut packer = Packer {
-        out: HashingWriter::new(encoder),
+        // Headers are 512-byte writes: batch them before hashing and compressing.
+        out: BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder)),
         mtime,
         special: &opts.special_modes,
         special_used: BTreeSet::new(),
@@ -130,7 +131,11 @@ pub fn pack<W: Write>(dir: &Path, opts: &PackOptions, out: W) -> Result<LayerInf
         });
     }
     tar::write_end(&mut packer.out).map_err(Error::Write)?;
-    let (encoder, diff_id, _) = packer.out.finish();
+    let tar_stream = packer
+        .out
+        .into_inner()
+        .map_err(|e| Error::Write(e.into_error()))?;
+    let (encoder, diff_id, _) = tar_stream.finish();
     let blob = encoder.finish().map_err(Error::Write)?;
     let (mut buffered, digest, size) = blob.finish();
     buffered.flush().map_err(Error::Write)?;
@@ -168,7 +173,7 @@ pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Resu
 }
 
 struct Packer<'a, W: Write> {
-    out: HashingWriter<W>,
+    out: BufWriter<HashingWriter<W>>,
     mtime: u64,
     special: &'a BTreeMap<String, u32>,
     special_used: BTreeSet<&'a str>,

@@ -4,6 +4,10 @@
 //!
 //! Options: `--keep DIR` builds the trees in DIR and keeps them (reused when
 //! present); `--lib-mb N` sizes the /usr/lib copy (default 700).
+//!
+//! Ratios are baseline / imgrep: above 1.0 imgrep is faster. The wall ratio
+//! is the target; the CPU ratio (user + system of all threads and pipeline
+//! processes) stays meaningful on a machine shared with other work.
 
 use std::fs;
 use std::io::Write;
@@ -146,6 +150,8 @@ fn generate(root: &Path) -> Result<()> {
 
 struct Measure {
     wall: Duration,
+    /// User plus system time of every process and thread involved.
+    cpu: Duration,
     max_rss_kb: i64,
     out_bytes: u64,
 }
@@ -168,8 +174,10 @@ fn measure(script: &str, out: &Path) -> Result<Measure> {
     if !std::process::ExitStatus::from_raw(status).success() {
         bail!("`{script}` failed");
     }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Measure {
         wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kb: usage.ru_maxrss,
         out_bytes: du(out),
     })
@@ -217,27 +225,30 @@ fn bench_tree(imgrep: &Path, tree: &Path, out: &Path) -> Result<()> {
         ),
     ];
     println!(
-        "\n{} ({:.0} MB as tar)\n{:<24} {:>8} {:>9} {:>10} {:>9}   vs {:<22} {:>8} {:>10} {:>9}  speed ratio",
+        "\n{} ({:.0} MB as tar)\n{:<16} {:>7} {:>7} {:>7} {:>8} {:>7}  vs {:<21} {:>7} {:>7} {:>8} {:>7}  wall ratio  cpu ratio",
         t,
         tar_bytes as f64 / 1e6,
-        "mode", "secs", "MB/s", "out MB", "RSS MB", "baseline", "secs", "out MB", "RSS MB"
+        "mode", "wall s", "cpu s", "MB/s", "out MB", "RSS MB", "baseline", "wall s", "cpu s", "out MB", "RSS MB"
     );
     for (name, ours, base_name, base) in pairs {
         let a = measure(&ours, out)?;
         let b = measure(&base, out)?;
         let mbps = tar_bytes as f64 / 1e6 / a.wall.as_secs_f64();
         println!(
-            "{:<24} {:>8.2} {:>9.1} {:>10.1} {:>9.1}   vs {:<22} {:>8.2} {:>10.1} {:>9.1}  {:.2}x",
+            "{:<16} {:>7.2} {:>7.2} {:>7.1} {:>8.1} {:>7.1}  vs {:<21} {:>7.2} {:>7.2} {:>8.1} {:>7.1}  {:>9.2}x  {:>8.2}x",
             name,
             a.wall.as_secs_f64(),
+            a.cpu.as_secs_f64(),
             mbps,
             a.out_bytes as f64 / 1e6,
             a.max_rss_kb as f64 / 1024.0,
             base_name,
             b.wall.as_secs_f64(),
+            b.cpu.as_secs_f64(),
             b.out_bytes as f64 / 1e6,
             b.max_rss_kb as f64 / 1024.0,
             b.wall.as_secs_f64() / a.wall.as_secs_f64(),
+            b.cpu.as_secs_f64() / a.cpu.as_secs_f64(),
         );
     }
     let _ = fs::remove_dir_all(out);
