@@ -64,46 +64,49 @@ pub enum BuildError {
         package: String,
         source: sandbox::Error,
     },
-    #[error("{}", step_failure(.package, .version, .step, .steps, .command, .status, .log, .tail))]
-    StepFailed {
-        package: String,
-        version: String,
-        step: usize,
-        steps: usize,
-        command: String,
-        status: String,
-        log: PathBuf,
-        tail: Vec<String>,
-    },
+    #[error("{0}")]
+    StepFailed(Box<StepFailure>),
     #[error("{package}: remote cache: {message}")]
     RemoteCache { package: String, message: String },
     #[error("{package}: not built: its dependency {dependency} failed")]
     Cancelled { package: String, dependency: String },
 }
 
-#[allow(clippy::too_many_arguments)]
-fn step_failure(
-    package: &str,
-    version: &str,
-    step: &usize,
-    steps: &usize,
-    command: &str,
-    status: &str,
-    log: &Path,
-    tail: &[String],
-) -> String {
-    let mut s = format!(
-        "{package} {version}: step {step} of {steps} failed ({status})\n  command: {command}\n  log: {}\n  shell: imgrep shell {package}",
-        log.display()
-    );
-    if !tail.is_empty() {
-        s.push_str("\n  last lines of the log:");
-        for l in tail {
-            s.push_str("\n  | ");
-            s.push_str(l);
+/// A build step that did not exit 0: what ran, how it ended, where its log is.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub package: String,
+    pub version: String,
+    pub step: usize,
+    pub steps: usize,
+    pub command: String,
+    pub status: String,
+    pub log: PathBuf,
+    pub tail: Vec<String>,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: step {} of {} failed ({})\n  command: {}\n  log: {}\n  shell: imgrep shell {}",
+            self.package,
+            self.version,
+            self.step,
+            self.steps,
+            self.status,
+            self.command,
+            self.log.display(),
+            self.package
+        )?;
+        if !self.tail.is_empty() {
+            write!(f, "\n  last lines of the log:")?;
+            for l in &self.tail {
+                write!(f, "\n  | {l}")?;
+            }
         }
+        Ok(())
     }
-    s
 }
 
 /// How to build.
@@ -368,7 +371,7 @@ impl<'a> Builder<'a> {
                 return Ok(built);
             }
         }
-        if let Some((manifest, diff_ids)) = self.from_remote_cache(recipe, &input)? {
+        if let Some((manifest, diff_ids)) = self.lookup_remote_cache(recipe, &input)? {
             let built = Built {
                 name: recipe.name.clone(),
                 version: recipe.version.clone(),
@@ -425,7 +428,7 @@ impl<'a> Builder<'a> {
             );
         }
         self.publish(&built)?;
-        self.to_remote_cache(&built)?;
+        self.push_remote_cache(&built)?;
         Ok(built)
     }
 
@@ -447,7 +450,7 @@ impl<'a> Builder<'a> {
     /// Looks the input digest up in each `cache_from` registry; a hit is
     /// fetched into the store (every blob verified by digest and size, every
     /// layer by diff_id), checked to carry this input digest, and recorded.
-    fn from_remote_cache(
+    fn lookup_remote_cache(
         &self,
         recipe: &Recipe,
         input: &Digest,
@@ -499,7 +502,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Pushes a freshly built image to the `cache_to` registry.
-    fn to_remote_cache(&self, built: &Built) -> Result<(), BuildError> {
+    fn push_remote_cache(&self, built: &Built) -> Result<(), BuildError> {
         let (Some(client), Some(prefix), Some(out)) =
             (&self.registry, &self.opts.cache_to, &self.opts.out)
         else {
@@ -721,7 +724,7 @@ impl<'a> Builder<'a> {
                 source,
             })?;
             if !report.status.success() {
-                return Err(BuildError::StepFailed {
+                return Err(BuildError::StepFailed(Box::new(StepFailure {
                     package: recipe.name.clone(),
                     version: recipe.version.clone(),
                     step: i + 1,
@@ -730,7 +733,7 @@ impl<'a> Builder<'a> {
                     status: describe_status(&report.status),
                     log: log.clone(),
                     tail: tail(&log, 20),
-                });
+                })));
             }
         }
         Ok(())

@@ -137,7 +137,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
 /// A failed step exits 3; other build errors keep the default (2).
 pub fn into_cli_error(e: BuildError) -> anyhow::Error {
     match e {
-        BuildError::StepFailed { .. } => anyhow::Error::from(Failure::BuildFailed(e.to_string())),
+        BuildError::StepFailed(_) => anyhow::Error::from(Failure::BuildFailed(e.to_string())),
         other => anyhow::Error::from(other).context("build failed"),
     }
 }
@@ -146,5 +146,5 @@ pub fn into_cli_error(e: BuildError) -> anyhow::Error {
 pub fn kept_lowers(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let path = dir.join("lowers.json");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
