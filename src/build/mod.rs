@@ -352,18 +352,21 @@ impl<'a> Builder<'a> {
         }
         let (manifest, diff_ids) = self.run_recipe(recipe, &input, done)?;
         let inputs_path = self.inputs_path(&recipe.name);
-        crate::fsutil::write_atomic(&inputs_path, &input_json).map_err(|source| BuildError::Io {
-            package: recipe.name.clone(),
-            what: format!("writing {}", inputs_path.display()),
-            source,
-        })?;
-        self.store.write_record(&input, &to_digest(manifest.digest()).map_err(|e| {
+        crate::fsutil::write_atomic(&inputs_path, &input_json).map_err(|source| {
             BuildError::Io {
+                package: recipe.name.clone(),
+                what: format!("writing {}", inputs_path.display()),
+                source,
+            }
+        })?;
+        self.store.write_record(
+            &input,
+            &to_digest(manifest.digest()).map_err(|e| BuildError::Io {
                 package: recipe.name.clone(),
                 what: "reading the manifest digest".into(),
                 source: invalid(e),
-            }
-        })?)?;
+            })?,
+        )?;
         let built = Built {
             name: recipe.name.clone(),
             version: recipe.version.clone(),
@@ -388,7 +391,10 @@ impl<'a> Builder<'a> {
 
     /// The input document of the last build of `name` (for `imgrep plan`).
     pub fn inputs_path(&self, name: &str) -> PathBuf {
-        self.store.root().join("inputs").join(format!("{name}.json"))
+        self.store
+            .root()
+            .join("inputs")
+            .join(format!("{name}.json"))
     }
 
     /// The directory a failed build of `name` is kept in, for `imgrep shell`.
@@ -451,7 +457,10 @@ impl<'a> Builder<'a> {
             layer: info,
             created_by: format!("imgrep build {} {}", recipe.name, recipe.version),
         }];
-        let manifest = self.layout.write_image_blobs(&spec, &layers).map_err(oci_err)?;
+        let manifest = self
+            .layout
+            .write_image_blobs(&spec, &layers)
+            .map_err(oci_err)?;
         Ok((manifest, diff_ids))
     }
 
@@ -475,11 +484,12 @@ impl<'a> Builder<'a> {
                 let blob = self.store.blob_path(
                     &to_digest(layer.digest()).expect("read_manifest verified the digest"),
                 );
-                let dir = unpack::cached_layer(self.store, diff_id, || File::open(&blob))
-                    .map_err(|source| BuildError::Unpack {
+                let dir = unpack::cached_layer(self.store, diff_id, || File::open(&blob)).map_err(
+                    |source| BuildError::Unpack {
                         package: recipe.name.clone(),
                         source,
-                    })?;
+                    },
+                )?;
                 lowers.push(dir);
             }
         }
@@ -673,7 +683,10 @@ fn copy_blob(from: &Path, to: &Path) -> io::Result<()> {
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     fs::copy(from, tmp.path())?;
     tmp.as_file().sync_all()?;
-    fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
 }
@@ -805,7 +818,10 @@ impl Builder<'_> {
             Ok(old) => {
                 let diff = crate::recipe::diff_inputs(&old, input_json);
                 if diff.is_empty() {
-                    vec!["same inputs as the last build, whose image is no longer in the store".to_owned()]
+                    vec![
+                        "same inputs as the last build, whose image is no longer in the store"
+                            .to_owned(),
+                    ]
                 } else {
                     diff
                 }

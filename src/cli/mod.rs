@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bootstrap;
 pub mod build;
 pub mod check;
 pub mod fetch;
@@ -16,6 +17,7 @@ pub mod list;
 pub mod pack;
 pub mod plan;
 pub mod run;
+pub mod seed;
 pub mod shell;
 pub mod sign;
 pub mod verify;
@@ -104,6 +106,10 @@ pub enum Command {
     Sign(sign::Args),
     /// Check statements' signatures against trusted keys, a policy and local images.
     Verify(verify::Args),
+    /// Write a seed tarball for an air-gapped bootstrap (`seed export FILE [PKG...]`).
+    Seed(seed::Args),
+    /// Build from a seed tarball with no network and check the images against its statements.
+    Bootstrap(bootstrap::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -139,6 +145,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keygen(args) => keygen::run(&cli.global, args),
         Command::Sign(args) => sign::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Seed(args) => seed::run(&cli.global, args),
+        Command::Bootstrap(args) => bootstrap::run(&cli.global, args),
     }
 }
 

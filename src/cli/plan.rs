@@ -45,7 +45,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     }
     let mut text = String::new();
     for p in &plan {
-        let input = p.input.as_ref().map_or("(after its deps)".to_owned(), short);
+        let input = p
+            .input
+            .as_ref()
+            .map_or("(after its deps)".to_owned(), short);
         match &p.cached {
             Some(b) => text.push_str(&format!(
                 "cached  {} {}  input {}  image {}\n",
@@ -55,7 +58,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
                 short(&b.manifest_digest())
             )),
             None => {
-                text.push_str(&format!("build   {} {}  input {}\n", p.name, p.version, input));
+                text.push_str(&format!(
+                    "build   {} {}  input {}\n",
+                    p.name, p.version, input
+                ));
                 for r in &p.reasons {
                     text.push_str(&format!("          {r}\n"));
                 }
