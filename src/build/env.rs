@@ -55,7 +55,10 @@ pub fn environment(recipe: &Recipe, build: &Build, variation: &Variation) -> Vec
         ("HOME", format!("{BUILD_DIR}/.home")),
         ("TZ", "UTC".to_owned()),
         ("LC_ALL", "C".to_owned()),
-        ("SOURCE_DATE_EPOCH", recipe.source_date_epoch().to_string()),
+        (
+            "SOURCE_DATE_EPOCH",
+            recipe.source_date_epoch().to_string(),
+        ),
         ("JOBS", jobs.to_string()),
         ("TARGET", TARGET.to_owned()),
         ("OUT", OUT_DIR.to_owned()),

@@ -352,21 +352,18 @@ impl<'a> Builder<'a> {
         }
         let (manifest, diff_ids) = self.run_recipe(recipe, &input, done)?;
         let inputs_path = self.inputs_path(&recipe.name);
-        crate::fsutil::write_atomic(&inputs_path, &input_json).map_err(|source| {
-            BuildError::Io {
-                package: recipe.name.clone(),
-                what: format!("writing {}", inputs_path.display()),
-                source,
-            }
+        crate::fsutil::write_atomic(&inputs_path, &input_json).map_err(|source| BuildError::Io {
+            package: recipe.name.clone(),
+            what: format!("writing {}", inputs_path.display()),
+            source,
         })?;
-        self.store.write_record(
-            &input,
-            &to_digest(manifest.digest()).map_err(|e| BuildError::Io {
+        self.store.write_record(&input, &to_digest(manifest.digest()).map_err(|e| {
+            BuildError::Io {
                 package: recipe.name.clone(),
                 what: "reading the manifest digest".into(),
                 source: invalid(e),
-            })?,
-        )?;
+            }
+        })?)?;
         let built = Built {
             name: recipe.name.clone(),
             version: recipe.version.clone(),
@@ -391,10 +388,7 @@ impl<'a> Builder<'a> {
 
     /// The input document of the last build of `name` (for `imgrep plan`).
     pub fn inputs_path(&self, name: &str) -> PathBuf {
-        self.store
-            .root()
-            .join("inputs")
-            .join(format!("{name}.json"))
+        self.store.root().join("inputs").join(format!("{name}.json"))
     }
 
     /// The directory a failed build of `name` is kept in, for `imgrep shell`.
@@ -457,10 +451,7 @@ impl<'a> Builder<'a> {
             layer: info,
             created_by: format!("imgrep build {} {}", recipe.name, recipe.version),
         }];
-        let manifest = self
-            .layout
-            .write_image_blobs(&spec, &layers)
-            .map_err(oci_err)?;
+        let manifest = self.layout.write_image_blobs(&spec, &layers).map_err(oci_err)?;
         Ok((manifest, diff_ids))
     }
 
@@ -484,12 +475,11 @@ impl<'a> Builder<'a> {
                 let blob = self.store.blob_path(
                     &to_digest(layer.digest()).expect("read_manifest verified the digest"),
                 );
-                let dir = unpack::cached_layer(self.store, diff_id, || File::open(&blob)).map_err(
-                    |source| BuildError::Unpack {
+                let dir = unpack::cached_layer(self.store, diff_id, || File::open(&blob))
+                    .map_err(|source| BuildError::Unpack {
                         package: recipe.name.clone(),
                         source,
-                    },
-                )?;
+                    })?;
                 lowers.push(dir);
             }
         }
@@ -683,10 +673,7 @@ fn copy_blob(from: &Path, to: &Path) -> io::Result<()> {
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     fs::copy(from, tmp.path())?;
     tmp.as_file().sync_all()?;
-    fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
+    fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
 }
@@ -818,10 +805,7 @@ impl Builder<'_> {
             Ok(old) => {
                 let diff = crate::recipe::diff_inputs(&old, input_json);
                 if diff.is_empty() {
-                    vec![
-                        "same inputs as the last build, whose image is no longer in the store"
-                            .to_owned(),
-                    ]
+                    vec!["same inputs as the last build, whose image is no longer in the store".to_owned()]
                 } else {
                     diff
                 }

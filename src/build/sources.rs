@@ -25,12 +25,7 @@ pub struct Ready {
 /// What the fetch module is asked for one source of `recipe`.
 pub fn request(recipe: &Recipe, index: usize, source: &Source) -> SourceRequest {
     SourceRequest {
-        name: format!(
-            "{}: source {} ({})",
-            recipe.name,
-            index + 1,
-            source.file_name()
-        ),
+        name: format!("{}: source {} ({})", recipe.name, index + 1, source.file_name()),
         urls: source.urls.clone(),
         pin: match source.pin {
             Pin::Sha256(d) => fetch::Pin::File(d),

@@ -45,10 +45,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     }
     let mut text = String::new();
     for p in &plan {
-        let input = p
-            .input
-            .as_ref()
-            .map_or("(after its deps)".to_owned(), short);
+        let input = p.input.as_ref().map_or("(after its deps)".to_owned(), short);
         match &p.cached {
             Some(b) => text.push_str(&format!(
                 "cached  {} {}  input {}  image {}\n",
@@ -58,10 +55,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
                 short(&b.manifest_digest())
             )),
             None => {
-                text.push_str(&format!(
-                    "build   {} {}  input {}\n",
-                    p.name, p.version, input
-                ));
+                text.push_str(&format!("build   {} {}  input {}\n", p.name, p.version, input));
                 for r in &p.reasons {
                     text.push_str(&format!("          {r}\n"));
                 }

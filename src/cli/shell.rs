@@ -28,10 +28,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .get(&args.package)
         .with_context(|| format!("no package {:?} in this recipe tree", args.package))?;
     if recipe.build.is_none() {
-        bail!(
-            "{}: kind = \"debs\" runs no build step to enter",
-            recipe.name
-        );
+        bail!("{}: kind = \"debs\" runs no build step to enter", recipe.name);
     }
     let dir = builder.failed_dir(&recipe.name);
     if !dir.is_dir() {
@@ -48,16 +45,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     } else {
         args.command
     };
-    let workdir = recipe
-        .build
-        .as_ref()
-        .map(|b| b.workdir.clone())
-        .unwrap_or_default();
+    let workdir = recipe.build.as_ref().map(|b| b.workdir.clone()).unwrap_or_default();
     let spec = builder.step_spec(recipe, &lowers, &dir, argv, &workdir);
-    eprintln!(
-        "imgrep: entering the failed build of {} (exit to leave)",
-        recipe.name
-    );
+    eprintln!("imgrep: entering the failed build of {} (exit to leave)", recipe.name);
     let report = sandbox::run(&spec)?;
     Ok(match report.status {
         sandbox::Status::Exited(c) => super::Outcome::Code(c.clamp(0, 255) as u8),
