@@ -1,6 +1,7 @@
 //! Reading a seed tarball: unpack it with the safe unpacker into an empty
 //! directory, then accept it only if all of it holds. Checked, in order:
-//! the gzip stream (deflate data, CRC and length; nothing after it), the tar
+//! the gzip stream (imgrep's fixed header, deflate data, CRC and length;
+//! nothing after it), the tar
 //! stream (every header, the end-of-archive marker), `index.json` against
 //! `index.json.sha256`, the index's type and canonical form, and every
 //! member on disk against the index (same paths, kinds, sizes, sha256,
@@ -47,7 +48,15 @@ pub fn open(file: &Path, dest: &Path) -> Result<Opened, SeedError> {
         reason,
     };
     let f = File::open(file).map_err(SeedError::io(file, "opening the seed tarball"))?;
-    let hashed = BufReader::with_capacity(256 * 1024, Hashed::new(f));
+    let mut hashed = BufReader::with_capacity(256 * 1024, Hashed::new(f));
+    let expected = gzip_header();
+    let head = hashed.fill_buf().map_err(SeedError::io(file, "reading"))?;
+    if !head.starts_with(&expected) {
+        return Err(corrupt(format!(
+            "its gzip header is not the one imgrep's pinned compressor writes ({})",
+            hex::encode(expected)
+        )));
+    }
     let mut gz = Tail::new(flate2::bufread::GzDecoder::new(hashed));
     unpack::unpack(&mut gz, dest, &UnpackOptions::SOURCE)
         .map_err(|e| corrupt(format!("unpacking: {e}")))?;
@@ -90,6 +99,16 @@ pub fn open(file: &Path, dest: &Path) -> Result<Opened, SeedError> {
         digest,
         size,
     })
+}
+
+/// The fixed header of imgrep's gzip streams (docs/layers.md): a flag or
+/// byte changed there alters no content, but it is still not the tarball
+/// that was published.
+fn gzip_header() -> Vec<u8> {
+    let encoder = crate::compress::Encoder::new(crate::layer::Compression::Gzip, 1, Vec::new())
+        .and_then(crate::compress::Encoder::finish)
+        .expect("compressing nothing into memory cannot fail");
+    encoder[..10].to_vec()
 }
 
 /// Reads `index.json`, checked against `index.json.sha256`, its type and its
