@@ -564,8 +564,13 @@ fn damaged_or_truncated_tarballs_are_refused_before_building() {
     // tar cut at a member boundary (no end-of-archive marker, members lost).
     refused(f, "truncated", &gz[..gz.len() * 2 / 3], "unpacking");
     let (_, offset, _) = find(&|p| p == "index.json");
-    let cut = (offset as usize).div_ceil(512) * 512;
-    refused(f, "tar-cut", &gzip(&tar_bytes[..cut]), "");
+    let header = offset as usize - 512;
+    refused(
+        f,
+        "tar-cut",
+        &gzip(&tar_bytes[..header]),
+        "no end-of-archive marker",
+    );
     // Bytes after the gzip stream.
     let mut tail = gz.clone();
     tail.extend_from_slice(b"junk");
