@@ -91,8 +91,12 @@ fn sha256(bytes: &[u8]) -> String {
     Digest::of(bytes).hex()
 }
 
-/// A gzipped tar of `entries` (path, mode, mtime, content or link target).
-fn targz(entries: &[(&str, u32, u64, Result<&[u8], &str>)]) -> Vec<u8> {
+/// One archive entry: path (directories end in `/`), mode, mtime, and the
+/// content or (Err) a symbolic link's target.
+type Entry<'a> = (&'a str, u32, u64, Result<&'a [u8], &'a str>);
+
+/// A gzipped tar of `entries`.
+fn targz(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::default(),

@@ -43,8 +43,9 @@ pub enum SeedError {
     Recipe(#[from] crate::recipe::RecipeError),
     #[error(transparent)]
     Graph(#[from] crate::graph::GraphError),
+    /// Boxed: a build error carries a log tail.
     #[error(transparent)]
-    Build(#[from] crate::build::BuildError),
+    Build(Box<crate::build::BuildError>),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{package}: {message}")]
@@ -54,6 +55,12 @@ pub enum SeedError {
     /// The tarball is not what its index says: nothing from it may be used.
     #[error("{}: refused, nothing was built: {reason}", file.display())]
     Corrupt { file: PathBuf, reason: String },
+}
+
+impl From<crate::build::BuildError> for SeedError {
+    fn from(e: crate::build::BuildError) -> Self {
+        SeedError::Build(Box::new(e))
+    }
 }
 
 impl SeedError {
