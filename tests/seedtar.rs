@@ -130,6 +130,16 @@ fn fixture() -> Option<&'static Fixture> {
     F.get_or_init(make_fixture).as_ref()
 }
 
+/// The fixture's directory, removed when the test process exits (statics
+/// are never dropped; stores hold read-only directories).
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_scratch() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = imgrep::store::remove_tree(dir);
+    }
+}
+
 fn make_fixture() -> Option<Fixture> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: needs root (the bootstrap runs under `unshare -n`)");
@@ -140,6 +150,9 @@ fn make_fixture() -> Option<Fixture> {
         return None;
     };
     let dir = tempfile::tempdir().unwrap().keep();
+    SCRATCH.set(dir.clone()).unwrap();
+    // SAFETY: registers a plain function with no preconditions.
+    unsafe { libc::atexit(remove_scratch) };
     let tree = dir.join("tree");
     let store = dir.join("store");
     let server = Server::start();
