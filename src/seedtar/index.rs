@@ -129,7 +129,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<(), SeedError
             return Err(SeedError::Io {
                 path,
                 what: "file name".into(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     "not UTF-8 (an index names every member in JSON)",
                 ),
@@ -180,7 +180,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<(), SeedError
             return Err(SeedError::Io {
                 path,
                 what: "scanning".into(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     "not a regular file, directory or symbolic link",
                 ),
@@ -267,7 +267,7 @@ pub fn restore_times(root: &Path, members: &[Member]) -> Result<(), SeedError> {
             .map_err(|e| SeedError::Io {
                 path: path.clone(),
                 what: "setting the recorded mtime".into(),
-                source: e.into(),
+                error: e.into(),
             })?;
         }
     }

@@ -33,11 +33,13 @@ pub const TREES_DIR: &str = "trees/nar-sha256";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    #[error("{}: {what}: {source}", path.display())]
+    /// The I/O error is shown in the message, not chained, so that it is
+    /// printed once.
+    #[error("{}: {what}: {error}", path.display())]
     Io {
         path: PathBuf,
         what: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Recipe(#[from] crate::recipe::RecipeError),
@@ -69,6 +71,6 @@ impl SeedError {
         what: impl Into<String>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let (path, what) = (path.into(), what.into());
-        move |source| SeedError::Io { path, what, source }
+        move |error| SeedError::Io { path, what, error }
     }
 }
