@@ -615,6 +615,7 @@ fn damaged_or_truncated_tarballs_are_refused_before_building() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--sha256 expects"));
     assert!(!dir.join("out").exists());
+    assert!(!dir.join("store").exists(), "checked before anything is unpacked");
 }
 
 #[test]

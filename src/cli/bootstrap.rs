@@ -97,6 +97,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .map(|h| Digest::from_hex(h.strip_prefix("sha256:").unwrap_or(h)))
         .transpose()
         .context("--sha256: expected 64 hex digits")?;
+    if let Some(expected) = expected {
+        // Before unpacking anything: a stranger's file never reaches the disk.
+        let (got, _) = std::fs::File::open(&args.seed)
+            .and_then(crate::digest::hash_reader)
+            .with_context(|| format!("reading {}", args.seed.display()))?;
+        refuse_other(&args.seed, got, expected)?;
+    }
     let store = super::open_store(global)?;
     let (work, _scratch) = match &args.workdir {
         Some(dir) => (empty_dir(dir)?, None),
@@ -107,14 +114,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     };
     let opened = seedtar::open(&args.seed, &work)?;
     if let Some(expected) = expected {
-        if opened.digest != expected {
-            bail!(
-                "{}: refused, nothing was built: its sha256 is {}, --sha256 expects {}",
-                args.seed.display(),
-                opened.digest.hex(),
-                expected.hex()
-            );
-        }
+        // Again for what was unpacked: the file may have changed meanwhile.
+        refuse_other(&args.seed, opened.digest, expected)?;
     }
     eprintln!(
         "imgrep: {}: verified {} members ({} bytes, sha256 {})",
@@ -272,6 +273,18 @@ fn table(results: &[PackageResult<'_>], signatures: bool) -> String {
         );
     }
     out
+}
+
+fn refuse_other(seed: &Path, got: Digest, expected: Digest) -> anyhow::Result<()> {
+    if got != expected {
+        bail!(
+            "{}: refused, nothing was built: its sha256 is {}, --sha256 expects {}",
+            seed.display(),
+            got.hex(),
+            expected.hex()
+        );
+    }
+    Ok(())
 }
 
 /// `dir`, created if needed; it must be empty.
