@@ -299,6 +299,8 @@ readlink tree/link >> "$OUT/hello.txt"
         .success());
     fs::create_dir_all(tree.join("manifests/keys")).unwrap();
     fs::copy(dir.join("alice.pub"), tree.join("manifests/keys/alice.pub")).unwrap();
+    // A secret key left there by mistake must not be exported.
+    fs::copy(dir.join("alice.key"), tree.join("manifests/keys/alice.key")).unwrap();
     fs::write(tree.join("manifests/policy.toml"), "threshold = 1\n").unwrap();
     let key_file = format!("{k}.key");
     assert!(imgrep(&["-C", t, "sign", "--key", &key_file], &dir)
@@ -414,6 +416,10 @@ fn export_is_deterministic() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
     }
+    assert!(
+        !names.iter().any(|n| n.ends_with(".key")),
+        "a secret key went in"
+    );
     assert!(names.iter().any(|n| n.starts_with("sources/sha256/")));
     assert!(names
         .iter()
@@ -615,7 +621,10 @@ fn damaged_or_truncated_tarballs_are_refused_before_building() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--sha256 expects"));
     assert!(!dir.join("out").exists());
-    assert!(!dir.join("store").exists(), "checked before anything is unpacked");
+    assert!(
+        !dir.join("store").exists(),
+        "checked before anything is unpacked"
+    );
 }
 
 #[test]

@@ -220,8 +220,22 @@ fn stage_manifests(root: &Path, closure: &[&Recipe], staging: &Path) -> Result<u
         fs::create_dir_all(dest.root()).map_err(SeedError::io(dest.root(), "creating"))?;
         fs::copy(&policy, dest.policy_path()).map_err(SeedError::io(&policy, "copying"))?;
     }
-    if manifests.keys_dir().is_dir() {
-        copy_dir(&manifests.keys_dir(), &dest.keys_dir())?;
+    let keys = manifests.keys_dir();
+    if keys.is_dir() {
+        // Public keys and roles only: whatever else lies there (a secret key
+        // put there by mistake) stays home.
+        fs::create_dir_all(dest.keys_dir()).map_err(SeedError::io(dest.keys_dir(), "creating"))?;
+        for entry in fs::read_dir(&keys).map_err(SeedError::io(&keys, "reading"))? {
+            let path = entry.map_err(SeedError::io(&keys, "reading"))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_file() && (name.ends_with(".pub") || name == "roles.toml") {
+                fs::copy(&path, dest.keys_dir().join(name))
+                    .map_err(SeedError::io(&path, "copying"))?;
+            }
+        }
     }
     let mut statements = 0;
     for recipe in closure {
