@@ -17,6 +17,7 @@ pub mod nar;
 pub mod oci;
 pub mod recipe;
 pub mod registry;
+pub mod seedtar;
 pub mod sign;
 pub mod statement;
 pub mod store;

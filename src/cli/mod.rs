@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bootstrap;
 pub mod build;
 pub mod check;
 pub mod fetch;
@@ -18,6 +19,7 @@ pub mod plan;
 pub mod pull;
 pub mod push;
 pub mod run;
+pub mod seed;
 pub mod shell;
 pub mod sign;
 pub mod verify;
@@ -110,6 +112,10 @@ pub enum Command {
     Push(push::Args),
     /// Pull an image from an OCI registry into the local layout.
     Pull(pull::Args),
+    /// Write a seed tarball for an air-gapped bootstrap (`seed export FILE [PKG...]`).
+    Seed(seed::Args),
+    /// Build from a seed tarball with no network and check the images against its statements.
+    Bootstrap(bootstrap::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -147,6 +153,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Verify(args) => verify::run(&cli.global, args),
         Command::Push(args) => push::run(&cli.global, args),
         Command::Pull(args) => pull::run(&cli.global, args),
+        Command::Seed(args) => seed::run(&cli.global, args),
+        Command::Bootstrap(args) => bootstrap::run(&cli.global, args),
     }
 }
 
