@@ -16,6 +16,7 @@ pub mod mirror;
 pub mod nar;
 pub mod oci;
 pub mod recipe;
+pub mod reproduce;
 pub mod sign;
 pub mod statement;
 pub mod store;

@@ -15,6 +15,8 @@ pub mod keygen;
 pub mod list;
 pub mod pack;
 pub mod plan;
+pub mod publish;
+pub mod reproduce;
 pub mod run;
 pub mod shell;
 pub mod sign;
@@ -104,6 +106,10 @@ pub enum Command {
     Sign(sign::Args),
     /// Check statements' signatures against trusted keys, a policy and local images.
     Verify(verify::Args),
+    /// Rebuild from source in a fresh store under varied conditions and compare.
+    Reproduce(reproduce::Args),
+    /// Write the statements of local builds under manifests/, for signing.
+    Publish(publish::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -139,6 +145,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keygen(args) => keygen::run(&cli.global, args),
         Command::Sign(args) => sign::run(&cli.global, args),
         Command::Verify(args) => verify::run(&cli.global, args),
+        Command::Reproduce(args) => reproduce::run(&cli.global, args),
+        Command::Publish(args) => publish::run(&cli.global, args),
     }
 }
 
