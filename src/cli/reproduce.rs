@@ -133,8 +133,8 @@ fn table(report: &Report) -> String {
             s.push_str(&format!("  {reason}\n"));
         }
         for l in &r.layers {
-            if let (Some(e), Some(g)) = (&l.expected, &l.got) {
-                s.push_str(&format!("  layer {}: {e} -> {g}\n", l.index));
+            if !l.changes.is_empty() {
+                s.push_str(&format!("  layer {}, file by file:\n", l.index));
             }
             if let Some(note) = &l.note {
                 s.push_str(&format!("  {note}\n"));
