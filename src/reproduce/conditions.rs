@@ -40,7 +40,10 @@ pub fn varied(standard: &Variation, work: &Path, reference_store: &Path) -> Cond
     described.push(("uid/gid map".into(), map_text));
     described.push((
         "umask".into(),
-        format!("077 (ordinary builds: {:03o})", standard.umask),
+        format!(
+            "077, of the build steps and of imgrep itself (ordinary builds: {:03o})",
+            standard.umask
+        ),
     ));
     described.push((
         "hostname".into(),
@@ -211,5 +214,20 @@ impl Drop for Pinned {
         if let Some(before) = &self.0 {
             let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), before);
         }
+    }
+}
+
+/// Sets the process umask (what imgrep itself writes: unpacked sources, the
+/// debs images, the unpacked build roots) until dropped.
+pub struct ProcessUmask(nix::sys::stat::Mode);
+
+pub fn process_umask(mask: u32) -> ProcessUmask {
+    let mode = nix::sys::stat::Mode::from_bits_truncate(mask as libc::mode_t);
+    ProcessUmask(nix::sys::stat::umask(mode))
+}
+
+impl Drop for ProcessUmask {
+    fn drop(&mut self) {
+        nix::sys::stat::umask(self.0);
     }
 }

@@ -292,6 +292,7 @@ fn rebuild_and_compare(
             cpu: cond.cpu.unwrap_or_default(),
             source,
         })?;
+        let _umask = conditions::process_umask(cond.variation.umask);
         builder.build(roots)?
     };
     let mut rows = Vec::new();
