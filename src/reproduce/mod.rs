@@ -65,8 +65,19 @@ pub enum ReproduceError {
     Graph(#[from] crate::graph::GraphError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
-    Reference(String),
+    #[error(transparent)]
+    Statement(#[from] crate::sign::manifests::ManifestError),
+    #[error("{layout}: {source}")]
+    Layout {
+        layout: PathBuf,
+        source: crate::oci::Error,
+    },
+    #[error("{layout}: image {reference}: diff_id: {source}")]
+    DiffId {
+        layout: PathBuf,
+        reference: String,
+        source: crate::digest::DigestParseError,
+    },
     #[error(
         "{package}: nothing to compare with: no statement {statement} and no image tagged {package} in {layout}{hint}"
     )]
@@ -316,9 +327,7 @@ fn reference(
         version: version.to_owned(),
     };
     if against != Against::Local && manifests.statement_path(&pv).is_file() {
-        let st = manifests
-            .read_statement(&pv)
-            .map_err(|e| ReproduceError::Reference(e.to_string()))?;
+        let st = manifests.read_statement(&pv)?;
         return Ok(Some(Reference {
             kind: "statement",
             path: st.path,
@@ -330,11 +339,15 @@ fn reference(
         return Ok(None);
     }
     let ref_name = format!("{name}:{version}");
-    let l = Layout::open(layout).map_err(|e| ReproduceError::Reference(e.to_string()))?;
+    let layout_err = |source| ReproduceError::Layout {
+        layout: layout.to_owned(),
+        source,
+    };
+    let l = Layout::open(layout).map_err(layout_err)?;
     let image = match l.read_image(&ref_name, false) {
         Ok(i) => i,
         Err(crate::oci::Error::RefNotFound { .. }) => return Ok(None),
-        Err(e) => return Err(ReproduceError::Reference(e.to_string())),
+        Err(e) => return Err(layout_err(e)),
     };
     let diff_ids = image
         .config
@@ -343,8 +356,10 @@ fn reference(
         .iter()
         .map(|d| d.parse::<Digest>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            ReproduceError::Reference(format!("{ref_name} in {}: {e}", layout.display()))
+        .map_err(|source| ReproduceError::DiffId {
+            layout: layout.to_owned(),
+            reference: ref_name.clone(),
+            source,
         })?;
     let input = image
         .config
