@@ -156,7 +156,7 @@ fn real_packages_build_reproduce_and_run() {
             assert!(all.contains(expect), "{image} {argv:?}: {all}");
             eprintln!(
                 "e2e: podman run {image} {argv:?}: {}",
-                all.lines().next().unwrap_or("")
+                all.lines().find(|l| l.contains(expect)).unwrap_or("")
             );
         }
     });
