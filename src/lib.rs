@@ -18,6 +18,7 @@ pub mod oci;
 pub mod recipe;
 pub mod registry;
 pub mod seedtar;
+pub mod reproduce;
 pub mod sign;
 pub mod statement;
 pub mod store;

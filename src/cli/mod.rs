@@ -18,6 +18,8 @@ pub mod pack;
 pub mod plan;
 pub mod pull;
 pub mod push;
+pub mod publish;
+pub mod reproduce;
 pub mod run;
 pub mod seed;
 pub mod shell;
@@ -116,6 +118,10 @@ pub enum Command {
     Seed(seed::Args),
     /// Build from a seed tarball with no network and check the images against its statements.
     Bootstrap(bootstrap::Args),
+    /// Rebuild from source in a fresh store under varied conditions and compare.
+    Reproduce(reproduce::Args),
+    /// Write the statements of local builds under manifests/, for signing.
+    Publish(publish::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -155,6 +161,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pull(args) => pull::run(&cli.global, args),
         Command::Seed(args) => seed::run(&cli.global, args),
         Command::Bootstrap(args) => bootstrap::run(&cli.global, args),
+        Command::Reproduce(args) => reproduce::run(&cli.global, args),
+        Command::Publish(args) => publish::run(&cli.global, args),
     }
 }
 

@@ -1,0 +1,158 @@
+//! `imgrep reproduce PKG...`: rebuild from sources in a fresh store under
+//! varied conditions and compare with the signed statements or the local
+//! builds (docs/reproduce.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{Global, Outcome};
+use crate::reproduce::{self, Against, Report, Status};
+
+/// Rebuild packages from source, with no cache, under varied conditions
+/// (store path, uid map, umask, hostname, environment order, CPUs) and
+/// compare each image of their closure with its reference.
+///
+/// Exit 0 when every compared image matches, 1 on any mismatch (with a
+/// file-level diff of the differing layers), 2 on an input error, 3 when a
+/// build step of the rebuild failed.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Packages to reproduce (with everything they need).
+    #[arg(required = true, value_name = "PKG")]
+    pub packages: Vec<String>,
+    /// What to compare with: the statements under manifests/, the local
+    /// builds in out/, or (auto) the statement where there is one.
+    #[arg(long, value_enum, default_value_t = Against::Auto)]
+    pub against: Against,
+    /// Keep the rebuild's directory (its store, logs and out/ layout).
+    #[arg(long)]
+    pub keep: bool,
+    /// The manifests directory (default: manifests/ of the recipe tree).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// The OCI layout of the local builds (default: out/ of the recipe tree).
+    #[arg(long, value_name = "DIR")]
+    pub layout: Option<PathBuf>,
+    /// Where the rebuild's directory is made (default: beside the store).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Rebuild up to N independent packages at once.
+    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// Memory limit of each step, in bytes or with a K/M/G suffix.
+    #[arg(long, value_parser = super::build::parse_size, value_name = "SIZE")]
+    pub memory: Option<u64>,
+    /// Maximum number of processes of each step.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Kill a step that runs longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    let set = super::load_recipes(global)?;
+    let store = super::open_store(global)?;
+    let mut fetch = crate::fetch::FetchConfig::load()?;
+    fetch.offline |= global.offline;
+    let tree = super::tree_root(global);
+    let work_parent = match args.work_dir {
+        Some(d) => d,
+        None => store
+            .root()
+            .parent()
+            .map_or_else(std::env::temp_dir, |p| p.to_owned()),
+    };
+    let opts = reproduce::Options {
+        against: args.against,
+        manifests: args.manifests.unwrap_or_else(|| tree.join("manifests")),
+        layout: args.layout.unwrap_or_else(|| tree.join("out")),
+        work_parent,
+        keep: args.keep,
+        jobs: args.jobs,
+        limits: sandbox::Limits {
+            memory: args.memory,
+            pids: args.pids,
+            cpus: None,
+        },
+        timeout: args.timeout.map(Duration::from_secs),
+    };
+    let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
+    let report = match reproduce::reproduce(&set, &store, fetch, &roots, &opts) {
+        Ok(r) => r,
+        Err(reproduce::ReproduceError::Build(e)) => return Err(super::build::into_cli_error(*e)),
+        Err(e) => return Err(e.into()),
+    };
+    if global.json {
+        super::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        eprint!("{}", table(&report));
+    }
+    Ok(if report.all_match() {
+        Outcome::Success
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// The human report: one line per package, then the explanation of each
+/// mismatch.
+fn table(report: &Report) -> String {
+    let short = |d: &crate::digest::Digest| crate::build::short(d);
+    let mut s = format!(
+        "\n{:<20} {:<10} {:<10} {:<20} {:<20} RESULT\n",
+        "PACKAGE", "VERSION", "AGAINST", "EXPECTED", "GOT"
+    );
+    for r in &report.packages {
+        let (against, expected) = match &r.reference {
+            Some(reference) => (reference.kind, short(&reference.image.manifest)),
+            None => ("-", "-".to_owned()),
+        };
+        s.push_str(&format!(
+            "{:<20} {:<10} {:<10} {:<20} {:<20} {}\n",
+            r.name,
+            r.version,
+            against,
+            expected,
+            short(&r.got.manifest),
+            r.status
+        ));
+    }
+    for r in report
+        .packages
+        .iter()
+        .filter(|r| r.status == Status::Mismatch)
+    {
+        s.push_str(&format!("\n{} {} differs:\n", r.name, r.version));
+        if let Some(reference) = &r.reference {
+            s.push_str(&format!("  reference: {}\n", reference.path.display()));
+        }
+        for reason in &r.reasons {
+            s.push_str(&format!("  {reason}\n"));
+        }
+        for l in &r.layers {
+            if !l.changes.is_empty() {
+                s.push_str(&format!("  layer {}, file by file:\n", l.index));
+            }
+            if let Some(note) = &l.note {
+                s.push_str(&format!("  {note}\n"));
+            }
+            for c in &l.changes {
+                for line in c.to_string().lines() {
+                    s.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    if let Some(k) = &report.kept {
+        s.push_str(&format!(
+            "\nthe rebuild is kept in {} (store: {}/store, images: {}/out)\n",
+            k.display(),
+            k.display(),
+            k.display()
+        ));
+    }
+    s
+}
