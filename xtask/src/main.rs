@@ -1,5 +1,7 @@
 //! Developer tasks: `cargo xtask ci`, `cargo xtask bench <name>`.
 
+mod bench_cache;
+
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -55,6 +57,7 @@ fn ci() -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        Some("cache") => bench_cache::run(&args[1..]),
         other => bail!("unknown benchmark {other:?}: expected sandbox, layers, cache or stage0"),
     }
 }
