@@ -163,6 +163,9 @@ pub struct Built {
 
 /// Builds packages of one recipe tree into one store.
 pub struct Builder<'a> {
+    /// `out/`'s tags (ref -> manifest digest), read once per run: re-reading
+    /// its index for each of N packages made a no-op build O(N²).
+    tags: Mutex<Option<BTreeMap<String, String>>>,
     graph: Graph<'a>,
     store: &'a Store,
     layout: Layout,
@@ -198,6 +201,7 @@ impl<'a> Builder<'a> {
         };
         Ok(Builder {
             registry,
+            tags: Mutex::new(None),
             graph: Graph::new(set),
             store,
             layout,
@@ -785,14 +789,8 @@ impl<'a> Builder<'a> {
         };
         let layout = Layout::create(out).map_err(oci_err)?;
         let ref_name = format!("{}:{}", built.name, built.version);
-        let current = layout
-            .index()
-            .map_err(oci_err)?
-            .manifests()
-            .iter()
-            .find(|d| oci::ref_of(d) == Some(ref_name.as_str()))
-            .map(|d| d.digest().to_string());
-        if current.as_deref() == Some(built.manifest.digest().to_string().as_str()) {
+        let wanted = built.manifest.digest().to_string();
+        if self.tagged(&layout, &ref_name).map_err(oci_err)?.as_ref() == Some(&wanted) {
             return Ok(());
         }
         for d in self.image_blobs(built)? {
@@ -804,7 +802,24 @@ impl<'a> Builder<'a> {
                 }
             })?;
         }
-        layout.set_ref(&ref_name, &built.manifest).map_err(oci_err)
+        layout.set_ref(&ref_name, &built.manifest).map_err(oci_err)?;
+        if let Some(tags) = self.tags.lock().expect("tags lock").as_mut() {
+            tags.insert(ref_name, wanted);
+        }
+        Ok(())
+    }
+
+    /// The manifest digest `ref_name` is tagged with in `layout` (`out/`).
+    fn tagged(&self, layout: &Layout, ref_name: &str) -> Result<Option<String>, oci::Error> {
+        let mut tags = self.tags.lock().expect("tags lock");
+        if tags.is_none() {
+            let index = layout.index()?;
+            let refs = index.manifests().iter().filter_map(|d| {
+                Some((oci::ref_of(d)?.to_owned(), d.digest().to_string()))
+            });
+            *tags = Some(refs.collect());
+        }
+        Ok(tags.as_ref().and_then(|t| t.get(ref_name).cloned()))
     }
 }
 

@@ -122,15 +122,19 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             .collect();
         return super::print(&format!("{}\n", serde_json::to_string_pretty(&v)?));
     }
+    // One write: stderr is unbuffered, and a line per package costs
+    // several system calls each (measurable in a no-op build of hundreds).
+    let mut table = String::new();
     for b in &built {
-        eprintln!(
-            "{:<24} {:<14} {}  {}",
+        table.push_str(&format!(
+            "{:<24} {:<14} {}  {}\n",
             b.name,
             b.version,
             b.manifest_digest(),
             if b.cached { "cached" } else { "built" }
-        );
+        ));
     }
+    eprint!("{table}");
     Ok(Outcome::Success)
 }
 

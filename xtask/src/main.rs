@@ -1,5 +1,7 @@
 //! Developer tasks: `cargo xtask ci`, `cargo xtask bench <name>`.
 
+mod bench_cache;
+
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -60,6 +62,7 @@ fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("sandbox") => bench_sandbox::run(&args[1..]),
         Some("layers") => bench_layers::run(&args[1..]),
+        Some("cache") => bench_cache::run(&args[1..]),
         other => bail!("unknown benchmark {other:?}: expected sandbox, layers, cache or stage0"),
     }
 }
