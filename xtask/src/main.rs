@@ -4,6 +4,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench_stage0;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -55,6 +57,7 @@ fn ci() -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        Some("stage0") => bench_stage0::run(&args[1..]),
         other => bail!("unknown benchmark {other:?}: expected sandbox, layers, cache or stage0"),
     }
 }
