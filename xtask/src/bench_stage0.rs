@@ -1,4 +1,4 @@
-//! `cargo xtask bench stage0 [--runs N]`: wall time of
+//! `cargo xtask bench stage0 [--runs N] [--imgrep BINARY]`: wall time of
 //! `imgrep build stage0-mescc-tools-extra` against the same chain run by
 //! upstream's own driver in a plain `unshare` (docs/bootstrap.md, "Measuring
 //! it"). Needs the stage0-posix 1.9.1 release tree in IMGREP_STAGE0_SOURCES.
@@ -17,15 +17,22 @@ const UPSTREAM_SEED: &str = "bootstrap-seeds/POSIX/AMD64/hex0-seed";
 const TARGET_RATIO: f64 = 1.05;
 
 pub fn run(args: &[String]) -> Result<()> {
-    let runs = match args {
-        [] => 3,
-        [flag, n] if flag == "--runs" => n
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .with_context(|| format!("--runs {n:?}: expected a positive number"))?,
-        _ => bail!("usage: cargo xtask bench stage0 [--runs N]"),
-    };
+    let mut runs = 3;
+    let mut binary = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match (arg.as_str(), rest.next()) {
+            ("--runs", Some(n)) => {
+                runs = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("--runs {n:?}: expected a positive number"))?
+            }
+            ("--imgrep", Some(path)) => binary = Some(PathBuf::from(path)),
+            _ => bail!("usage: cargo xtask bench stage0 [--runs N] [--imgrep BINARY]"),
+        }
+    }
     let Some(tree) = std::env::var_os("IMGREP_STAGE0_SOURCES").map(PathBuf::from) else {
         bail!(
             "bench stage0 needs the stage0-posix 1.9.1 release tree: set \
@@ -38,8 +45,14 @@ pub fn run(args: &[String]) -> Result<()> {
         tree.display()
     );
     let root = crate::workspace_root();
-    crate::run("cargo", &["build", "--release", "--bin", "imgrep"])?;
-    let imgrep = root.join("target/release/imgrep");
+    // The release binary by default; --imgrep measures another build of it.
+    let imgrep = match binary {
+        Some(path) => std::path::absolute(&path)?,
+        None => {
+            crate::run("cargo", &["build", "--release", "--bin", "imgrep"])?;
+            root.join("target/release/imgrep")
+        }
+    };
 
     let tmp = tempfile::Builder::new()
         .prefix("imgrep-bench-stage0.")
@@ -127,6 +140,7 @@ impl Bench {
             .env("IMGREP_STORE", &store_template)
             .env("IMGREP_SOURCE_DIRS", &sources)
             .env("IMGREP_OFFLINE", "1")
+            .stdout(Stdio::null())
             .status()
             .context("running imgrep fetch")?;
         ensure!(
