@@ -270,14 +270,12 @@ steps = {steps}
     )
 }
 
-#[test]
-fn seed_rebuilds_itself_in_an_empty_root() {
-    // No upstream source: an exec-form step in a root with no shell, no libc
-    // and no dependency, the seed being both the tool and (as source) the input.
-    let ws = Workspace::new();
+/// `[[source]]` tables: the seed as /build/seed/hex0 and its source as
+/// /build/seed/hex0.hex0, both `repo:` files of the recipe tree.
+fn seed_sources() -> String {
     let seed = fs::read(repo("seeds/hex0-amd64")).unwrap();
     let source = fs::read(repo("seeds/hex0-amd64.hex0")).unwrap();
-    let sources = format!(
+    format!(
         r#"
 [[source]]
 urls = ["repo:seeds/hex0-amd64"]
@@ -296,7 +294,16 @@ file = "hex0.hex0"
 "#,
         sha256_hex(&seed),
         sha256_hex(&source)
-    );
+    )
+}
+
+#[test]
+fn seed_rebuilds_itself_in_an_empty_root() {
+    // No upstream source: an exec-form step in a root with no shell, no libc
+    // and no dependency, the seed being both the tool and (as source) the input.
+    let ws = Workspace::new();
+    let seed = fs::read(repo("seeds/hex0-amd64")).unwrap();
+    let sources = seed_sources();
     let dir = ws.root.join("stage0/seed-selfhost");
     fs::create_dir_all(&dir).unwrap();
     fs::write(
@@ -332,6 +339,41 @@ file = "hex0.hex0"
         stderr.contains("needs-a-shell") && stderr.contains("/bin/sh or its interpreter not found"),
         "the package and the missing program are named: {stderr}"
     );
+}
+
+#[test]
+fn a_failing_step_stops_the_package_and_is_named() {
+    // All steps of a package run in one sandbox; the one that fails is still
+    // named, and the steps after it do not run.
+    let ws = Workspace::new();
+    let dir = ws.root.join("stage0/fails-midway");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("package.toml"),
+        empty_root_recipe(
+            "fails-midway",
+            &seed_sources(),
+            r#"[
+  ["/build/seed/hex0", "/build/seed/hex0.hex0", "/out/first"],
+  ["/build/seed/hex0", "/build/no-such-input", "/out/second"],
+  ["/build/seed/hex0", "/build/seed/hex0.hex0", "/out/third"],
+]"#,
+        ),
+    )
+    .unwrap();
+    let out = ws.build(&["fails-midway"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("fails-midway 1: step 2 of 3 failed")
+            && stderr.contains("command: /build/seed/hex0 /build/no-such-input /out/second"),
+        "the failing step is named: {stderr}"
+    );
+    // The failed build is kept for `imgrep shell`: the first step's output is
+    // there, the third step never ran.
+    let kept = ws.store.join("failed/fails-midway/out");
+    assert!(kept.join("first").is_file(), "{}", kept.display());
+    assert!(!kept.join("third").exists());
 }
 
 #[test]
