@@ -71,23 +71,49 @@ pub(crate) fn main(spec: &Spec, start: Start, report: OwnedFd, rlimits: bool) ->
         // SAFETY: as above.
         unsafe { libc::_exit(1) }
     }
-    let msg = match init(spec, rlimits) {
+    let report = std::fs::File::from(report);
+    let msg = match init(spec, rlimits, &report) {
         Ok(status) => InitMsg::Ended(status),
         Err(e) => InitMsg::Failed(e),
     };
-    let _ = send(std::fs::File::from(report), &msg);
+    let _ = send(&report, &msg);
     // SAFETY: as above.
     unsafe { libc::_exit(0) }
 }
 
-fn init(spec: &Spec, rlimits: bool) -> Result<Status> {
+fn init(spec: &Spec, rlimits: bool, report: &std::fs::File) -> Result<Status> {
     // Only now: the helper has moved us into our cgroup, which becomes the
     // namespace's root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
     sethostname(&spec.hostname).map_err(|e| Error::setup("sethostname", e))?;
     loopback_up().map_err(|e| Error::setup("bring up lo", e))?;
     mounts::build(spec)?;
-    let program = resolve(spec)?;
+    let commands =
+        std::iter::once((&spec.argv, &spec.cwd)).chain(spec.then.iter().map(|s| (&s.argv, &s.cwd)));
+    let mut status = Status::Exited(0);
+    for (k, (argv, cwd)) in commands.enumerate() {
+        if k > 0 {
+            kill_leftovers();
+        }
+        let _ = send(report, &InitMsg::Started(k));
+        status = run_command(spec, argv, cwd, rlimits)?;
+        if !status.success() {
+            break;
+        }
+    }
+    Ok(status)
+}
+
+/// Kill every process of the namespace but init, and reap them: the next
+/// command starts with no process of the previous one around.
+fn kill_leftovers() {
+    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+    while let Ok(_) | Err(Errno::EINTR) = waitpid(None, None) {}
+}
+
+/// Starts one command and waits for it, reaping orphans meanwhile.
+fn run_command(spec: &Spec, argv: &[String], cwd: &Path, rlimits: bool) -> Result<Status> {
+    let program = resolve(spec, &argv[0])?;
 
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
     // SAFETY: init is single-threaded.
@@ -95,7 +121,7 @@ fn init(spec: &Spec, rlimits: bool) -> Result<Status> {
         ForkResult::Child => {
             drop(err_r);
             let mut err_fd = err_w.as_raw_fd();
-            let err = exec_command(spec, &program, rlimits, &mut err_fd);
+            let err = exec_command(spec, argv, cwd, &program, rlimits, &mut err_fd);
             let mut line = serde_json::to_vec(&err).unwrap_or_default();
             line.push(b'\n');
             // SAFETY: err_fd is the error pipe's write end; then leave without
@@ -134,15 +160,22 @@ fn reap_until(cmd: Pid) -> Result<Status> {
 
 /// In the command's process: everything between fork and execve. Returns
 /// only on failure.
-fn exec_command(spec: &Spec, program: &Path, rlimits: bool, err_fd: &mut RawFd) -> Error {
-    let argv: Vec<CString> = spec.argv.iter().map(|a| cstring(a)).collect();
+fn exec_command(
+    spec: &Spec,
+    args: &[String],
+    cwd: &Path,
+    program: &Path,
+    rlimits: bool,
+    err_fd: &mut RawFd,
+) -> Error {
+    let argv: Vec<CString> = args.iter().map(|a| cstring(a)).collect();
     let envp: Vec<CString> = spec
         .env
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect();
     let path = cstring(&program.to_string_lossy());
-    if let Err(e) = prepare_process(spec, rlimits, err_fd) {
+    if let Err(e) = prepare_process(spec, cwd, rlimits, err_fd) {
         return e;
     }
     let e = execve(&path, &argv, &envp).unwrap_err();
@@ -156,12 +189,12 @@ fn exec_command(spec: &Spec, program: &Path, rlimits: bool, err_fd: &mut RawFd) 
         e => e.desc().to_owned(),
     };
     Error::Command {
-        command: spec.argv[0].clone(),
+        command: args[0].clone(),
         reason,
     }
 }
 
-fn prepare_process(spec: &Spec, rlimits: bool, err_fd: &mut RawFd) -> Result<()> {
+fn prepare_process(spec: &Spec, cwd: &Path, rlimits: bool, err_fd: &mut RawFd) -> Result<()> {
     // A new session: the command cannot reach the caller's terminal (TIOCSTI).
     setsid().map_err(|e| Error::setup("setsid", e))?;
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
@@ -182,7 +215,7 @@ fn prepare_process(spec: &Spec, rlimits: bool, err_fd: &mut RawFd) -> Result<()>
         }
     }
     umask(Mode::from_bits_truncate(spec.umask as libc::mode_t));
-    chdir(&spec.cwd).map_err(|e| Error::path("working directory", &spec.cwd, e.desc()))?;
+    chdir(cwd).map_err(|e| Error::path("working directory", cwd, e.desc()))?;
     for cap in caps::all() {
         if !KEPT_CAPS.contains(&cap) {
             caps::drop(None, caps::CapSet::Bounding, cap)
@@ -240,10 +273,9 @@ fn close_range(first: RawFd, last: RawFd) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-/// The program to execute: argv[0] itself if it has a '/', else the first
-/// match in the PATH of the command's environment.
-fn resolve(spec: &Spec) -> Result<PathBuf> {
-    let name = &spec.argv[0];
+/// The program to execute: `name` (argv[0]) itself if it has a '/', else the
+/// first match in the PATH of the command's environment.
+fn resolve(spec: &Spec, name: &str) -> Result<PathBuf> {
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
@@ -255,7 +287,7 @@ fn resolve(spec: &Spec) -> Result<PathBuf> {
         .map(|(_, v)| v.as_str());
     let Some(path) = path else {
         return Err(Error::Command {
-            command: name.clone(),
+            command: name.to_owned(),
             reason: "no '/' in the name and no PATH in the environment to search".into(),
         });
     };
@@ -264,7 +296,7 @@ fn resolve(spec: &Spec) -> Result<PathBuf> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.metadata().is_ok_and(|m| m.is_file()))
         .ok_or_else(|| Error::Command {
-            command: name.clone(),
+            command: name.to_owned(),
             reason: format!("not found in PATH={path} inside the root"),
         })
 }

@@ -136,8 +136,16 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         cgroup.as_ref(),
     )?;
     let wall = start.elapsed();
-    let report: Option<InitMsg> =
-        recv(BufReader::new(std::fs::File::from(report_r))).unwrap_or(None);
+    let mut command = 0;
+    let mut report = None;
+    let mut reader = BufReader::new(std::fs::File::from(report_r));
+    while let Ok(Some(msg)) = recv::<InitMsg>(&mut reader) {
+        match msg {
+            InitMsg::Started(k) => command = k,
+            InitMsg::Ended(status) => report = Some(Ok(status)),
+            InitMsg::Failed(err) => report = Some(Err(err)),
+        }
+    }
     if let Some(cg) = &cgroup {
         cg.kill_all();
     }
@@ -159,8 +167,8 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         }
     }
     let status = match (report, ended_by) {
-        (Some(InitMsg::Ended(status)), _) => status,
-        (Some(InitMsg::Failed(err)), _) => return Err(err),
+        (Some(Ok(status)), _) => status,
+        (Some(Err(err)), _) => return Err(err),
         (None, Some(status)) => status,
         (None, None) => {
             return Err(Error::Helper(format!(
@@ -172,6 +180,7 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
     let ru = rusage.1;
     Ok(Report {
         status,
+        command,
         stats: Stats {
             wall,
             user: timeval(ru.ru_utime),

@@ -111,11 +111,14 @@ fn open_stdio(stdio: &Stdio, write: bool) -> Result<std::process::Stdio> {
 
 /// Reject what can be rejected without starting anything, naming the field.
 fn validate(spec: &Spec) -> Result<()> {
-    if spec.argv.is_empty() || spec.argv[0].is_empty() {
-        return Err(Error::InvalidSpec("no command given".into()));
-    }
-    if spec.argv.iter().any(|a| a.contains('\0')) {
-        return Err(Error::InvalidSpec("argv contains a NUL byte".into()));
+    let argvs = std::iter::once(&spec.argv).chain(spec.then.iter().map(|s| &s.argv));
+    for argv in argvs {
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(Error::InvalidSpec("no command given".into()));
+        }
+        if argv.iter().any(|a| a.contains('\0')) {
+            return Err(Error::InvalidSpec("argv contains a NUL byte".into()));
+        }
     }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -153,6 +156,9 @@ fn validate(spec: &Spec) -> Result<()> {
         inside_path("tmpfs mount point", t)?;
     }
     inside_path("working directory", &spec.cwd)?;
+    for step in &spec.then {
+        inside_path("working directory", &step.cwd)?;
+    }
     if spec.hostname.is_empty() || spec.hostname.len() > 64 || spec.hostname.contains('\0') {
         return Err(Error::InvalidSpec(format!(
             "hostname {:?}: must be 1 to 64 bytes",

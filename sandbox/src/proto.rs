@@ -18,6 +18,8 @@ pub(crate) enum HelperMsg {
 /// Sandbox init (or the command's process before exec) to helper.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum InitMsg {
+    /// Command k (0: argv, k: then[k - 1]) is about to start.
+    Started(usize),
     Ended(Status),
     Failed(Error),
 }

@@ -36,6 +36,12 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Working directory inside the sandbox.
     pub cwd: PathBuf,
+    /// Further commands, run in order after `argv` exits 0, in the same
+    /// namespaces, root and mounts: a chain of build steps pays for one
+    /// sandbox instead of one each. The run stops at the first command that
+    /// does not exit 0; processes a command leaves behind are killed before
+    /// the next starts. `timeout` covers the whole run.
+    pub then: Vec<Step>,
     pub hostname: String,
     pub umask: u32,
     pub limits: Limits,
@@ -76,6 +82,7 @@ impl Spec {
             argv,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
+            then: Vec::new(),
             hostname: "imgrep".to_owned(),
             umask: 0o022,
             limits: Limits::default(),
@@ -89,6 +96,14 @@ impl Spec {
             fds: Vec::new(),
         }
     }
+}
+
+/// A command of [`Spec::then`]: its argv (looked up like [`Spec::argv`]) and
+/// working directory; the environment is the spec's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
 }
 
 /// How the root file system is assembled.
@@ -201,7 +216,10 @@ pub enum Enforcement {
 /// The outcome of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// How the last command started ended (or the run, if it was killed).
     pub status: Status,
+    /// Which command that was: 0 for `argv`, k for `then[k - 1]`.
+    pub command: usize,
     pub stats: Stats,
     pub enforcement: Enforcement,
     /// Human-readable warnings (e.g. limits not enforced); already printed once

@@ -718,27 +718,36 @@ impl<'a> Builder<'a> {
             what: format!("creating {}", log.display()),
             source,
         })?;
-        for (i, (argv, cwd)) in steps.iter().enumerate() {
-            let mut spec = self.step_spec(recipe, lowers, work, argv.clone(), cwd);
-            spec.stdin = sandbox::Stdio::Null;
-            spec.stdout = sandbox::Stdio::File(log.clone());
-            spec.stderr = sandbox::Stdio::File(log.clone());
-            let report = sandbox::run(&spec).map_err(|source| BuildError::Sandbox {
+        // One sandbox runs every step in order (sandbox::Spec::then): steps
+        // share /build, /out, the root and /tmp anyway, and a sandbox per
+        // step cost ~50 ms each, 5 s over stage0's hundred steps.
+        let (first, rest) = steps.split_first().expect("a recipe has a step");
+        let mut spec = self.step_spec(recipe, lowers, work, first.0.clone(), &first.1);
+        spec.then = rest
+            .iter()
+            .map(|(argv, cwd)| sandbox::Step {
+                argv: argv.clone(),
+                cwd: cwd.into(),
+            })
+            .collect();
+        spec.stdin = sandbox::Stdio::Null;
+        spec.stdout = sandbox::Stdio::File(log.clone());
+        spec.stderr = sandbox::Stdio::File(log.clone());
+        let report = sandbox::run(&spec).map_err(|source| BuildError::Sandbox {
+            package: recipe.name.clone(),
+            source,
+        })?;
+        if !report.status.success() {
+            return Err(BuildError::StepFailed(Box::new(StepFailure {
                 package: recipe.name.clone(),
-                source,
-            })?;
-            if !report.status.success() {
-                return Err(BuildError::StepFailed(Box::new(StepFailure {
-                    package: recipe.name.clone(),
-                    version: recipe.version.clone(),
-                    step: i + 1,
-                    steps: steps.len(),
-                    command: show_argv(argv),
-                    status: describe_status(&report.status),
-                    log: log.clone(),
-                    tail: tail(&log, 20),
-                })));
-            }
+                version: recipe.version.clone(),
+                step: report.command + 1,
+                steps: steps.len(),
+                command: show_argv(&steps[report.command].0),
+                status: describe_status(&report.status),
+                log: log.clone(),
+                tail: tail(&log, 20),
+            })));
         }
         Ok(())
     }

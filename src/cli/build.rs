@@ -43,7 +43,7 @@ pub struct RunArgs {
     /// Maximum number of processes of each step.
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
-    /// Kill a step that runs longer than this many seconds.
+    /// Kill a package's steps when together they run longer than this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
     /// Before building a package, look for an image of the same input

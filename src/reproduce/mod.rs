@@ -296,6 +296,8 @@ fn rebuild_and_compare(
         variation: cond.variation.clone(),
         out: Some(work.join("out")),
         verbose: true,
+        cache_from: Vec::new(),
+        cache_to: None,
     };
     let builder = Builder::new(set, &store, &fetcher, build_opts)?;
     let built = {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 
 mod bench_layers;
 mod bench_sandbox;
+mod bench_stage0;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,6 +64,7 @@ fn bench(args: &[String]) -> Result<()> {
         Some("sandbox") => bench_sandbox::run(&args[1..]),
         Some("layers") => bench_layers::run(&args[1..]),
         Some("cache") => bench_cache::run(&args[1..]),
+        Some("stage0") => bench_stage0::run(&args[1..]),
         other => bail!("unknown benchmark {other:?}: expected sandbox, layers, cache or stage0"),
     }
 }
