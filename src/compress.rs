@@ -2,7 +2,7 @@
 //!
 //! gzip: one gzip member whose deflate stream is cut into fixed-size blocks of
 //! [`GZIP_BLOCK_SIZE`] uncompressed bytes, each compressed independently (fresh
-//! window) by miniz_oxide at level [`GZIP_LEVEL`] and ended with a full flush,
+//! window) by zlib-rs at level [`GZIP_LEVEL`] and ended with a full flush,
 //! so workers can compress blocks in any order and the bytes never depend on
 //! the number of threads. An empty final block and the combined CRC close it.
 //! The result is an ordinary single-member gzip file any reader accepts.
@@ -21,7 +21,7 @@ use flate2::{Compress, Crc, FlushCompress};
 
 /// Uncompressed bytes per independently compressed deflate block.
 pub const GZIP_BLOCK_SIZE: usize = 1 << 20;
-/// Deflate level (miniz_oxide, the backend pinned in Cargo.toml).
+/// Deflate level (zlib-rs, the backend pinned in Cargo.toml).
 pub const GZIP_LEVEL: u32 = 6;
 /// zstd level (libzstd as pinned by zstd-sys in Cargo.lock).
 pub const ZSTD_LEVEL: i32 = 3;
