@@ -811,7 +811,9 @@ impl<'a> Builder<'a> {
                 }
             })?;
         }
-        layout.set_ref(&ref_name, &built.manifest).map_err(oci_err)?;
+        layout
+            .set_ref(&ref_name, &built.manifest)
+            .map_err(oci_err)?;
         if let Some(tags) = self.tags.lock().expect("tags lock").as_mut() {
             tags.insert(ref_name, wanted);
         }
@@ -823,9 +825,10 @@ impl<'a> Builder<'a> {
         let mut tags = self.tags.lock().expect("tags lock");
         if tags.is_none() {
             let index = layout.index()?;
-            let refs = index.manifests().iter().filter_map(|d| {
-                Some((oci::ref_of(d)?.to_owned(), d.digest().to_string()))
-            });
+            let refs = index
+                .manifests()
+                .iter()
+                .filter_map(|d| Some((oci::ref_of(d)?.to_owned(), d.digest().to_string())));
             *tags = Some(refs.collect());
         }
         Ok(tags.as_ref().and_then(|t| t.get(ref_name).cloned()))
