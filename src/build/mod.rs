@@ -344,38 +344,7 @@ impl<'a> Builder<'a> {
         let (input, input_json) = self
             .input_of(recipe, done)
             .expect("the scheduler starts a package after its build root");
-        if !self.opts.rebuild {
-            if let Some((manifest, diff_ids)) = self.cached(&input, name) {
-                let built = Built {
-                    name: recipe.name.clone(),
-                    version: recipe.version.clone(),
-                    input,
-                    manifest,
-                    diff_ids,
-                    cached: true,
-                    duration: start.elapsed(),
-                };
-                self.publish(&built)?;
-                return Ok(built);
-            }
-        }
-        let _lock = self.store.lock_entry("build", &input.hex())?;
-        if !self.opts.rebuild {
-            if let Some((manifest, diff_ids)) = self.cached(&input, name) {
-                let built = Built {
-                    name: recipe.name.clone(),
-                    version: recipe.version.clone(),
-                    input,
-                    manifest,
-                    diff_ids,
-                    cached: true,
-                    duration: start.elapsed(),
-                };
-                self.publish(&built)?;
-                return Ok(built);
-            }
-        }
-        if let Some((manifest, diff_ids)) = self.lookup_remote_cache(recipe, &input)? {
+        let found = |(manifest, diff_ids): (Descriptor, Vec<Digest>)| -> Result<Built, BuildError> {
             let built = Built {
                 name: recipe.name.clone(),
                 version: recipe.version.clone(),
@@ -386,7 +355,23 @@ impl<'a> Builder<'a> {
                 duration: start.elapsed(),
             };
             self.publish(&built)?;
-            return Ok(built);
+            Ok(built)
+        };
+        let local = || {
+            (!self.opts.rebuild)
+                .then(|| self.cached(&input, name))
+                .flatten()
+        };
+        if let Some(hit) = local() {
+            return found(hit);
+        }
+        let _lock = self.store.lock_entry("build", &input.hex())?;
+        // Another process may have built it while we waited for the lock.
+        if let Some(hit) = local() {
+            return found(hit);
+        }
+        if let Some(hit) = self.lookup_remote_cache(recipe, &input)? {
+            return found(hit);
         }
         if self.opts.verbose {
             eprintln!(
