@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -55,18 +54,8 @@ pub struct Args {
     /// The signature policy instead of the tarball's manifests/policy.toml.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Build up to N independent packages at once.
-    #[arg(short, long, default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
-    /// Memory limit of each step, in bytes or with a K/M/G suffix.
-    #[arg(long, value_parser = super::build::parse_size, value_name = "SIZE")]
-    pub memory: Option<u64>,
-    /// Maximum number of processes of each step.
-    #[arg(long, value_name = "N")]
-    pub pids: Option<u64>,
-    /// Kill a step that runs longer than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub steps: super::build::StepArgs,
 }
 
 /// Removes the unpacked tarball at the end (its trees may be read-only).
@@ -141,13 +130,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         ..FetchConfig::default()
     });
     let opts = build::Options {
-        jobs: args.jobs.max(1),
-        limits: sandbox::Limits {
-            memory: args.memory,
-            pids: args.pids,
-            cpus: None,
-        },
-        timeout: args.timeout.map(Duration::from_secs),
+        jobs: args.steps.jobs.max(1),
+        limits: args.steps.limits(),
+        timeout: args.steps.timeout(),
         out: Some(args.out.clone()),
         ..build::Options::default()
     };

@@ -25,18 +25,12 @@ pub struct Args {
     pub run: RunArgs,
 }
 
-/// Options shared by the commands that run build steps.
+/// How build steps run: shared by `build`, `reproduce` and `bootstrap`.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct StepArgs {
     /// Build up to N independent packages at once.
     #[arg(short, long, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
-    /// Rebuild even what the store has built for the same input digest.
-    #[arg(long)]
-    pub rebuild: bool,
-    /// OCI layout the images are tagged in (default: out/ of the recipe tree).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<std::path::PathBuf>,
     /// Memory limit of each step, in bytes or with a K/M/G suffix.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub memory: Option<u64>,
@@ -46,6 +40,33 @@ pub struct RunArgs {
     /// Kill a package's steps when together they run longer than this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+}
+
+impl StepArgs {
+    pub fn limits(&self) -> sandbox::Limits {
+        sandbox::Limits {
+            memory: self.memory,
+            pids: self.pids,
+            cpus: None,
+        }
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout.map(Duration::from_secs)
+    }
+}
+
+/// Options of `imgrep build`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub steps: StepArgs,
+    /// Rebuild even what the store has built for the same input digest.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// OCI layout the images are tagged in (default: out/ of the recipe tree).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
     /// Before building a package, look for an image of the same input
     /// digest in this registry prefix (HOST/PREFIX; repeatable). Images are
     /// tagged `input-<hex>` under HOST/PREFIX/NAME (docs/registry.md).
@@ -64,14 +85,10 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn options(&self, global: &Global) -> build::Options {
         build::Options {
-            jobs: self.jobs.max(1),
+            jobs: self.steps.jobs.max(1),
             rebuild: self.rebuild,
-            limits: sandbox::Limits {
-                memory: self.memory,
-                pids: self.pids,
-                cpus: None,
-            },
-            timeout: self.timeout.map(Duration::from_secs),
+            limits: self.steps.limits(),
+            timeout: self.steps.timeout(),
             out: Some(
                 self.out
                     .clone()

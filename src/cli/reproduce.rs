@@ -3,7 +3,6 @@
 //! builds (docs/reproduce.md).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Result;
 
@@ -38,18 +37,8 @@ pub struct Args {
     /// Where the rebuild's directory is made (default: beside the store).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Rebuild up to N independent packages at once.
-    #[arg(short, long, default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
-    /// Memory limit of each step, in bytes or with a K/M/G suffix.
-    #[arg(long, value_parser = super::build::parse_size, value_name = "SIZE")]
-    pub memory: Option<u64>,
-    /// Maximum number of processes of each step.
-    #[arg(long, value_name = "N")]
-    pub pids: Option<u64>,
-    /// Kill a step that runs longer than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub steps: super::build::StepArgs,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
@@ -71,13 +60,9 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         layout: args.layout.unwrap_or_else(|| tree.join("out")),
         work_parent,
         keep: args.keep,
-        jobs: args.jobs,
-        limits: sandbox::Limits {
-            memory: args.memory,
-            pids: args.pids,
-            cpus: None,
-        },
-        timeout: args.timeout.map(Duration::from_secs),
+        jobs: args.steps.jobs,
+        limits: args.steps.limits(),
+        timeout: args.steps.timeout(),
     };
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
     let report = match reproduce::reproduce(&set, &store, fetch, &roots, &opts) {
