@@ -13,9 +13,8 @@ use crate::build::{self, BuildError, Builder};
 /// (canonical recipe, source pins, dependency image digests, layer format
 /// version), reuses what the store has built for the same input digest, and
 /// builds the rest in dependency order, each step in a fresh sandbox. Each
-/// image is tagged NAME:VERSION in the OCI layout `out/` of the recipe tree:
-///
-///     podman run --rm oci:out:bzip2:1.0.8 /usr/bin/bzip2 --help
+/// image is tagged NAME:VERSION in the OCI layout `out/` of the recipe tree,
+/// e.g. `podman run --rm oci:out:bzip2:1.0.8`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Packages to build (with everything they need).

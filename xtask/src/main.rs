@@ -56,7 +56,60 @@ fn ci() -> Result<()> {
         ],
     )?;
     run("cargo", &["build", "--release", "--bin", "imgrep"])?;
-    run("cargo", &["test", "--workspace", "--no-fail-fast"])
+    test_summarised()
+}
+
+/// `cargo test --workspace`, with each test's output shown so that a test
+/// that skipped (it prints a line with `SKIPPED`) is seen, not hidden by
+/// the harness; ends with the skipped lines and one total line.
+fn test_summarised() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let args = [
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--show-output",
+    ];
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut child = Command::new("cargo")
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let (mut passed, mut failed, mut skipped) = (0u64, 0u64, Vec::new());
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        } else if line.contains("SKIPPED") {
+            skipped.push(line);
+        }
+    }
+    let status = child.wait()?;
+    println!();
+    for s in &skipped {
+        println!("skipped: {s}");
+    }
+    println!(
+        "ci: {passed} passed, {failed} failed, {} skipped",
+        skipped.len()
+    );
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
+}
+
+/// The number before `what` in a `test result:` line (`ok. 5 passed; ...`).
+fn count(line: &str, what: &str) -> u64 {
+    line.find(what)
+        .and_then(|end| line[..end].rsplit([' ', '.']).next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn bench(args: &[String]) -> Result<()> {
