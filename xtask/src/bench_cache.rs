@@ -28,20 +28,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} missing: install the Debian package busybox-static"
     );
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "imgrep",
-            "--bin",
-            "imgrep",
-        ])
-        .status()
-        .context("cargo build --release")?;
-    ensure!(status.success(), "cargo build --release failed");
-    let imgrep = super::workspace_root().join("target/release/imgrep");
+    let imgrep = super::release_imgrep()?;
 
     let dir = tempfile::Builder::new()
         .prefix("imgrep-bench-cache-")

@@ -35,13 +35,7 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("bench layers needs `{tool}` (apt-get install {tool})");
         }
     }
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--bin", "imgrep"])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    let imgrep = workspace_root().join("target/release/imgrep");
+    let imgrep = crate::release_imgrep()?;
 
     let tmp;
     let base = match keep {
@@ -69,13 +63,6 @@ pub fn run(args: &[String]) -> Result<()> {
         bench_tree(&imgrep, tree, &out)?;
     }
     Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
 }
 
 /// Copies files, directories and symlinks in sorted order until `budget`

@@ -3,7 +3,7 @@
 //! unshare+chroot doing the same, printed as ratios to bwrap.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,20 +24,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} missing: install the Debian package busybox-static"
     );
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "imgrep",
-            "--bin",
-            "imgrep",
-        ])
-        .status()
-        .context("cargo build --release")?;
-    ensure!(status.success(), "cargo build --release failed");
-    let imgrep = workspace_root().join("target/release/imgrep");
+    let imgrep = crate::release_imgrep()?;
 
     let dir = tempfile::Builder::new().prefix("imgrep-bench-").tempdir()?;
     let root = dir.path().join("root");
@@ -181,10 +168,4 @@ fn busybox_root(root: &Path) -> Result<()> {
         std::fs::create_dir_all(root.join(d))?;
     }
     Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

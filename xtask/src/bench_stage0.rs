@@ -48,10 +48,7 @@ pub fn run(args: &[String]) -> Result<()> {
     // The release binary by default; --imgrep measures another build of it.
     let imgrep = match binary {
         Some(path) => std::path::absolute(&path)?,
-        None => {
-            crate::run("cargo", &["build", "--release", "--bin", "imgrep"])?;
-            root.join("target/release/imgrep")
-        }
+        None => crate::release_imgrep()?,
     };
 
     let tmp = tempfile::Builder::new()

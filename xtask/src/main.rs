@@ -33,6 +33,12 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Builds the release imgrep that the benchmarks measure; returns its path.
+fn release_imgrep() -> Result<std::path::PathBuf> {
+    run("cargo", &["build", "--release", "--bin", "imgrep"])?;
+    Ok(workspace_root().join("target/release/imgrep"))
+}
+
 fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
