@@ -75,16 +75,24 @@ fn ok(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn remote_cache_skips_the_build_on_a_second_store() {
-    let Some(registry) = Registry::start("remote_cache_skips_the_build_on_a_second_store", None)
-    else {
-        return;
-    };
+/// A registry, a work directory holding the recipe tree `tree`, and the
+/// cache prefix in the registry; None (SKIPPED) without docker-registry.
+fn setup(test: &str) -> Option<(Registry, tempfile::TempDir, std::path::PathBuf, String)> {
+    let registry = Registry::start(test, None)?;
     let work = tempfile::tempdir().unwrap();
     let t = work.path().join("tree");
     tree(&t);
     let prefix = format!("{}/cache", registry.host());
+    Some((registry, work, t, prefix))
+}
+
+#[test]
+fn remote_cache_skips_the_build_on_a_second_store() {
+    let Some((mut registry, work, t, prefix)) =
+        setup("remote_cache_skips_the_build_on_a_second_store")
+    else {
+        return;
+    };
 
     let a = ok(&imgrep(
         &t,
@@ -113,6 +121,7 @@ fn remote_cache_skips_the_build_on_a_second_store() {
         "a step ran in store B: its log exists"
     );
     // The record is local now: a third build needs no registry at all.
+    registry.kill();
     let c = ok(&imgrep(&t2, &store_b, &["--json", "build", "hello"]));
     assert_eq!(c[0]["cached"], true);
     assert_eq!(c[0]["manifest_digest"], a[0]["manifest_digest"]);
@@ -120,14 +129,11 @@ fn remote_cache_skips_the_build_on_a_second_store() {
 
 #[test]
 fn remote_cache_refuses_an_image_of_another_input() {
-    let Some(registry) = Registry::start("remote_cache_refuses_an_image_of_another_input", None)
+    let Some((_registry, work, t, prefix)) =
+        setup("remote_cache_refuses_an_image_of_another_input")
     else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let t = work.path().join("tree");
-    tree(&t);
-    let prefix = format!("{}/cache", registry.host());
     let plan = ok(&imgrep(
         &t,
         &work.path().join("s"),
