@@ -264,7 +264,7 @@ fn remap_fds(fds: &[RawFd], err_fd: RawFd) -> nix::Result<RawFd> {
     Ok(err_final)
 }
 
-fn close_range(first: RawFd, last: RawFd) -> nix::Result<()> {
+pub(crate) fn close_range(first: RawFd, last: RawFd) -> nix::Result<()> {
     if first > last {
         return Ok(());
     }

@@ -1,8 +1,10 @@
-//! The helper: a fresh single-threaded process (the current executable run
-//! with the marker argument). It reads the spec from its socket, creates the
-//! cgroup, clones the sandbox's init into new namespaces, writes its id maps,
-//! then supervises it: timeout, signals, the caller going away. It removes
-//! what it created and reports back.
+//! The helper: a single-threaded process that builds and supervises one
+//! sandbox. It is either a fork of a single-threaded caller (no exec: the
+//! cheap path) or the current executable re-run with the marker argument,
+//! which then reads the spec from its socket. It creates the cgroup, clones
+//! the sandbox's init into new namespaces, writes its id maps, then
+//! supervises it: timeout, signals, the caller going away. It removes what it
+//! created and reports back.
 
 use std::io::BufReader;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
@@ -36,8 +38,13 @@ pub(crate) fn main(fd: RawFd) -> i32 {
             return 2;
         }
     };
-    let result = run(&spec, &sock);
-    let _ = send(&sock, &HelperMsg::Done(result));
+    serve(&spec, &sock)
+}
+
+/// Run `spec` and send the report over `sock`; the helper's exit code.
+pub(crate) fn serve(spec: &Spec, sock: &UnixStream) -> i32 {
+    let result = run(spec, sock);
+    let _ = send(sock, &HelperMsg::Done(result));
     0
 }
 
@@ -92,7 +99,7 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
     let start = Instant::now();
-    // SAFETY: this process is single-threaded (a fresh exec of the helper).
+    // SAFETY: this process is single-threaded (see the module docs).
     // Without a cgroup to join and with maps it may write itself, the child
     // need not wait for us.
     let on_its_own = cgroup.is_none() && maps.self_writable();
