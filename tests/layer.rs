@@ -242,7 +242,7 @@ fn golden_opts(compression: Compression) -> PackOptions {
 /// layer::FORMAT_VERSION and docs/layers.md with it.
 #[test]
 fn golden_digests() {
-    assert_eq!(layer::FORMAT_VERSION, 2);
+    assert_eq!(layer::FORMAT_VERSION, 3);
     let tmp = tempfile::tempdir().unwrap();
     golden_tree(tmp.path());
     let got: Vec<(Compression, String, String, u64)> =

@@ -23,7 +23,7 @@ use tar::{Header, Kind};
 /// Version of the layer byte format: the normalisation rules, the tar
 /// encoding and the pinned compressors. Part of every input digest; any change
 /// to the bytes a tree packs to must bump it. History in docs/layers.md.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Bits a caller may declare per path: setuid, setgid, sticky.
 pub const SPECIAL_BITS: u32 = 0o7000;
@@ -161,7 +161,7 @@ pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Resu
         .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(blob_dir)
         .map_err(io_err(blob_dir))?;
-    let info = pack(dir, opts, tmp.as_file())?;
+    let info = pack(dir, opts, crate::fsutil::Writeback::new(tmp.as_file()))?;
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     let dest = blob_dir.join(info.digest.hex());
     tmp.persist(&dest).map_err(|e| Error::Io {

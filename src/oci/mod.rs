@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::compress::Compression;
 use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::Writeback;
 use crate::layer::{self, LayerInfo, PackOptions};
 
 pub use check::{check, Problem, Report};
@@ -85,7 +86,7 @@ pub struct Image {
 /// A blob being written into a layout: a temporary file under
 /// `blobs/sha256/`, renamed to its digest by [`BlobWriter::commit`].
 pub struct BlobWriter {
-    file: HashingWriter<tempfile::NamedTempFile>,
+    file: HashingWriter<Writeback<tempfile::NamedTempFile>>,
     dir: PathBuf,
 }
 
@@ -102,6 +103,7 @@ impl BlobWriter {
     /// fsyncs the blob and renames it to `blobs/sha256/<hex>`.
     pub fn commit(self) -> Result<(Digest, u64)> {
         let (tmp, digest, size) = self.file.finish();
+        let tmp = tmp.into_inner();
         let path = self.dir.join(digest.hex());
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         tmp.persist(&path).map_err(|e| Error::Io {
@@ -192,7 +194,7 @@ impl Layout {
             .tempfile_in(&dir)
             .map_err(io_err(&dir))?;
         Ok(BlobWriter {
-            file: HashingWriter::new(tmp),
+            file: HashingWriter::new(Writeback::new(tmp)),
             dir,
         })
     }
