@@ -48,9 +48,28 @@ pub(crate) enum Start<'a> {
     OwnMaps(&'a Maps),
 }
 
-pub(crate) fn main(spec: &Spec, start: Start, report: OwnedFd, rlimits: bool) -> ! {
+/// The sandbox's init, in the child of the namespace clone. `stdio`: the
+/// descriptors to put on 0-2 (None: keep the one there).
+pub(crate) fn main(
+    spec: &Spec,
+    start: Start,
+    report: OwnedFd,
+    rlimits: bool,
+    stdio: [Option<RawFd>; 3],
+) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut keep = spec.fds.clone();
+    keep.push(report.as_raw_fd());
+    if let Start::AfterHelper(sync) = &start {
+        keep.push(sync.as_raw_fd());
+    }
+    if let Err(e) = inherit_only(stdio, keep) {
+        let err = Error::setup("set up standard streams and descriptors", e);
+        let _ = send(std::fs::File::from(report), &InitMsg::Failed(err));
+        // SAFETY: leave the forked copy without running the helper's destructors.
+        unsafe { libc::_exit(1) }
+    }
     let started = match start {
         Start::AfterHelper(sync) => {
             let mut go = [0u8];
@@ -264,7 +283,47 @@ fn remap_fds(fds: &[RawFd], err_fd: RawFd) -> nix::Result<RawFd> {
     Ok(err_final)
 }
 
-pub(crate) fn close_range(first: RawFd, last: RawFd) -> nix::Result<()> {
+/// Puts `stdio` on 0-2 and closes every descriptor but 0-2 and `keep`: init
+/// holds only what it passes on or reports through, whatever the process it
+/// was cloned from had open.
+fn inherit_only(stdio: [Option<RawFd>; 3], mut keep: Vec<RawFd>) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let above = keep
+        .iter()
+        .copied()
+        .chain(stdio.iter().flatten().copied())
+        .max()
+        .unwrap_or(2)
+        + 1;
+    // Copies above everything first, so no dup2 overwrites a source still needed.
+    let mut temps = [None; 3];
+    for (temp, src) in temps.iter_mut().zip(stdio) {
+        if let Some(src) = src {
+            *temp = Some(fcntl(src, FcntlArg::F_DUPFD_CLOEXEC(above))?);
+        }
+    }
+    for (target, temp) in temps.iter().enumerate() {
+        if let Some(temp) = *temp {
+            // SAFETY: dup2 onto 0-2 of this process; the copy loses close-on-exec.
+            if unsafe { libc::dup2(temp, target as RawFd) } < 0 {
+                return Err(Errno::last());
+            }
+        }
+    }
+    keep.extend([0, 1, 2]);
+    keep.sort_unstable();
+    keep.dedup();
+    let mut next = 0;
+    for fd in keep.into_iter().chain([RawFd::MAX]) {
+        if fd > next {
+            close_range(next, fd - 1)?;
+        }
+        next = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+fn close_range(first: RawFd, last: RawFd) -> nix::Result<()> {
     if first > last {
         return Ok(());
     }

@@ -1,10 +1,10 @@
-//! The helper: a single-threaded process that builds and supervises one
-//! sandbox. It is either a fork of a single-threaded caller (no exec: the
-//! cheap path) or the current executable re-run with the marker argument,
-//! which then reads the spec from its socket. It creates the cgroup, clones
-//! the sandbox's init into new namespaces, writes its id maps, then
-//! supervises it: timeout, signals, the caller going away. It removes what it
-//! created and reports back.
+//! The helper: the single-threaded process that builds and supervises one
+//! sandbox. It is either the caller itself, when the caller has one thread
+//! (`imgrep run`: no extra process at all), or the current executable re-run
+//! with the marker argument for a multithreaded caller, which then reads the
+//! spec from its socket. It creates the cgroup, clones the sandbox's init
+//! into new namespaces, writes its id maps, then supervises it: timeout,
+//! signals, the caller going away. It removes what it created and reports.
 
 use std::io::BufReader;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{pipe2, Pid};
 
@@ -42,18 +42,35 @@ pub(crate) fn main(fd: RawFd) -> i32 {
 }
 
 /// Run `spec` and send the report over `sock`; the helper's exit code.
-pub(crate) fn serve(spec: &Spec, sock: &UnixStream) -> i32 {
-    let result = run(spec, sock);
+fn serve(spec: &Spec, sock: &UnixStream) -> i32 {
+    let result = run(spec, &Caller::Remote(sock));
     let _ = send(sock, &HelperMsg::Done(result));
     0
 }
 
-fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
+/// Who asked for the sandbox.
+pub(crate) enum Caller<'a> {
+    /// Another process (this one is the exec'd helper): warnings go over the
+    /// socket, and the socket closing means the caller is gone.
+    Remote(&'a UnixStream),
+    /// This very process. The sandbox's init puts these descriptors (the
+    /// spec's stdio, None: keep ours) on 0-2.
+    Local([Option<RawFd>; 3]),
+}
+
+/// Builds the sandbox, runs it to the end and cleans up. The calling process
+/// must be single-threaded: it clones the sandbox's init.
+pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     let maps = Maps::resolve(&spec.idmap)?;
     let _mount_point = prepare_scratch(spec)?;
     let mut warnings = Vec::new();
     let mut warn = |w: String| {
-        let _ = send(sock, &HelperMsg::Warning(w.clone()));
+        match caller {
+            Caller::Remote(sock) => {
+                let _ = send(*sock, &HelperMsg::Warning(w.clone()));
+            }
+            Caller::Local(_) => crate::launch::warn_once(&w),
+        }
         warnings.push(w);
     };
     let (cgroup, enforcement) = if spec.limits.any() {
@@ -85,7 +102,10 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
     ] {
         mask.add(s);
     }
-    mask.thread_block()
+    // Restored when the run ends: a local caller keeps its own signal handling.
+    let _restore_mask = mask
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map(RestoreMask)
         .map_err(|e| Error::setup("block signals", e))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::setup("signalfd", e))?;
@@ -108,13 +128,17 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
             drop(sync_w);
             drop(report_r);
             let rlimits = enforcement == Enforcement::Rlimits;
+            let stdio = match caller {
+                Caller::Local(stdio) => *stdio,
+                Caller::Remote(_) => [None; 3],
+            };
             let start = if on_its_own {
                 drop(sync_r);
                 child::Start::OwnMaps(&maps)
             } else {
                 child::Start::AfterHelper(sync_r)
             };
-            child::main(spec, start, report_w, rlimits)
+            child::main(spec, start, report_w, rlimits, stdio)
         }
         Some(pid) => pid,
     };
@@ -139,7 +163,10 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
         pid,
         spec.timeout.map(|t| start + t),
         &signals,
-        sock,
+        match caller {
+            Caller::Remote(sock) => Some(*sock),
+            Caller::Local(_) => None,
+        },
         cgroup.as_ref(),
     )?;
     let wall = start.elapsed();
@@ -202,14 +229,14 @@ fn run(spec: &Spec, sock: &UnixStream) -> Result<Report> {
 }
 
 /// Wait for init to end; kill it at the deadline, on SIGINT/SIGTERM/SIGHUP/
-/// SIGQUIT or when the caller's end of the socket closes. Killing init kills
+/// SIGQUIT or when a remote caller's end of the socket closes. Killing init kills
 /// every process of its pid namespace. Returns why we killed it, if we did,
 /// with init's wait status and resource use.
 fn supervise(
     pid: Pid,
     deadline: Option<Instant>,
     signals: &SignalFd,
-    sock: &UnixStream,
+    sock: Option<&UnixStream>,
     cgroup: Option<&Cgroup>,
 ) -> Result<(Option<Status>, (i32, libc::rusage))> {
     let mut ended_by = None;
@@ -237,15 +264,17 @@ fn supervise(
             }
         };
         // The caller never writes after the spec: readable means its end closed.
-        let mut fds = [
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(sock) = sock {
+            fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::setup("poll", e)),
         }
-        let gone = fds[1].revents().is_none_or(|r| !r.is_empty());
+        let gone = fds
+            .get(1)
+            .is_some_and(|fd| fd.revents().is_none_or(|r| !r.is_empty()));
         while let Ok(Some(info)) = signals.read_signal() {
             let sig = info.ssi_signo as i32;
             if sig != libc::SIGCHLD && ended_by.is_none() {
@@ -326,6 +355,15 @@ fn prepare_scratch(spec: &Spec) -> Result<Option<MountPoint>> {
     nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
         .map_err(|e| fail(&e.desc()))?;
     Ok(None)
+}
+
+/// Puts a signal mask back when dropped.
+struct RestoreMask(SigSet);
+
+impl Drop for RestoreMask {
+    fn drop(&mut self) {
+        let _ = self.0.thread_set_mask();
+    }
 }
 
 /// An empty directory the helper made to mount the in-memory scratch on.

@@ -1,8 +1,8 @@
-//! The caller's side of [`run`]: check the spec, start the helper and wait
-//! for its report. A single-threaded caller (`imgrep run`) forks the helper,
-//! which then needs no exec, no dynamic loading and no spec on the wire; a
-//! multithreaded one re-executes `/proc/self/exe` with the marker argument,
-//! since fork() there could copy a lock another thread holds.
+//! The caller's side of [`run`]: check the spec, then build the sandbox in
+//! this process when it has one thread (`imgrep run`), or start the helper
+//! (`/proc/self/exe` with the marker argument) and wait for its report when
+//! it has more: clone() with namespace flags from a multithreaded process can
+//! deadlock the child.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -15,58 +15,41 @@ use std::path::{Component, Path};
 use std::process::Command;
 use std::sync::Mutex;
 
-use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
-
 use crate::error::{Error, Result};
+use crate::helper::Caller;
 use crate::proto::{recv, send, HelperMsg};
 use crate::spec::{Report, Spec, Stdio};
 use crate::HELPER_MARKER;
 
 /// Run `spec` to the end and report how it ended. Blocks the calling thread;
-/// safe to call from any thread of a multithreaded program (the namespaces
-/// are made by a single-threaded helper process).
+/// safe to call from any thread of a multithreaded program.
 pub fn run(spec: &Spec) -> Result<Report> {
     validate(spec)?;
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| Error::Helper(format!("socketpair: {e}")))?;
     let stdio = [
         open_stdio(&spec.stdin, false)?,
         open_stdio(&spec.stdout, true)?,
         open_stdio(&spec.stderr, true)?,
     ];
-    let helper = if single_threaded() {
-        fork_helper(spec, &ours, theirs, stdio)?
-    } else {
-        exec_helper(spec, theirs, stdio)?
-    };
-    let result = converse(&ours, matches!(helper, Helper::Exec(_)).then_some(spec));
+    if single_threaded() {
+        let fds = [0, 1, 2].map(|i| match &stdio[i] {
+            StdioFd::Inherit => None,
+            StdioFd::Fd(fd) => Some(fd.as_raw_fd()),
+        });
+        return crate::helper::run(spec, &Caller::Local(fds));
+    }
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| Error::Helper(format!("socketpair: {e}")))?;
+    let mut helper = exec_helper(spec, theirs, stdio)?;
+    let result = converse(&ours, spec);
     drop(ours);
     let exit = helper.wait();
     match result {
         Ok(Some(done)) => done,
-        Ok(None) => Err(Error::Helper(format!("exited without a report ({exit})"))),
+        Ok(None) => Err(Error::Helper(format!(
+            "exited without a report ({})",
+            exit.map_or_else(|e| e.to_string(), |s| s.to_string())
+        ))),
         Err(e) => Err(Error::Helper(format!("protocol: {e}"))),
-    }
-}
-
-enum Helper {
-    Exec(std::process::Child),
-    Forked(Pid),
-}
-
-impl Helper {
-    /// Reap the helper; how it ended, for error messages.
-    fn wait(self) -> String {
-        match self {
-            Helper::Exec(mut child) => child
-                .wait()
-                .map_or_else(|e| e.to_string(), |s| s.to_string()),
-            Helper::Forked(pid) => {
-                waitpid(pid, None).map_or_else(|e| e.to_string(), |s| format!("{s:?}"))
-            }
-        }
     }
 }
 
@@ -76,7 +59,11 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
 }
 
-fn exec_helper(spec: &Spec, theirs: UnixStream, stdio: [StdioFd; 3]) -> Result<Helper> {
+fn exec_helper(
+    spec: &Spec,
+    theirs: UnixStream,
+    stdio: [StdioFd; 3],
+) -> Result<std::process::Child> {
     let [stdin, stdout, stderr] = stdio.map(StdioFd::into_stdio);
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("imgrep-sandbox")
@@ -100,85 +87,13 @@ fn exec_helper(spec: &Spec, theirs: UnixStream, stdio: [StdioFd; 3]) -> Result<H
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Helper(format!("cannot start /proc/self/exe: {e}")))?;
-    Ok(Helper::Exec(child))
+    cmd.spawn()
+        .map_err(|e| Error::Helper(format!("cannot start /proc/self/exe: {e}")))
 }
 
-fn fork_helper(
-    spec: &Spec,
-    ours: &UnixStream,
-    theirs: UnixStream,
-    stdio: [StdioFd; 3],
-) -> Result<Helper> {
-    // SAFETY: this process is single-threaded, so the child inherits no lock
-    // held by another thread; it leaves through _exit and never returns here.
-    match unsafe { fork() }.map_err(|e| Error::Helper(format!("fork: {e}")))? {
-        ForkResult::Parent { child } => Ok(Helper::Forked(child)),
-        ForkResult::Child => {
-            let code = match forked_setup(spec, ours.as_raw_fd(), &theirs, &stdio) {
-                Ok(()) => crate::helper::serve(spec, &theirs),
-                Err(e) => {
-                    let err = Error::Helper(format!("setting up the forked helper: {e}"));
-                    let _ = send(&theirs, &HelperMsg::Done(Err(err)));
-                    2
-                }
-            };
-            // SAFETY: ends the forked child without running the caller's
-            // exit handlers or flushing its buffers a second time.
-            unsafe { libc::_exit(code) }
-        }
-    }
-}
-
-/// Give the forked helper what an exec'd one would have: the spec's stdio on
-/// 0-2, no descriptor but those and the ones passed on, default handlers for
-/// the signals it supervises.
-fn forked_setup(
-    spec: &Spec,
-    ours: RawFd,
-    theirs: &UnixStream,
-    stdio: &[StdioFd; 3],
-) -> nix::Result<()> {
-    for (target, fd) in stdio.iter().enumerate() {
-        if let StdioFd::Fd(fd) = fd {
-            // SAFETY: dup2 onto 0-2 of this process.
-            if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
-                return Err(nix::errno::Errno::last());
-            }
-        }
-    }
-    let mut keep: Vec<RawFd> = spec.fds.clone();
-    keep.extend([0, 1, 2, theirs.as_raw_fd()]);
-    keep.retain(|&fd| fd != ours);
-    keep.sort_unstable();
-    keep.dedup();
-    let mut next = 0;
-    for fd in keep.into_iter().chain([RawFd::MAX]) {
-        if fd > next {
-            crate::child::close_range(next, fd - 1)?;
-        }
-        next = fd.saturating_add(1);
-    }
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: restores the default disposition; no handler runs here.
-        unsafe { signal(sig, SigHandler::SigDfl) }?;
-    }
-    Ok(())
-}
-
-/// Send the spec (exec'd helpers only: a fork has it already), then relay
-/// warnings until the report.
-fn converse(sock: &UnixStream, spec: Option<&Spec>) -> std::io::Result<Option<Result<Report>>> {
-    if let Some(spec) = spec {
-        send(sock, spec)?;
-    }
+/// Send the spec to the exec'd helper, then relay warnings until the report.
+fn converse(sock: &UnixStream, spec: &Spec) -> std::io::Result<Option<Result<Report>>> {
+    send(sock, spec)?;
     let mut reader = BufReader::new(sock);
     loop {
         match recv::<HelperMsg>(&mut reader)? {
@@ -191,7 +106,7 @@ fn converse(sock: &UnixStream, spec: Option<&Spec>) -> std::io::Result<Option<Re
 
 /// Each distinct warning is printed once per process: a build of many steps
 /// says "no limits" once, not once per step.
-fn warn_once(warning: &str) {
+pub(crate) fn warn_once(warning: &str) {
     static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     if seen

@@ -5,9 +5,10 @@
 //! id mapping and the cgroup strategy.
 //!
 //! clone() from a multithreaded process can deadlock the child, so [`run`]
-//! re-executes the current executable (`/proc/self/exe`) as a small
-//! single-threaded helper that builds the sandbox. Every binary that calls
-//! [`run`] must call [`dispatch_helper`] first thing in `main`.
+//! builds the sandbox in the calling process only when it has one thread;
+//! otherwise it re-executes the current executable (`/proc/self/exe`) as a
+//! small single-threaded helper. Every binary that calls [`run`] must call
+//! [`dispatch_helper`] first thing in `main`.
 
 mod cgroup;
 mod child;
