@@ -36,7 +36,8 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 /// Builds the release imgrep that the benchmarks measure; returns its path.
 fn release_imgrep() -> Result<std::path::PathBuf> {
     run("cargo", &["build", "--release", "--bin", "imgrep"])?;
-    Ok(workspace_root().join("target/release/imgrep"))
+    // .cargo/config.toml names the target, so cargo puts it under it.
+    Ok(workspace_root().join("target/x86_64-unknown-linux-gnu/release/imgrep"))
 }
 
 fn workspace_root() -> std::path::PathBuf {
