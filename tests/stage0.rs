@@ -490,7 +490,7 @@ fn chain_checks_answers_does_not_depend_on_the_seed_and_rejects_a_mismatch() {
         assert_eq!(
             ours[name],
             Built {
-                cached: true,
+                cached: false,
                 ..theirs[name].clone()
             },
             "{name}"
