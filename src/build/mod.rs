@@ -1089,12 +1089,55 @@ impl Builder<'_> {
                         done.insert(recipe.name.clone(), built.clone());
                         item.cached = Some(built);
                     }
-                    _ => item.reasons = self.why(&recipe.name, &json),
+                    _ => {
+                        item.reasons = self.why(&recipe.name, &json);
+                        // Another recipe of the same fixed output already
+                        // built its image: a build that passes the output
+                        // check gives that image, so the plan goes on with it.
+                        if let Some((provider, manifest, diff_ids)) =
+                            self.built_output(recipe, &done)
+                        {
+                            item.reasons.push(format!(
+                                "its declared output, image {} as {provider} built it, is in the store: what depends on it stays cached if this build reproduces it",
+                                short(&to_digest(manifest.digest()).expect("sha256 descriptor"))
+                            ));
+                            let built = Built {
+                                name: recipe.name.clone(),
+                                version: recipe.version.clone(),
+                                input,
+                                manifest,
+                                diff_ids,
+                                cached: false,
+                                duration: Duration::ZERO,
+                            };
+                            done.insert(recipe.name.clone(), built);
+                        }
+                    }
                 }
             }
             items.push(item);
         }
         Ok(items)
+    }
+
+    /// For a fixed-output recipe: the cached image of another recipe that
+    /// provides the same image, and that recipe's name.
+    fn built_output(
+        &self,
+        recipe: &Recipe,
+        done: &BTreeMap<String, Built>,
+    ) -> Option<(String, Descriptor, Vec<Digest>)> {
+        recipe.output.as_ref()?;
+        self.graph
+            .set()
+            .iter()
+            .filter(|r| r.name != recipe.name && r.output.is_some())
+            .filter(|r| r.provides() == recipe.provides())
+            .find_map(|r| {
+                let (input, _) = self.input_of(r, done)?;
+                let (manifest, diff_ids) = self.cached(&input, &r.name)?;
+                Some((r.name.clone(), manifest, diff_ids))
+            })
     }
 
     /// What changed since the last build of `name` in this store.
