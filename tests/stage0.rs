@@ -966,6 +966,41 @@ fn tree_sources_are_mounted_writable_and_the_store_copy_never_changes() {
     assert!(!stored.join("src/new").exists());
     assert_eq!(<sha2::Sha256 as sha2::Digest>::digest(nar(&stored)), digest);
 
+    // A failed build keeps its /build: `imgrep shell` sees the tree and what
+    // the steps wrote on top of it.
+    let failing = r#"[
+  ["/build/seed/hex0", "/build/src/hex0.hex0", "/build/src/new"],
+  ["/build/seed/hex0", "/build/no-such-input", "/out/never"],
+]"#;
+    write_recipe(
+        &ws,
+        "mounted-fails",
+        &empty_root_recipe("mounted-fails", &sources, failing),
+    );
+    assert_eq!(ws.build(&["mounted-fails"]).status.code(), Some(3));
+    let shell = Command::new(env!("CARGO_BIN_EXE_imgrep"))
+        .args(["shell", "-C"])
+        .arg(&ws.root)
+        .args([
+            "mounted-fails",
+            "--",
+            "/build/seed/hex0",
+            "/build/src/hex0.hex0",
+        ])
+        .arg("/out/from-shell")
+        .env("IMGREP_STORE", &ws.store)
+        .output()
+        .unwrap();
+    assert!(
+        shell.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    let kept = ws.store.join("failed/mounted-fails");
+    let seed = fs::read(repo("seeds/hex0-amd64")).unwrap();
+    assert_eq!(fs::read(kept.join("out/from-shell")).unwrap(), seed);
+    assert_eq!(fs::read(kept.join("build/src/new")).unwrap(), seed);
+
     // A file source landing on a path of the mounted tree is refused, as
     // overlapping sources always were.
     let clash = format!(

@@ -521,9 +521,17 @@ impl<'a> Builder<'a> {
                 .map_err(|e| fail(e.to_string()))?;
             // A fixed output's image carries its declared diff_id instead
             // of an input digest; its layer was verified against its diff_id.
-            let (label, want) = match &recipe.output {
-                Some(o) => (oci::ANNOTATION_FIXED_OUTPUT, o.diff_id.to_string()),
-                None => (oci::ANNOTATION_INPUT_DIGEST, input.to_string()),
+            let (label, what, want) = match &recipe.output {
+                Some(o) => (
+                    oci::ANNOTATION_FIXED_OUTPUT,
+                    "fixed output",
+                    o.diff_id.to_string(),
+                ),
+                None => (
+                    oci::ANNOTATION_INPUT_DIGEST,
+                    "input digest",
+                    input.to_string(),
+                ),
             };
             let labelled = image
                 .config
@@ -535,7 +543,7 @@ impl<'a> Builder<'a> {
             let fixed_ok = recipe.output.is_none() || layers.as_slice() == [want.clone()];
             if labelled.as_deref() != Some(want.as_str()) || !fixed_ok {
                 return Err(fail(format!(
-                    "{reference} is labelled with {label} {}, expected {want}: refusing it",
+                    "{reference} is labelled with {what} {}, expected {want}: refusing it",
                     labelled.as_deref().unwrap_or("(none)")
                 )));
             }
