@@ -79,7 +79,7 @@ fn unknown_keys_at_every_level() {
         "[package]\nname = \"x\"\nversion = \"1\"\n[biuld]\nscript = \"true\"\n",
         &[
             "1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`",
-            "4:2: unknown key `biuld` in the top level; expected one of: package, source, build, debs, image",
+            "4:2: unknown key `biuld` in the top level; expected one of: package, source, build, debs, image, output",
         ],
     );
     case(

@@ -377,25 +377,19 @@ fn a_failing_step_stops_the_package_and_is_named() {
 }
 
 #[test]
-fn two_seeds_give_one_hex0_layer() {
-    let Some(tree) = release_tree("two_seeds_give_one_hex0_layer") else {
+fn two_seeds_give_one_hex0_image() {
+    let Some(tree) = release_tree("two_seeds_give_one_hex0_image") else {
         return;
     };
     let ws = Workspace::new().with_release(&tree);
     let built = ws.build_ok(&["stage0-hex0", "stage0-hex0-upstream"]);
     let (ours, theirs) = (&built["stage0-hex0"], &built["stage0-hex0-upstream"]);
-    // The seeds differ (252 and 229 bytes); what they assemble may not.
+    // The seeds differ (252 and 229 bytes); what they make does not: both
+    // recipes are fixed outputs of the image stage0-hex0.
     assert_eq!(ours.diff_ids, theirs.diff_ids);
+    assert_eq!(ours.manifest_digest, theirs.manifest_digest, "one image");
+    assert_ne!(ours.input_digest, theirs.input_digest, "two recipes");
     let layout = ws.layout();
-    assert_eq!(
-        layer_digests(&layout, &format!("stage0-hex0:{VERSION}")),
-        layer_digests(&layout, &format!("stage0-hex0-upstream:{VERSION}")),
-        "the compressed layers are the same bytes too"
-    );
-    // The images record which recipe (and so which seed) made them
-    // (docs/bootstrap.md, "Diverse double compilation at stage zero").
-    assert_ne!(ours.input_digest, theirs.input_digest);
-    assert_ne!(ours.manifest_digest, theirs.manifest_digest);
     let files = layer_files(&layout, &format!("stage0-hex0:{VERSION}"));
     assert_eq!(
         files.keys().collect::<Vec<_>>(),
@@ -403,6 +397,38 @@ fn two_seeds_give_one_hex0_layer() {
         "the seed is not an output"
     );
     assert_eq!(files["hex0"].1, fs::read(tree.join(UPSTREAM_SEED)).unwrap());
+    // Which seed made it is recorded beside the image, not in it.
+    for (name, built) in [("stage0-hex0", ours), ("stage0-hex0-upstream", theirs)] {
+        let entry = index_entry(&layout, &format!("{name}:{VERSION}"));
+        assert_eq!(entry["annotations"]["dev.imgrep.recipe"], name);
+        assert_eq!(
+            entry["annotations"]["dev.imgrep.input-digest"],
+            built.input_digest.as_str()
+        );
+    }
+    let sources = |name: &str| {
+        index_entry(&layout, &format!("{name}:{VERSION}"))["annotations"]["dev.imgrep.sources"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(sources("stage0-hex0").contains("repo:seeds/hex0-amd64"));
+    assert!(sources("stage0-hex0-upstream").contains("bootstrap-seeds"));
+
+    // A seed that assembles something else is caught by the declared output.
+    ws.edit_recipe(
+        "stage0-hex0-upstream",
+        r#""./AMD64/hex0_AMD64.hex0""#,
+        r#""./AMD64/hex1_AMD64.hex0""#,
+    );
+    let out = ws.build(&["stage0-hex0-upstream"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("stage0/stage0-hex0-upstream/package.toml: [output] diff_id")
+            && stderr.contains(&format!("expected: {}", ours.diff_ids[0])),
+        "the recipe and the expected layer are named: {stderr}"
+    );
 }
 
 #[test]
@@ -445,27 +471,59 @@ fn chain_checks_answers_does_not_depend_on_the_seed_and_rejects_a_mismatch() {
         let (_, data) = m2.get(name).or_else(|| extra.get(name)).expect(name);
         assert_eq!(sha256_hex(data), sum, "{name}");
     }
-    // 2. The same chain rooted on upstream's seed: every image is rebuilt (new
-    // input digests) and every layer comes out byte for byte the same.
+
+    // 2. The chain rooted on upstream's seed, in the same store: its hex0
+    // recipe runs and gives the same image, so every image above it has the
+    // same input digest and is the cached one.
     let original = ws.edit_recipe(
         "stage0-seed-tools",
         r#"deps = ["stage0-hex0"]"#,
         r#"deps = ["stage0-hex0-upstream"]"#,
     );
     let theirs = ws.build_ok(&["stage0-mescc-tools-extra"]);
-    assert!(theirs.contains_key("stage0-hex0-upstream"));
     assert!(!theirs.contains_key("stage0-hex0"));
+    let hex0 = &theirs["stage0-hex0-upstream"];
+    assert!(!hex0.cached, "upstream's seed ran");
+    assert_eq!(hex0.manifest_digest, ours["stage0-hex0"].manifest_digest);
     for name in CHAIN {
-        assert!(!theirs[name].cached, "{name}: rebuilt on upstream's seed");
-        assert_ne!(ours[name].input_digest, theirs[name].input_digest, "{name}");
+        assert!(theirs[name].cached, "{name}: the same inputs, cached");
         assert_eq!(
-            ours[name].diff_ids, theirs[name].diff_ids,
-            "{name}: same layer"
+            ours[name],
+            Built {
+                cached: false,
+                ..theirs[name].clone()
+            },
+            "{name}"
+        );
+    }
+
+    // 3. The same chain on upstream's seed in a fresh store: built from
+    // scratch, every image comes out byte for byte the same.
+    let fresh = Workspace::new().with_release(&tree);
+    fresh.edit_recipe(
+        "stage0-seed-tools",
+        r#"deps = ["stage0-hex0"]"#,
+        r#"deps = ["stage0-hex0-upstream"]"#,
+    );
+    let rebuilt = fresh.build_ok(&["stage0-mescc-tools-extra"]);
+    assert_eq!(
+        rebuilt["stage0-hex0-upstream"].manifest_digest,
+        ours["stage0-hex0"].manifest_digest
+    );
+    for name in CHAIN {
+        assert!(!rebuilt[name].cached, "{name}: a fresh store builds");
+        assert_eq!(
+            ours[name],
+            Built {
+                cached: false,
+                ..rebuilt[name].clone()
+            },
+            "{name}"
         );
     }
     fs::write(ws.recipe("stage0-seed-tools"), original).unwrap();
 
-    // 3. Swap two tools before the check: the build must fail, with exit code
+    // 4. Swap two tools before the check: the build must fail, with exit code
     // 3, in the answers step. stage0-seed-tools and stage0-m2 come from the
     // store; only mescc-tools-extra runs again.
     ws.edit_recipe(
@@ -487,6 +545,244 @@ fn chain_checks_answers_does_not_depend_on_the_seed_and_rejects_a_mismatch() {
     );
 }
 
+/// A fixed-output recipe in an empty root: the seed assembles the `repo:`
+/// file `input` (holding `text`) into /out/hex0, which must be the layer
+/// `diff_id`; the image it provides is `hex0`.
+fn fixed_hex0_recipe(name: &str, input: &str, text: &[u8], diff_id: &str) -> String {
+    let seed = fs::read(repo("seeds/hex0-amd64")).unwrap();
+    let sources = format!(
+        r#"
+[[source]]
+urls = ["repo:seeds/hex0-amd64"]
+sha256 = "{}"
+unpack = false
+dest = "seed"
+file = "hex0"
+executable = true
+
+[[source]]
+urls = ["repo:{input}"]
+sha256 = "{}"
+unpack = false
+dest = "in"
+file = "hex0.hex0"
+"#,
+        sha256_hex(&seed),
+        sha256_hex(text)
+    );
+    let recipe = empty_root_recipe(
+        name,
+        &sources,
+        r#"[["/build/seed/hex0", "/build/in/hex0.hex0", "/out/hex0"]]"#,
+    );
+    format!("{recipe}\n[output]\nimage = \"hex0\"\ndiff_id = \"{diff_id}\"\n")
+}
+
+/// The hex digits of a hex0 source, without its comments: another text
+/// that assembles into the same bytes.
+fn bare_hex0(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let code = line.split(['#', ';']).next().unwrap_or_default();
+        out.extend(code.chars().filter(char::is_ascii_hexdigit));
+        out.push('\n');
+    }
+    out
+}
+
+/// The manifest descriptor index.json holds for `reference`.
+fn index_entry(layout: &Path, reference: &str) -> serde_json::Value {
+    let index = json(&layout.join("index.json"));
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
+        .unwrap_or_else(|| panic!("no image tagged {reference} in {}", layout.display()))
+        .clone()
+}
+
+fn write_recipe(ws: &Workspace, name: &str, text: &str) {
+    let dir = ws.root.join("stage0").join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("package.toml"), text).unwrap();
+}
+
+#[test]
+fn fixed_outputs_of_one_image_are_one_image_and_one_cache_key() {
+    // No upstream source: two recipes reach the seed's bytes from two
+    // different texts (its annotated source, and the bare digits of it).
+    let ws = Workspace::new();
+    let annotated = fs::read_to_string(repo("seeds/hex0-amd64.hex0")).unwrap();
+    let bare = bare_hex0(&annotated);
+    fs::write(ws.root.join("seeds/bare.hex0"), &bare).unwrap();
+    let recipe_a = |diff_id: &str| {
+        let input = "seeds/hex0-amd64.hex0";
+        fixed_hex0_recipe("hex0-annotated", input, annotated.as_bytes(), diff_id)
+    };
+    let placeholder = format!("sha256:{}", "0".repeat(64));
+    write_recipe(&ws, "hex0-annotated", &recipe_a(&placeholder));
+
+    // As with Nix's fake hashes: a wrong declaration fails the build with
+    // exit 3, naming the recipe, what it declares and what came out.
+    let out = ws.build(&["hex0-annotated"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("stage0/hex0-annotated/package.toml: [output] diff_id")
+            && stderr.contains(&format!("expected: {placeholder}")),
+        "{stderr}"
+    );
+    let got = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("got:"))
+        .unwrap_or_else(|| panic!("no `got:` line: {stderr}"))
+        .trim()
+        .to_owned();
+    assert!(got.starts_with("sha256:") && got != placeholder, "{got}");
+    let index = fs::read_to_string(ws.layout().join("index.json")).unwrap_or_default();
+    assert!(
+        !index.contains("hex0-annotated"),
+        "a mismatch is never tagged"
+    );
+    assert!(
+        ws.store.join("failed/hex0-annotated/out/hex0").is_file(),
+        "the mismatching output is kept to look at"
+    );
+
+    write_recipe(&ws, "hex0-annotated", &recipe_a(&got));
+    let recipe_b = fixed_hex0_recipe("hex0-bare", "seeds/bare.hex0", bare.as_bytes(), &got);
+    write_recipe(&ws, "hex0-bare", &recipe_b);
+    let user = |dep: &str| {
+        let seed = fs::read(repo("seeds/hex0-amd64.hex0")).unwrap();
+        empty_root_recipe(
+            "uses-hex0",
+            &format!(
+                "\n[[source]]\nurls = [\"repo:seeds/hex0-amd64.hex0\"]\nsha256 = \"{}\"\nunpack = false\n",
+                sha256_hex(&seed)
+            ),
+            r#"[["/hex0", "/build/hex0-amd64.hex0", "/out/again"]]"#,
+        )
+        .replace("deps = []", &format!("deps = [\"{dep}\"]"))
+    };
+    write_recipe(&ws, "uses-hex0", &user("hex0-annotated"));
+
+    let built = ws.build_ok(&["hex0-annotated", "uses-hex0"]);
+    let files = layer_files(&ws.layout(), "uses-hex0:1");
+    assert_eq!(
+        files["again"].1,
+        fs::read(repo("seeds/hex0-amd64")).unwrap()
+    );
+
+    // The dependant, re-pointed at the other recipe of the same image, keeps
+    // its cache key: `plan` says so before anything runs, and the build runs
+    // only the other recipe.
+    write_recipe(&ws, "uses-hex0", &user("hex0-bare"));
+    let plan = Command::new(env!("CARGO_BIN_EXE_imgrep"))
+        .args(["plan", "-C"])
+        .arg(&ws.root)
+        .arg("uses-hex0")
+        .env("IMGREP_STORE", &ws.store)
+        .env("IMGREP_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&plan.stdout).into_owned() + &String::from_utf8_lossy(&plan.stderr);
+    assert!(plan.status.success(), "{text}");
+    assert!(
+        text.contains("build   hex0-bare")
+            && text.contains("its declared output")
+            && text.contains("cached  uses-hex0"),
+        "{text}"
+    );
+    let again = ws.build_ok(&["uses-hex0"]);
+    let (a, b) = (&built["hex0-annotated"], &again["hex0-bare"]);
+    assert!(!b.cached, "the other recipe ran");
+    assert_eq!(a.diff_ids, vec![got.clone()]);
+    assert_eq!(a.manifest_digest, b.manifest_digest, "one image");
+    assert_ne!(
+        a.input_digest, b.input_digest,
+        "two recipes, two cache entries"
+    );
+    assert!(again["uses-hex0"].cached);
+    assert_eq!(
+        again["uses-hex0"].input_digest,
+        built["uses-hex0"].input_digest
+    );
+    assert_eq!(
+        again["uses-hex0"].manifest_digest,
+        built["uses-hex0"].manifest_digest
+    );
+    // The image says what it is, not how it was made.
+    let manifest = json(&blob(&ws.layout(), &a.manifest_digest));
+    let config = json(&blob(
+        &ws.layout(),
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.title"], "hex0");
+    assert_eq!(labels["dev.imgrep.fixed-output"], got.as_str());
+    assert!(labels.get("dev.imgrep.input-digest").is_none(), "{labels}");
+    assert!(labels.get("dev.imgrep.sources").is_none(), "{labels}");
+    // How it was made is recorded beside it, per recipe.
+    for (name, built) in [("hex0-annotated", a), ("hex0-bare", b)] {
+        let entry = index_entry(&ws.layout(), &format!("{name}:1"));
+        assert_eq!(entry["digest"], built.manifest_digest.as_str());
+        assert_eq!(entry["annotations"]["dev.imgrep.recipe"], name);
+        assert_eq!(
+            entry["annotations"]["dev.imgrep.input-digest"],
+            built.input_digest.as_str()
+        );
+    }
+}
+
+#[test]
+fn recipes_providing_one_image_must_declare_one_output() {
+    let ws = Workspace::new();
+    let one = format!("sha256:{}", "1".repeat(64));
+    let two = format!("sha256:{}", "2".repeat(64));
+    let input = "seeds/hex0-amd64.hex0";
+    let text = fs::read(repo(input)).unwrap();
+    write_recipe(
+        &ws,
+        "hex0-a",
+        &fixed_hex0_recipe("hex0-a", input, &text, &one),
+    );
+    write_recipe(
+        &ws,
+        "hex0-b",
+        &fixed_hex0_recipe("hex0-b", input, &text, &two),
+    );
+    // A plain recipe named like the image cannot be claimed by others.
+    write_recipe(&ws, "plain", &empty_root_recipe("plain", "", r#"[["/x"]]"#));
+    let claims_plain = fixed_hex0_recipe("claims-plain", input, &text, &one)
+        .replace("image = \"hex0\"", "image = \"plain\"");
+    write_recipe(&ws, "claims-plain", &claims_plain);
+    let out = Command::new(env!("CARGO_BIN_EXE_imgrep"))
+        .args(["list", "-C"])
+        .arg(&ws.root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = |file: &str| -> String {
+        stderr
+            .lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("nothing about {file}: {stderr}"))
+            .to_owned()
+    };
+    let b = line("stage0/hex0-b/package.toml:");
+    assert!(
+        b.contains("[output]") && b.contains("provides image `hex0`") && b.contains("in: diff_id"),
+        "{b}"
+    );
+    let claims = line("stage0/claims-plain/package.toml:");
+    assert!(
+        claims.contains("output.image `plain`") && claims.contains("not a fixed-output recipe"),
+        "{claims}"
+    );
+}
 #[test]
 fn release_tree_has_what_the_recipes_read() {
     // Runs without `imgrep build`: every file a step reads from the tree exists
@@ -580,4 +876,143 @@ fn normalize(path: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// The Nix archive (NAR) serialisation of a directory tree of regular
+/// files and directories, whose sha256 is a `tree` pin.
+fn nar(path: &Path) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s);
+        out.resize(out.len().next_multiple_of(8), 0);
+    }
+    fn node(out: &mut Vec<u8>, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        string(out, b"(");
+        string(out, b"type");
+        let meta = fs::symlink_metadata(path).unwrap();
+        if meta.is_dir() {
+            string(out, b"directory");
+            let mut names: Vec<_> = fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for name in names {
+                for s in [
+                    &b"entry"[..],
+                    b"(",
+                    b"name",
+                    name.as_encoded_bytes(),
+                    b"node",
+                ] {
+                    string(out, s);
+                }
+                node(out, &path.join(&name));
+                string(out, b")");
+            }
+        } else {
+            string(out, b"regular");
+            if meta.permissions().mode() & 0o100 != 0 {
+                string(out, b"executable");
+                string(out, b"");
+            }
+            string(out, b"contents");
+            string(out, &fs::read(path).unwrap());
+        }
+        string(out, b")");
+    }
+    let mut out = Vec::new();
+    string(&mut out, b"nix-archive-1");
+    node(&mut out, path);
+    out
+}
+
+#[test]
+fn tree_sources_are_mounted_writable_and_the_store_copy_never_changes() {
+    // A `tree` source at /build is the store's tree under an overlay: steps
+    // create and overwrite files there, the store's copy stays as verified.
+    let ws = Workspace::new();
+    let tree = ws.sources.join("tree");
+    fs::create_dir_all(tree.join("src")).unwrap();
+    let source = fs::read(repo("seeds/hex0-amd64.hex0")).unwrap();
+    fs::write(tree.join("src/hex0.hex0"), &source).unwrap();
+    fs::write(tree.join("victim.hex0"), &source).unwrap();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(nar(&tree));
+    fs::rename(&tree, ws.sources.join(hex::encode(digest))).unwrap();
+    use base64::Engine as _;
+    let pin = base64::engine::general_purpose::STANDARD.encode(digest);
+    let sources = format!(
+        "{}\n[[source]]\nurls = [\"https://example.invalid/tree.tar.gz\"]\ntree = \"sha256-{pin}\"\n",
+        seed_sources()
+    );
+    let steps = r#"[
+  ["/build/seed/hex0", "/build/src/hex0.hex0", "/build/src/new"],
+  ["/build/seed/hex0", "/build/victim.hex0", "/build/victim.hex0"],
+  ["/build/seed/hex0", "/build/src/hex0.hex0", "/out/hex0"],
+]"#;
+    write_recipe(
+        &ws,
+        "mounted",
+        &empty_root_recipe("mounted", &sources, steps),
+    );
+    ws.build_ok(&["mounted"]);
+    let files = layer_files(&ws.layout(), "mounted:1");
+    assert_eq!(files["hex0"].1, fs::read(repo("seeds/hex0-amd64")).unwrap());
+    // The second step truncated victim.hex0 in /build (its own input): the
+    // store's tree is untouched.
+    let stored = ws.store.join("trees/nar-sha256").join(hex::encode(digest));
+    assert_eq!(fs::read(stored.join("victim.hex0")).unwrap(), source);
+    assert!(!stored.join("src/new").exists());
+    assert_eq!(<sha2::Sha256 as sha2::Digest>::digest(nar(&stored)), digest);
+
+    // A failed build keeps its /build: `imgrep shell` sees the tree and what
+    // the steps wrote on top of it.
+    let failing = r#"[
+  ["/build/seed/hex0", "/build/src/hex0.hex0", "/build/src/new"],
+  ["/build/seed/hex0", "/build/no-such-input", "/out/never"],
+]"#;
+    write_recipe(
+        &ws,
+        "mounted-fails",
+        &empty_root_recipe("mounted-fails", &sources, failing),
+    );
+    assert_eq!(ws.build(&["mounted-fails"]).status.code(), Some(3));
+    let shell = Command::new(env!("CARGO_BIN_EXE_imgrep"))
+        .args(["shell", "-C"])
+        .arg(&ws.root)
+        .args([
+            "mounted-fails",
+            "--",
+            "/build/seed/hex0",
+            "/build/src/hex0.hex0",
+        ])
+        .arg("/out/from-shell")
+        .env("IMGREP_STORE", &ws.store)
+        .output()
+        .unwrap();
+    assert!(
+        shell.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    let kept = ws.store.join("failed/mounted-fails");
+    let seed = fs::read(repo("seeds/hex0-amd64")).unwrap();
+    assert_eq!(fs::read(kept.join("out/from-shell")).unwrap(), seed);
+    assert_eq!(fs::read(kept.join("build/src/new")).unwrap(), seed);
+
+    // A file source landing on a path of the mounted tree is refused, as
+    // overlapping sources always were.
+    let clash = format!(
+        "{sources}\n[[source]]\nurls = [\"repo:seeds/hex0-amd64.hex0\"]\nsha256 = \"{}\"\nunpack = false\ndest = \"src\"\nfile = \"hex0.hex0\"\n",
+        sha256_hex(&source)
+    );
+    write_recipe(&ws, "clash", &empty_root_recipe("clash", &clash, steps));
+    let out = ws.build(&["clash"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/build/src/hex0.hex0 is also provided by another source"),
+        "{stderr}"
+    );
 }

@@ -58,6 +58,22 @@ pub(crate) fn merge_tree(src: &Path, dst: &Path) -> io::Result<()> {
     utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
 }
 
+/// Copy into `dst` what it lacks of `src`: directories merge, an entry `dst`
+/// has already stays, as an overlay's upper layer wins over its lowers.
+pub(crate) fn fill_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    match dst.symlink_metadata() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => merge_tree(src, dst),
+        Ok(m) if m.is_dir() && src.symlink_metadata()?.is_dir() => {
+            for entry in fs::read_dir(src)? {
+                let entry = entry?;
+                fill_tree(&entry.path(), &dst.join(entry.file_name()))?;
+            }
+            Ok(())
+        }
+        other => other.map(drop),
+    }
+}
+
 /// Make every entry under `path` owned by `uid`:`gid` and readable, writable
 /// (and for directories searchable) by its owner. Runs after the tree ended,
 /// so nothing can swap entries under the walk.
@@ -85,6 +101,20 @@ pub(crate) fn reclaim_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_keeps_what_the_upper_has() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper) = (t.path().join("lower"), t.path().join("upper"));
+        fs::create_dir_all(lower.join("d/sub")).unwrap();
+        fs::write(lower.join("d/sub/f"), "lower").unwrap();
+        fs::write(lower.join("d/shared"), "lower").unwrap();
+        fs::create_dir_all(upper.join("d")).unwrap();
+        fs::write(upper.join("d/shared"), "upper").unwrap();
+        fill_tree(&lower, &upper).unwrap();
+        assert_eq!(fs::read_to_string(upper.join("d/shared")).unwrap(), "upper");
+        assert_eq!(fs::read_to_string(upper.join("d/sub/f")).unwrap(), "lower");
+    }
 
     #[test]
     fn later_trees_replace_files_and_merge_directories() {

@@ -183,14 +183,18 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     if let Some(cg) = &cgroup {
         cg.kill_all();
     }
-    if !spec.scratch_in_memory {
-        // overlayfs leaves directories of mode 000 in its work directory, all
-        // ours: make them deletable by the caller.
-        let (uid, gid) = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        );
-        let _ = crate::copy::reclaim_tree(&spec.scratch.join("work"), uid, gid);
+    // overlayfs leaves directories of mode 000 in its work directories, all
+    // ours: make them deletable by the caller.
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let root_work = (!spec.scratch_in_memory).then(|| spec.scratch.join("work"));
+    for work in root_work
+        .iter()
+        .chain(spec.overlays.iter().map(|o| &o.work))
+    {
+        let _ = crate::copy::reclaim_tree(work, uid, gid);
     }
     let memory_peak = cgroup.as_ref().and_then(Cgroup::memory_peak);
     let oom_kills = cgroup.as_ref().and_then(Cgroup::oom_kills);
@@ -387,6 +391,7 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
         .iter()
         .filter(|b| !b.readonly)
         .map(|b| b.src.clone())
+        .chain(spec.overlays.iter().map(|o| o.upper.clone()))
         .collect();
     if !spec.scratch_in_memory {
         roots.push(spec.scratch.clone());

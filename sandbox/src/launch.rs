@@ -205,6 +205,20 @@ fn validate(spec: &Spec) -> Result<()> {
         std::fs::metadata(&bind.src).map_err(|e| Error::path("bind source", &bind.src, e))?;
         inside_path("bind destination", &bind.dst)?;
     }
+    for o in &spec.overlays {
+        for dir in o.lowers.iter().chain([&o.upper, &o.work]) {
+            host_dir("overlay directory", dir)?;
+            let s = dir.to_string_lossy();
+            if s.contains(':') || s.contains(',') {
+                return Err(Error::path(
+                    "overlay directory",
+                    dir,
+                    "overlayfs cannot take a path containing ':' or ','",
+                ));
+            }
+        }
+        inside_path("overlay mount point", &o.dst)?;
+    }
     for t in &spec.tmpfs {
         inside_path("tmpfs mount point", t)?;
     }

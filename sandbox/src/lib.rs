@@ -24,7 +24,8 @@ mod spec;
 pub use error::{Error, Result};
 pub use launch::run;
 pub use spec::{
-    Bind, Enforcement, IdMap, IdRange, Limits, Report, RootFs, Spec, Stats, Status, Stdio, Step,
+    Bind, Enforcement, IdMap, IdRange, Limits, Overlay, Report, RootFs, Spec, Stats, Status, Stdio,
+    Step,
 };
 
 /// argv[1] that turns the current executable into the sandbox helper.

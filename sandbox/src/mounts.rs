@@ -43,6 +43,10 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
     }
     let root = spec.scratch.join("root");
     assemble_root(spec, &root)?;
+    for o in &spec.overlays {
+        let target = target(&root, &o.dst, true)?;
+        mount_overlay(spec, o, &target)?;
+    }
     for b in &spec.binds {
         let is_dir = b.src.is_dir();
         let target = target(&root, &b.dst, is_dir)?;
@@ -94,7 +98,7 @@ fn scratch_tmpfs(scratch: &Path) -> Result<()> {
 fn assemble_root(spec: &Spec, root: &Path) -> Result<()> {
     let upper = spec.scratch.join("upper");
     if !spec.lowers.is_empty() && spec.rootfs != RootFs::Copy {
-        match overlay(spec, root) {
+        match overlayfs(&spec.lowers, &upper, &spec.scratch.join("work"), root) {
             Ok(()) => return Ok(()),
             Err(e) if spec.rootfs == RootFs::Overlay => {
                 return Err(Error::setup("overlayfs root", e))
@@ -109,19 +113,35 @@ fn assemble_root(spec: &Spec, root: &Path) -> Result<()> {
     bind(&upper, root, false).map_err(|e| Error::setup("bind the root", e))
 }
 
-fn overlay(spec: &Spec, root: &Path) -> nix::Result<()> {
+/// One of [`Spec::overlays`] on `target`: overlayfs, or with
+/// [`RootFs::Copy`] or where overlayfs fails under [`RootFs::Auto`], `upper`
+/// completed from the lowers (top first, nothing it has replaced) and bound.
+fn mount_overlay(spec: &Spec, o: &crate::spec::Overlay, target: &Path) -> Result<()> {
+    let what = || format!("overlay on {}", o.dst.display());
+    if spec.rootfs != RootFs::Copy {
+        match overlayfs(&o.lowers, &o.upper, &o.work, target) {
+            Ok(()) => return Ok(()),
+            Err(e) if spec.rootfs == RootFs::Overlay => return Err(Error::setup(what(), e)),
+            Err(_) => {}
+        }
+    }
+    for lower in o.lowers.iter().rev() {
+        copy::fill_tree(lower, &o.upper).map_err(|e| Error::setup(what(), e))?;
+    }
+    bind(&o.upper, target, false).map_err(|e| Error::setup(what(), e))
+}
+
+fn overlayfs(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> nix::Result<()> {
     // overlayfs lists lowers top first.
-    let lowers: Vec<String> = spec
-        .lowers
+    let lowers: Vec<String> = lowers
         .iter()
         .rev()
         .map(|l| l.to_string_lossy().into_owned())
         .collect();
-    let work = spec.scratch.join("work");
     let base = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers.join(":"),
-        spec.scratch.join("upper").display(),
+        upper.display(),
         work.display()
     );
     // A volatile overlay refuses to mount again until its work directory is
@@ -140,7 +160,7 @@ fn overlay(spec: &Spec, root: &Path) -> nix::Result<()> {
         let data = format!("{base}{extra}");
         match mount(
             Some("overlay"),
-            root,
+            target,
             Some("overlay"),
             MsFlags::empty(),
             Some(data.as_str()),

@@ -26,8 +26,12 @@ pub struct Spec {
     pub scratch_in_memory: bool,
     /// How the root is assembled from `lowers` and `scratch`.
     pub rootfs: RootFs,
-    /// Host paths mounted inside, in order, after the root is assembled.
+    /// Host paths mounted inside, in order, after the root and `overlays`.
     pub binds: Vec<Bind>,
+    /// Writable overlays mounted inside, in order, after the root is
+    /// assembled: read-only host trees presented writable without copying.
+    #[serde(default)]
+    pub overlays: Vec<Overlay>,
     /// Fresh, empty tmpfs mounts (mode 1777) inside, e.g. `/tmp`.
     pub tmpfs: Vec<PathBuf>,
     /// argv; `argv[0]` without a `/` is looked up in `PATH` of `env` inside the root.
@@ -78,6 +82,7 @@ impl Spec {
             scratch_in_memory: false,
             rootfs: RootFs::Auto,
             binds: Vec::new(),
+            overlays: Vec::new(),
             tmpfs: Vec::new(),
             argv,
             env: Vec::new(),
@@ -123,6 +128,20 @@ pub struct Bind {
     pub src: PathBuf,
     pub dst: PathBuf,
     pub readonly: bool,
+}
+
+/// An overlay mounted at `dst` inside: `lowers` (host directories, bottom
+/// first, never written to) under the writable host directory `upper`, which
+/// wins over them and receives every write. `work` is overlayfs' work
+/// directory: empty, on the same file system as `upper`. Where overlayfs is
+/// unavailable and [`Spec::rootfs`] allows it, what `upper` lacks is copied
+/// into it from the lowers instead, so the result is the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlay {
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub dst: PathBuf,
 }
 
 /// Resource limits. `None`: unlimited.

@@ -66,6 +66,8 @@ pub enum BuildError {
     },
     #[error("{0}")]
     StepFailed(Box<StepFailure>),
+    #[error("{0}")]
+    FixedOutput(Box<OutputMismatch>),
     #[error("{package}: remote cache: {message}")]
     RemoteCache { package: String, message: String },
     #[error("{package}: not built: its dependency {dependency} failed")]
@@ -109,6 +111,36 @@ impl std::fmt::Display for StepFailure {
     }
 }
 
+/// A fixed-output recipe whose build produced another layer than it declares.
+#[derive(Debug)]
+pub struct OutputMismatch {
+    pub package: String,
+    /// The recipe's package.toml.
+    pub path: PathBuf,
+    pub expected: Digest,
+    pub got: Digest,
+    /// The work directory was kept for `imgrep shell`.
+    pub kept: bool,
+}
+
+impl std::fmt::Display for OutputMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: [output] diff_id: {} is a fixed-output recipe, and its build produced a \
+             different layer\n  expected: {}\n  got:      {}",
+            self.path.display(),
+            self.package,
+            self.expected,
+            self.got
+        )?;
+        if self.kept {
+            write!(f, "\n  shell: imgrep shell {}", self.package)?;
+        }
+        Ok(())
+    }
+}
+
 /// How to build.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -147,6 +179,17 @@ impl Default for Options {
     }
 }
 
+/// The read-only trees a package's sandbox is assembled from; kept beside a
+/// failed build (`lowers.json`) for `imgrep shell`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Lowers {
+    /// The build root: the dependencies' unpacked layers, bottom first.
+    pub root: Vec<PathBuf>,
+    /// Verified source trees under the build directory, below what the
+    /// other sources and the steps write there ([`sources::place`]).
+    pub build: Vec<PathBuf>,
+}
+
 /// One package's result.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -161,11 +204,15 @@ pub struct Built {
     pub duration: Duration,
 }
 
+/// What a ref of `out/` points at: a manifest digest and, for a fixed
+/// output, the input digest of the recipe that made it.
+type Tag = (String, Option<String>);
+
 /// Builds packages of one recipe tree into one store.
 pub struct Builder<'a> {
     /// `out/`'s tags (ref -> manifest digest), read once per run: re-reading
     /// its index for each of N packages made a no-op build O(N²).
-    tags: Mutex<Option<BTreeMap<String, String>>>,
+    tags: Mutex<Option<BTreeMap<String, Tag>>>,
     graph: Graph<'a>,
     store: &'a Store,
     layout: Layout,
@@ -287,11 +334,20 @@ impl<'a> Builder<'a> {
         recipe: &Recipe,
         done: &BTreeMap<String, Built>,
     ) -> Option<(Digest, Vec<u8>)> {
+        // A dependency counts as the image it provides, whichever recipe made
+        // it (src/recipe/output.rs).
+        let provides = |name: &str| {
+            self.graph
+                .recipe(name)
+                .map_or_else(|_| name.to_owned(), |r| r.provides().to_owned())
+        };
         let mut deps = Vec::new();
         for dep in self.graph.build_root(&recipe.name) {
-            deps.push((dep, done.get(dep)?.manifest_digest()));
+            deps.push((provides(dep), done.get(dep)?.manifest_digest()));
         }
-        let json = recipe.input_json(&deps, layer::FORMAT_VERSION);
+        let json = recipe
+            .keyed_by_images(provides)
+            .input_json(&deps, layer::FORMAT_VERSION);
         Some((Digest::of(&json), json))
     }
 
@@ -463,15 +519,31 @@ impl<'a> Builder<'a> {
                 .layout
                 .read_manifest(&digest, desc.size(), &reference.to_string(), true)
                 .map_err(|e| fail(e.to_string()))?;
+            // A fixed output's image carries its declared diff_id instead
+            // of an input digest; its layer was verified against its diff_id.
+            let (label, what, want) = match &recipe.output {
+                Some(o) => (
+                    oci::ANNOTATION_FIXED_OUTPUT,
+                    "fixed output",
+                    o.diff_id.to_string(),
+                ),
+                None => (
+                    oci::ANNOTATION_INPUT_DIGEST,
+                    "input digest",
+                    input.to_string(),
+                ),
+            };
             let labelled = image
                 .config
                 .config()
                 .as_ref()
                 .and_then(|c| c.labels().as_ref())
-                .and_then(|l| l.get(oci::ANNOTATION_INPUT_DIGEST).cloned());
-            if labelled.as_deref() != Some(input.to_string().as_str()) {
+                .and_then(|l| l.get(label).cloned());
+            let layers = image.config.rootfs().diff_ids();
+            let fixed_ok = recipe.output.is_none() || layers.as_slice() == [want.clone()];
+            if labelled.as_deref() != Some(want.as_str()) || !fixed_ok {
                 return Err(fail(format!(
-                    "{reference} is labelled with input digest {}, expected {input}: refusing it",
+                    "{reference} is labelled with {what} {}, expected {want}: refusing it",
                     labelled.as_deref().unwrap_or("(none)")
                 )));
             }
@@ -545,17 +617,24 @@ impl<'a> Builder<'a> {
         let work = self.store.temp_dir()?;
         let out = work.path().join("out");
         fs::create_dir(&out).map_err(io_err("creating $OUT"))?;
+        let mut kept_lowers = None;
         match recipe.kind {
             Kind::Debs => debs::assemble(recipe, &ready, &out)?,
             Kind::Build => {
                 let build_dir = work.path().join("build");
                 fs::create_dir_all(build_dir.join(".home")).map_err(io_err("creating /build"))?;
-                sources::place(recipe, &ready, &build_dir, work.path())?;
-                let lowers = self.build_root(recipe, done)?;
+                // overlayfs' work directory when a source tree is mounted at /build.
+                fs::create_dir(work.path().join("build-work"))
+                    .map_err(io_err("creating /build"))?;
+                let lowers = Lowers {
+                    build: sources::place(recipe, &ready, &build_dir, work.path())?,
+                    root: self.build_root(recipe, done)?,
+                };
                 if let Err(e) = self.run_steps(recipe, input, &lowers, work.path()) {
                     self.keep_failed(recipe, work, &lowers);
                     return Err(e);
                 }
+                kept_lowers = Some(lowers);
             }
         }
         let opts = PackOptions {
@@ -568,12 +647,41 @@ impl<'a> Builder<'a> {
             source,
         };
         let info = self.layout.add_layer(&out, &opts).map_err(oci_err)?;
+        if let Some(o) = recipe.output.as_ref().filter(|o| o.diff_id != info.diff_id) {
+            if let Some(lowers) = &kept_lowers {
+                self.keep_failed(recipe, work, lowers);
+            }
+            return Err(BuildError::FixedOutput(Box::new(OutputMismatch {
+                package: recipe.name.clone(),
+                path: recipe.path.clone(),
+                expected: o.diff_id,
+                got: info.diff_id,
+                kept: kept_lowers.is_some(),
+            })));
+        }
+        // A fixed output's image records its declaration only: its name,
+        // version and layer, never the sources or input digest that differ
+        // between the recipes providing it (src/recipe/output.rs).
+        let fixed = recipe.output.as_ref();
         let spec = ImageSpec {
-            name: recipe.name.clone(),
+            name: fixed.map_or(&recipe.name, |o| &o.image).clone(),
             version: recipe.version.clone(),
             source_date_epoch: recipe.source_date_epoch(),
-            input_digest: Some(*input),
-            sources: sources::describe(recipe),
+            input_digest: fixed.is_none().then_some(*input),
+            sources: if fixed.is_some() {
+                Vec::new()
+            } else {
+                sources::describe(recipe)
+            },
+            labels: fixed
+                .map(|o| {
+                    [(
+                        oci::ANNOTATION_FIXED_OUTPUT.to_owned(),
+                        o.diff_id.to_string(),
+                    )]
+                    .into()
+                })
+                .unwrap_or_default(),
             entrypoint: recipe.image.entrypoint.clone(),
             cmd: recipe.image.cmd.clone(),
             env: recipe
@@ -588,7 +696,10 @@ impl<'a> Builder<'a> {
         let diff_ids = vec![info.diff_id];
         let layers = [ImageLayer {
             layer: info,
-            created_by: format!("imgrep build {} {}", recipe.name, recipe.version),
+            created_by: match fixed {
+                Some(o) => format!("imgrep build {} {} (fixed output)", o.image, recipe.version),
+                None => format!("imgrep build {} {}", recipe.name, recipe.version),
+            },
         }];
         let manifest = self
             .layout
@@ -633,7 +744,7 @@ impl<'a> Builder<'a> {
     pub fn step_spec(
         &self,
         recipe: &Recipe,
-        lowers: &[PathBuf],
+        lowers: &Lowers,
         work: &Path,
         argv: Vec<String>,
         cwd: &str,
@@ -641,19 +752,27 @@ impl<'a> Builder<'a> {
         let build = recipe.build.as_ref().expect("build recipes have [build]");
         let v = &self.opts.variation;
         let mut spec = sandbox::Spec::new(work.join("scratch"), argv);
-        spec.lowers = lowers.to_vec();
-        spec.binds = vec![
-            sandbox::Bind {
-                src: work.join("build"),
+        spec.lowers = lowers.root.clone();
+        let build_dir = work.join("build");
+        if lowers.build.is_empty() {
+            spec.binds.push(sandbox::Bind {
+                src: build_dir,
                 dst: env::BUILD_DIR.into(),
                 readonly: false,
-            },
-            sandbox::Bind {
-                src: work.join("out"),
-                dst: env::OUT_DIR.into(),
-                readonly: false,
-            },
-        ];
+            });
+        } else {
+            spec.overlays.push(sandbox::Overlay {
+                lowers: lowers.build.clone(),
+                upper: build_dir,
+                work: work.join("build-work"),
+                dst: env::BUILD_DIR.into(),
+            });
+        }
+        spec.binds.push(sandbox::Bind {
+            src: work.join("out"),
+            dst: env::OUT_DIR.into(),
+            readonly: false,
+        });
         spec.tmpfs = vec!["/tmp".into()];
         spec.env = env::environment(recipe, build, v);
         spec.cwd = cwd.into();
@@ -670,7 +789,7 @@ impl<'a> Builder<'a> {
         &self,
         recipe: &Recipe,
         input: &Digest,
-        lowers: &[PathBuf],
+        lowers: &Lowers,
         work: &Path,
     ) -> Result<(), BuildError> {
         let build = recipe.build.as_ref().expect("build recipes have [build]");
@@ -739,16 +858,15 @@ impl<'a> Builder<'a> {
 
     /// Keeps a failed build's work directory for `imgrep shell`, replacing
     /// the previous failure of the same package.
-    fn keep_failed(&self, recipe: &Recipe, work: tempfile::TempDir, lowers: &[PathBuf]) {
+    fn keep_failed(&self, recipe: &Recipe, work: tempfile::TempDir, lowers: &Lowers) {
         let dest = self.failed_dir(&recipe.name);
         let _ = crate::store::remove_tree(&dest);
         let _ = fs::create_dir_all(dest.parent().expect("failed/ has a parent"));
         let kept = work.keep();
         if fs::rename(&kept, &dest).is_ok() {
-            let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
             let _ = fs::write(
                 dest.join("lowers.json"),
-                serde_json::to_vec(&lowers).expect("strings serialize"),
+                serde_json::to_vec(lowers).expect("paths serialize"),
             );
         } else {
             let _ = crate::store::remove_tree(&kept);
@@ -783,7 +901,27 @@ impl<'a> Builder<'a> {
         };
         let layout = Layout::create(out).map_err(oci_err)?;
         let ref_name = format!("{}:{}", built.name, built.version);
-        let wanted = built.manifest.digest().to_string();
+        let mut manifest = built.manifest.clone();
+        // Which recipe made a fixed-output image is recorded beside it, in
+        // index.json, where it changes no digest.
+        let recipe = self.graph.recipe(&built.name)?;
+        let recorded = recipe.output.is_some().then(|| built.input.to_string());
+        if let Some(input) = &recorded {
+            let sources =
+                crate::canonical::to_vec(&sources::describe(recipe)).expect("strings serialize");
+            manifest.set_annotations(Some(
+                [
+                    (oci::ANNOTATION_RECIPE.to_owned(), built.name.clone()),
+                    (oci::ANNOTATION_INPUT_DIGEST.to_owned(), input.clone()),
+                    (
+                        oci::ANNOTATION_SOURCES.to_owned(),
+                        String::from_utf8(sources).expect("JSON is UTF-8"),
+                    ),
+                ]
+                .into(),
+            ));
+        }
+        let wanted = (built.manifest.digest().to_string(), recorded);
         if self.tagged(&layout, &ref_name).map_err(oci_err)?.as_ref() == Some(&wanted) {
             return Ok(());
         }
@@ -796,24 +934,26 @@ impl<'a> Builder<'a> {
                 }
             })?;
         }
-        layout
-            .set_ref(&ref_name, &built.manifest)
-            .map_err(oci_err)?;
+        layout.set_ref(&ref_name, &manifest).map_err(oci_err)?;
         if let Some(tags) = self.tags.lock().expect("tags lock").as_mut() {
             tags.insert(ref_name, wanted);
         }
         Ok(())
     }
 
-    /// The manifest digest `ref_name` is tagged with in `layout` (`out/`).
-    fn tagged(&self, layout: &Layout, ref_name: &str) -> Result<Option<String>, oci::Error> {
+    /// The manifest digest `ref_name` is tagged with in `layout` (`out/`),
+    /// and the input digest recorded beside it (fixed outputs).
+    fn tagged(&self, layout: &Layout, ref_name: &str) -> Result<Option<Tag>, oci::Error> {
         let mut tags = self.tags.lock().expect("tags lock");
         if tags.is_none() {
             let index = layout.index()?;
-            let refs = index
-                .manifests()
-                .iter()
-                .filter_map(|d| Some((oci::ref_of(d)?.to_owned(), d.digest().to_string())));
+            let refs = index.manifests().iter().filter_map(|d| {
+                let input = d
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(oci::ANNOTATION_INPUT_DIGEST).cloned());
+                Some((oci::ref_of(d)?.to_owned(), (d.digest().to_string(), input)))
+            });
             *tags = Some(refs.collect());
         }
         Ok(tags.as_ref().and_then(|t| t.get(ref_name).cloned()))
@@ -957,12 +1097,55 @@ impl Builder<'_> {
                         done.insert(recipe.name.clone(), built.clone());
                         item.cached = Some(built);
                     }
-                    _ => item.reasons = self.why(&recipe.name, &json),
+                    _ => {
+                        item.reasons = self.why(&recipe.name, &json);
+                        // Another recipe of the same fixed output already
+                        // built its image: a build that passes the output
+                        // check gives that image, so the plan goes on with it.
+                        if let Some((provider, manifest, diff_ids)) =
+                            self.built_output(recipe, &done)
+                        {
+                            item.reasons.push(format!(
+                                "its declared output, image {} as {provider} built it, is in the store: what depends on it stays cached if this build reproduces it",
+                                short(&to_digest(manifest.digest()).expect("sha256 descriptor"))
+                            ));
+                            let built = Built {
+                                name: recipe.name.clone(),
+                                version: recipe.version.clone(),
+                                input,
+                                manifest,
+                                diff_ids,
+                                cached: false,
+                                duration: Duration::ZERO,
+                            };
+                            done.insert(recipe.name.clone(), built);
+                        }
+                    }
                 }
             }
             items.push(item);
         }
         Ok(items)
+    }
+
+    /// For a fixed-output recipe: the cached image of another recipe that
+    /// provides the same image, and that recipe's name.
+    fn built_output(
+        &self,
+        recipe: &Recipe,
+        done: &BTreeMap<String, Built>,
+    ) -> Option<(String, Descriptor, Vec<Digest>)> {
+        recipe.output.as_ref()?;
+        self.graph
+            .set()
+            .iter()
+            .filter(|r| r.name != recipe.name && r.output.is_some())
+            .filter(|r| r.provides() == recipe.provides())
+            .find_map(|r| {
+                let (input, _) = self.input_of(r, done)?;
+                let (manifest, diff_ids) = self.cached(&input, &r.name)?;
+                Some((r.name.clone(), manifest, diff_ids))
+            })
     }
 
     /// What changed since the last build of `name` in this store.

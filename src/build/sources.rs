@@ -105,13 +105,21 @@ fn local_file(recipe: &Recipe, path: PathBuf, source: &Source) -> Result<Ready, 
     })
 }
 
-/// Lays the sources out under `build_dir`, in order.
+/// Lays the sources out under `build_dir`, in order, and returns the
+/// verified trees that are mounted at the build directory instead of being
+/// copied into it (bottom first): every tree source whose `dest` is `.`.
+/// Copying a store tree cost a create per entry and an unlink per entry
+/// afterwards; an overlay with the store's read-only tree below and
+/// `build_dir` on top gives the steps the same files, writable, for nothing.
+/// Sources still may not overlap: a path that two of them provide is an
+/// error, as when everything was copied.
 pub fn place(
     recipe: &Recipe,
     ready: &[Ready],
     build_dir: &Path,
     staging: &Path,
-) -> Result<(), BuildError> {
+) -> Result<Vec<PathBuf>, BuildError> {
+    let mut mounted: Vec<(usize, &Path)> = Vec::new();
     for (i, (source, got)) in recipe.sources.iter().zip(ready).enumerate() {
         let err = |e: io::Error| BuildError::Source {
             package: recipe.name.clone(),
@@ -123,6 +131,10 @@ pub fn place(
                 source.dest
             ),
         };
+        if got.is_tree && source.dest == "." {
+            mounted.push((i, &got.path));
+            continue;
+        }
         let dest = build_dir.join(&source.dest);
         fs::create_dir_all(&dest).map_err(err)?;
         if got.is_tree {
@@ -146,7 +158,50 @@ pub fn place(
             fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(err)?;
         }
     }
-    Ok(())
+    for (k, &(i, tree)) in mounted.iter().enumerate() {
+        let others = std::iter::once(build_dir).chain(mounted[..k].iter().map(|m| m.1));
+        for other in others {
+            let clash = first_overlap(other, tree, Path::new("")).map_err(|e| BuildError::Io {
+                package: recipe.name.clone(),
+                what: format!("comparing source {} with the others", i + 1),
+                source: e,
+            })?;
+            if let Some(rel) = clash {
+                return Err(BuildError::Source {
+                    package: recipe.name.clone(),
+                    message: format!(
+                        "source {} ({}): {}/{} is also provided by another source (sources overlap)",
+                        i + 1,
+                        recipe.sources[i].file_name(),
+                        super::env::BUILD_DIR,
+                        rel.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(mounted.into_iter().map(|(_, p)| p.to_owned()).collect())
+}
+
+/// The first path (relative, under `rel`) that both `a` and `b` hold and that
+/// is not a directory in both: what one of them would hide in an overlay.
+fn first_overlap(a: &Path, b: &Path, rel: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in fs::read_dir(a)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let theirs = match b.join(&name).symlink_metadata() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        let path = rel.join(&name);
+        if !(theirs.is_dir() && entry.file_type()?.is_dir()) {
+            return Ok(Some(path));
+        }
+        if let Some(found) = first_overlap(&entry.path(), &b.join(&name), &path)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// Moves every entry of `from` into `to`, merging directories that both

@@ -157,13 +157,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
 /// A failed step exits 3; other build errors keep the default (2).
 pub fn into_cli_error(e: BuildError) -> anyhow::Error {
     match e {
-        BuildError::StepFailed(_) => anyhow::Error::from(Failure::BuildFailed(e.to_string())),
+        BuildError::StepFailed(_) | BuildError::FixedOutput(_) => {
+            anyhow::Error::from(Failure::BuildFailed(e.to_string()))
+        }
         other => anyhow::Error::from(other).context("build failed"),
     }
 }
 
 /// Reads the build root a failed build kept (for `imgrep shell`).
-pub fn kept_lowers(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+pub fn kept_lowers(dir: &std::path::Path) -> anyhow::Result<crate::build::Lowers> {
     let path = dir.join("lowers.json");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))

@@ -23,6 +23,10 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<Outcome> {
                     "deps": r.deps(),
                     "runtime": r.runtime,
                     "description": r.description,
+                    "output": r.output.as_ref().map(|o| json!({
+                        "image": o.image,
+                        "diff_id": o.diff_id.to_string(),
+                    })),
                     "path": r.path,
                 })
             })

@@ -17,6 +17,11 @@ pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_INPUT_DIGEST: &str = "dev.imgrep.input-digest";
 pub const ANNOTATION_SOURCES: &str = "dev.imgrep.sources";
+/// On a fixed-output image: the diff_id its recipes declare. Such an image
+/// records no sources or input digest (docs/recipes.md, `[output]`).
+pub const ANNOTATION_FIXED_OUTPUT: &str = "dev.imgrep.fixed-output";
+/// On an index.json entry: the package whose recipe built the image.
+pub const ANNOTATION_RECIPE: &str = "dev.imgrep.recipe";
 
 /// What an image is: everything that goes into its config and manifest
 /// besides the layers.

@@ -22,8 +22,9 @@ use crate::layer::{self, LayerInfo, PackOptions};
 
 pub use check::{check, Problem, Report};
 pub use image::{
-    descriptor, rfc3339, ImageLayer, ImageSpec, ANNOTATION_CREATED, ANNOTATION_INPUT_DIGEST,
-    ANNOTATION_REF_NAME, ANNOTATION_SOURCES, ANNOTATION_TITLE, ANNOTATION_VERSION,
+    descriptor, rfc3339, ImageLayer, ImageSpec, ANNOTATION_CREATED, ANNOTATION_FIXED_OUTPUT,
+    ANNOTATION_INPUT_DIGEST, ANNOTATION_RECIPE, ANNOTATION_REF_NAME, ANNOTATION_SOURCES,
+    ANNOTATION_TITLE, ANNOTATION_VERSION,
 };
 
 const LAYOUT_FILE: &str = "oci-layout";

@@ -57,6 +57,15 @@ pub fn sha256(s: &str) -> Result<Digest, String> {
         .map_err(|_| format!("malformed sha256 `{s}`: expected 64 lowercase hex digits"))
 }
 
+/// A layer digest as OCI writes it: `sha256:` and 64 lowercase hex digits.
+pub fn diff_id(s: &str) -> Result<Digest, String> {
+    s.strip_prefix("sha256:")
+        .and_then(|h| Digest::from_hex(h).ok())
+        .ok_or_else(|| {
+            format!("malformed diff_id `{s}`: expected `sha256:` and 64 lowercase hex digits")
+        })
+}
+
 pub fn tree(s: &str) -> Result<[u8; 32], String> {
     let err = || {
         format!(

@@ -92,6 +92,12 @@ impl Recipe {
                 json!({ "entrypoint": i.entrypoint, "cmd": i.cmd, "env": i.env, "workdir": i.workdir }),
             );
         }
+        if let Some(o) = &self.output {
+            doc.insert(
+                "output".into(),
+                json!({ "image": o.image, "diff_id": o.diff_id.to_string() }),
+            );
+        }
         Value::Object(doc)
     }
 

@@ -6,6 +6,7 @@ mod check;
 mod diag;
 mod input;
 mod node;
+mod output;
 mod parse;
 mod set;
 
@@ -21,7 +22,7 @@ pub use input::diff_inputs;
 pub use set::RecipeSet;
 
 /// Names of every top-level section a recipe may hold.
-pub const SECTIONS: &[&str] = &["package", "source", "build", "debs", "image"];
+pub const SECTIONS: &[&str] = &["package", "source", "build", "debs", "image", "output"];
 
 /// One package definition, with every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct Recipe {
     pub debs: Option<Debs>,
     /// How the image runs: `[image]` (entrypoint, cmd, env, workdir).
     pub image: Image,
+    /// `[output]`: set for a fixed-output recipe (docs/recipes.md).
+    pub output: Option<Output>,
     /// The package.toml this came from, for messages (not part of the digest).
     pub path: PathBuf,
 }
@@ -157,6 +160,18 @@ pub struct Image {
     /// `KEY=VALUE` entries in key order.
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
+}
+
+/// `[output]`: what a fixed-output recipe must produce. Its image is a
+/// function of this declaration (and the package's version, SOURCE_DATE_EPOCH,
+/// `[image]` and `runtime`), not of its sources or steps, so recipes that
+/// reach one output by different means give one image (src/recipe/output.rs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The image it provides; the package's name unless given.
+    pub image: String,
+    /// The uncompressed digest of the one layer the build must produce.
+    pub diff_id: Digest,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

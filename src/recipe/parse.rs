@@ -7,7 +7,7 @@ use std::path::Path;
 use super::check;
 use super::diag::{Diagnostic, Position};
 use super::node::{self, LineIndex, Node, Span, Spanned};
-use super::{Action, Build, Debs, Image, Kind, Pin, Recipe, Source, Step, SECTIONS};
+use super::{Action, Build, Debs, Image, Kind, Output, Pin, Recipe, Source, Step, SECTIONS};
 
 const PACKAGE_KEYS: &[&str] = &[
     "name",
@@ -41,6 +41,7 @@ const BUILD_KEYS: &[&str] = &[
 const STEP_KEYS: &[&str] = &["argv", "workdir"];
 const DEBS_KEYS: &[&str] = &["symlinks", "dirs"];
 const IMAGE_KEYS: &[&str] = &["entrypoint", "cmd", "env", "workdir"];
+const OUTPUT_KEYS: &[&str] = &["image", "diff_id"];
 
 type Entries = [(Spanned<String>, Spanned<Node>)];
 
@@ -58,6 +59,8 @@ pub struct Parsed {
     pub name: Option<(String, Position)>,
     /// Build deps, then runtime packages.
     pub refs: Vec<Reference>,
+    /// Where `[output]` is, for the checks across recipes that provide one image.
+    pub output: Option<Position>,
     /// Valid only when `diagnostics` is empty.
     pub recipe: Option<Recipe>,
     pub diagnostics: Vec<Diagnostic>,
@@ -71,6 +74,7 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
         name: None,
         deps: Vec::new(),
         runtime: Vec::new(),
+        output: None,
     };
     let doc = match node::parse(text) {
         Ok(doc) => doc,
@@ -87,6 +91,7 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
             return Parsed {
                 name: None,
                 refs: Vec::new(),
+                output: None,
                 recipe: None,
                 diagnostics: cx.diags,
             };
@@ -96,6 +101,7 @@ pub fn parse(path: &Path, text: &str) -> Parsed {
     Parsed {
         name: cx.name,
         refs: cx.deps.into_iter().chain(cx.runtime).collect(),
+        output: cx.output,
         recipe: recipe.filter(|_| cx.diags.is_empty()),
         diagnostics: cx.diags,
     }
@@ -108,6 +114,7 @@ struct Cx<'a> {
     name: Option<(String, Position)>,
     deps: Vec<Reference>,
     runtime: Vec<Reference>,
+    output: Option<Position>,
 }
 
 impl Cx<'_> {
@@ -320,6 +327,14 @@ impl Cx<'_> {
             None => Some(Image::default()),
         };
 
+        let output = match get(top, "output") {
+            Some(o) => {
+                self.output = Some(self.pos(&header(doc, "output")));
+                self.output(o, &name).map(Some)
+            }
+            None => Some(None),
+        };
+
         let description = self.opt_string(package, "description", "package.description");
         let license = self.opt_string(package, "license", "package.license");
         let homepage = self.opt_string(package, "homepage", "package.homepage");
@@ -335,6 +350,7 @@ impl Cx<'_> {
             build,
             debs,
             image: image?,
+            output: output?,
             path: self.path.to_path_buf(),
         })
     }
@@ -950,6 +966,32 @@ impl Cx<'_> {
             }
         }
         ok.then_some(image)
+    }
+}
+
+impl Cx<'_> {
+    /// `[output]`: `diff_id` required, `image` defaulting to the package name.
+    fn output(&mut self, node: &Spanned<Node>, name: &str) -> Option<Output> {
+        let entries = self.table(node, "[output]")?;
+        self.known_keys(entries, OUTPUT_KEYS, "[output]");
+        let image = match get(entries, "image") {
+            Some(n) => {
+                let image = self.string(n, "output.image")?;
+                self.check(&n.span(), "output.image", check::package_name(image))?;
+                image.to_owned()
+            }
+            None => name.to_owned(),
+        };
+        let Some(d) = get(entries, "diff_id") else {
+            self.error(
+                &node.span(),
+                "missing key `diff_id` in [output]: the `sha256:<hex>` of the layer the build must produce",
+            );
+            return None;
+        };
+        let text = self.string(d, "output.diff_id")?;
+        let diff_id = self.check(&d.span(), "output.diff_id", check::diff_id(text))?;
+        Some(Output { image, diff_id })
     }
 }
 

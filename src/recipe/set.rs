@@ -1,6 +1,6 @@
 //! A recipe tree: discovery under `packages/` and `stage0/`, and the checks
 //! that need every recipe at once (directory names, duplicates, unknown and
-//! cyclic dependencies).
+//! cyclic dependencies, recipes providing one image).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -215,12 +215,18 @@ fn check_tree(
     }
 
     let mut recipes = BTreeMap::new();
-    for (_, _, p) in parsed {
+    let mut outputs = BTreeMap::new();
+    for (path, _, p) in parsed {
+        if let (Some((name, _)), Some(pos)) = (&p.name, p.output) {
+            outputs.entry(name.clone()).or_insert((path.clone(), pos));
+        }
         diags.extend(p.diagnostics);
         if let Some(r) = p.recipe {
             recipes.entry(r.name.clone()).or_insert(r);
         }
     }
+
+    super::output::check_providers(&recipes, &outputs, diags);
 
     RecipeSet {
         root: root.to_path_buf(),
