@@ -401,15 +401,7 @@ impl<'a> Builder<'a> {
             .input_of(recipe, done)
             .expect("the scheduler starts a package after its build root");
         let found = |(manifest, diff_ids): (Descriptor, Vec<Digest>)| -> Result<Built, BuildError> {
-            let built = Built {
-                name: recipe.name.clone(),
-                version: recipe.version.clone(),
-                input,
-                manifest,
-                diff_ids,
-                cached: true,
-                duration: start.elapsed(),
-            };
+            let built = Built::new(recipe, input, (manifest, diff_ids), true, start.elapsed());
             self.publish(&built)?;
             Ok(built)
         };
@@ -454,15 +446,7 @@ impl<'a> Builder<'a> {
                 source: invalid(e),
             })?,
         )?;
-        let built = Built {
-            name: recipe.name.clone(),
-            version: recipe.version.clone(),
-            input,
-            manifest,
-            diff_ids,
-            cached: false,
-            duration: start.elapsed(),
-        };
+        let built = Built::new(recipe, input, (manifest, diff_ids), false, start.elapsed());
         if self.opts.verbose {
             eprintln!(
                 "imgrep: built {} {} -> {} in {:.1}s",
@@ -961,6 +945,24 @@ impl<'a> Builder<'a> {
 }
 
 impl Built {
+    fn new(
+        recipe: &Recipe,
+        input: Digest,
+        (manifest, diff_ids): (Descriptor, Vec<Digest>),
+        cached: bool,
+        duration: Duration,
+    ) -> Built {
+        Built {
+            name: recipe.name.clone(),
+            version: recipe.version.clone(),
+            input,
+            manifest,
+            diff_ids,
+            cached,
+            duration,
+        }
+    }
+
     pub fn manifest_digest(&self) -> Digest {
         to_digest(self.manifest.digest()).expect("imgrep writes sha256 descriptors")
     }
@@ -1085,15 +1087,8 @@ impl Builder<'_> {
                 item.input = Some(input);
                 match self.cached(&input, &recipe.name) {
                     Some((manifest, diff_ids)) if !self.opts.rebuild => {
-                        let built = Built {
-                            name: recipe.name.clone(),
-                            version: recipe.version.clone(),
-                            input,
-                            manifest,
-                            diff_ids,
-                            cached: true,
-                            duration: Duration::ZERO,
-                        };
+                        let built =
+                            Built::new(recipe, input, (manifest, diff_ids), true, Duration::ZERO);
                         done.insert(recipe.name.clone(), built.clone());
                         item.cached = Some(built);
                     }
@@ -1109,15 +1104,13 @@ impl Builder<'_> {
                                 "its declared output, image {} as {provider} built it, is in the store: what depends on it stays cached if this build reproduces it",
                                 short(&to_digest(manifest.digest()).expect("sha256 descriptor"))
                             ));
-                            let built = Built {
-                                name: recipe.name.clone(),
-                                version: recipe.version.clone(),
+                            let built = Built::new(
+                                recipe,
                                 input,
-                                manifest,
-                                diff_ids,
-                                cached: false,
-                                duration: Duration::ZERO,
-                            };
+                                (manifest, diff_ids),
+                                false,
+                                Duration::ZERO,
+                            );
                             done.insert(recipe.name.clone(), built);
                         }
                     }
