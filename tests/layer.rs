@@ -591,3 +591,60 @@ fn pack_to_blob_dir_names_the_blob_by_its_digest() {
         "no temporary file left"
     );
 }
+
+/// A destination that takes `room` bytes and then reports a full disk.
+struct FullDisk {
+    room: usize,
+}
+
+impl std::io::Write for FullDisk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on the test's disk",
+            ));
+        }
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_destination_fails_the_pack_with_its_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Incompressible (xorshift64), and more than every pipeline stage can queue.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    fs::write(tmp.path().join("noise"), &noise).unwrap();
+    for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        for threads in [1, 2] {
+            let err = layer::pack(
+                tmp.path(),
+                &opts(compression, threads),
+                FullDisk { room: 3 << 20 },
+            )
+            .unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                matches!(&err, layer::Error::Write(e) if e.kind() == std::io::ErrorKind::StorageFull),
+                "{compression:?} x{threads}: {shown}"
+            );
+            assert!(
+                shown.contains("no space left on the test's disk"),
+                "{shown}"
+            );
+        }
+    }
+}

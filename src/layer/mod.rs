@@ -4,20 +4,22 @@
 //! The tree is walked one directory level at a time with each level sorted,
 //! so memory depends on the widest directory, not the size of the tree. The
 //! tar stream is hashed (diff_id), compressed and hashed again (blob digest)
-//! in the same pass.
+//! in the same pass, the hashing on threads of its own (module `pipe`).
 
+mod pipe;
 mod tar;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, Metadata};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use crate::compress::Compression;
 use crate::compress::Encoder;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
+use pipe::HashStage;
 use tar::{Header, Kind};
 
 /// Version of the layer byte format: the normalisation rules, the tar
@@ -87,7 +89,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Packs `dir` as one layer into `out`, returning its digests and size.
 /// `dir` itself is not an entry; its contents are, relative to it.
-pub fn pack<W: Write>(dir: &Path, opts: &PackOptions, out: W) -> Result<LayerInfo> {
+pub fn pack<W: Write + Send>(dir: &Path, opts: &PackOptions, out: W) -> Result<LayerInfo> {
     let mtime = u64::try_from(opts.source_date_epoch)
         .ok()
         .filter(|&t| t <= tar::MAX_OCTAL_11)
@@ -108,37 +110,34 @@ pub fn pack<W: Write>(dir: &Path, opts: &PackOptions, out: W) -> Result<LayerInf
         return Err(Error::NotADirectory(dir.to_owned()));
     }
 
-    let blob = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
-    let encoder = Encoder::new(opts.compression, opts.threads, blob).map_err(Error::Write)?;
-    let mut packer = Packer {
-        // Headers are 512-byte writes: batch them before hashing and compressing.
-        out: BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder)),
-        mtime,
-        special: &opts.special_modes,
-        special_used: BTreeSet::new(),
-        links: HashMap::new(),
-        buf: vec![0; 256 * 1024],
-    };
-    packer.dir(dir, &mut Vec::new())?;
-    if let Some(missing) = opts
-        .special_modes
-        .keys()
-        .find(|p| !packer.special_used.contains(p.as_str()))
-    {
-        return Err(Error::SpecialModeTarget {
-            path: missing.clone(),
-            reason: "not in the tree",
-        });
-    }
-    tar::write_end(&mut packer.out).map_err(Error::Write)?;
-    let tar_stream = packer
-        .out
-        .into_inner()
-        .map_err(|e| Error::Write(e.into_error()))?;
-    let (encoder, diff_id, _) = tar_stream.finish();
-    let blob = encoder.finish().map_err(Error::Write)?;
-    let (mut buffered, digest, size) = blob.finish();
-    buffered.flush().map_err(Error::Write)?;
+    let (diff_id, digest, size) = std::thread::scope(|scope| {
+        let blob = HashStage::spawn(scope, out);
+        let encoder = Encoder::new(opts.compression, opts.threads, blob).map_err(Error::Write)?;
+        let mut packer = Packer {
+            out: HashStage::spawn(scope, encoder),
+            mtime,
+            special: &opts.special_modes,
+            special_used: BTreeSet::new(),
+            links: HashMap::new(),
+        };
+        packer.dir(dir, &mut Vec::new())?;
+        if let Some(missing) = opts
+            .special_modes
+            .keys()
+            .find(|p| !packer.special_used.contains(p.as_str()))
+        {
+            return Err(Error::SpecialModeTarget {
+                path: missing.clone(),
+                reason: "not in the tree",
+            });
+        }
+        tar::write_end(&mut packer.out).map_err(Error::Write)?;
+        let (encoder, diff_id, _) = packer.out.finish().map_err(Error::Write)?;
+        let blob = encoder.finish().map_err(Error::Write)?;
+        let (mut out, digest, size) = blob.finish().map_err(Error::Write)?;
+        out.flush().map_err(Error::Write)?;
+        Ok((diff_id, digest, size))
+    })?;
     Ok(LayerInfo {
         diff_id,
         digest,
@@ -172,14 +171,13 @@ pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Resu
     Ok(info)
 }
 
-struct Packer<'a, W: Write> {
-    out: BufWriter<HashingWriter<W>>,
+struct Packer<'a, 'scope, W: Write + Send> {
+    out: HashStage<'scope, W>,
     mtime: u64,
     special: &'a BTreeMap<String, u32>,
     special_used: BTreeSet<&'a str>,
     /// First archive path, and its mode, of every multiply-linked inode seen so far.
     links: HashMap<(u64, u64), (Vec<u8>, u32)>,
-    buf: Vec<u8>,
 }
 
 struct Child {
@@ -190,7 +188,7 @@ struct Child {
     meta: Metadata,
 }
 
-impl<W: Write> Packer<'_, W> {
+impl<'scope, W: Write + Send + 'scope> Packer<'_, 'scope, W> {
     /// Emits the entries below `dir`, whose archive path (with trailing `/`,
     /// empty for the root) is `prefix`.
     fn dir(&mut self, dir: &Path, prefix: &mut Vec<u8>) -> Result<()> {
@@ -341,21 +339,19 @@ impl<W: Write> Packer<'_, W> {
         let mut file = File::open(path).map_err(io_err)?;
         let mut left = size;
         while left > 0 {
-            let want = self
-                .buf
-                .len()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = file.read(&mut self.buf[..want]).map_err(io_err)?;
+            let spare = self.out.spare();
+            let want = spare.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read(&mut spare[..want]).map_err(io_err)?;
             if n == 0 {
                 return Err(Error::Changed {
                     path: path.to_owned(),
                     what: "size (file shrank)",
                 });
             }
-            self.out.write_all(&self.buf[..n]).map_err(Error::Write)?;
+            self.out.commit(n).map_err(Error::Write)?;
             left -= n as u64;
         }
-        if file.read(&mut self.buf[..1]).map_err(io_err)? != 0 {
+        if file.read(&mut [0]).map_err(io_err)? != 0 {
             return Err(Error::Changed {
                 path: path.to_owned(),
                 what: "size (file grew)",
