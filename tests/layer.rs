@@ -242,7 +242,7 @@ fn golden_opts(compression: Compression) -> PackOptions {
 /// layer::FORMAT_VERSION and docs/layers.md with it.
 #[test]
 fn golden_digests() {
-    assert_eq!(layer::FORMAT_VERSION, 3);
+    assert_eq!(layer::FORMAT_VERSION, 4);
     let tmp = tempfile::tempdir().unwrap();
     golden_tree(tmp.path());
     let got: Vec<(Compression, String, String, u64)> =

@@ -25,7 +25,7 @@ use tar::{Header, Kind};
 /// Version of the layer byte format: the normalisation rules, the tar
 /// encoding and the pinned compressors. Part of every input digest; any change
 /// to the bytes a tree packs to must bump it. History in docs/layers.md.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Bits a caller may declare per path: setuid, setgid, sticky.
 pub const SPECIAL_BITS: u32 = 0o7000;
