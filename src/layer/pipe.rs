@@ -5,7 +5,7 @@
 //! is about 1 GB of hashing, 0.7 s of one core here, more than libzstd needs
 //! for the same data. Done inline, both passes sat on the thread that reads
 //! the tree and feeds the compressor, and the compressor waited for them.
-//! Here the reading thread hands 1 MiB chunks to the tar stage (hash, then
+//! Here the reading thread hands 256 KiB chunks to the tar stage (hash, then
 //! feed the compressor) and the compressor's output goes to the blob stage
 //! (hash, then write the file). Every stage sees the stream in order, so the
 //! bytes are those of a single thread. Memory: [`CHUNKS`] chunks per stage.
@@ -19,10 +19,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 
-/// Bytes handed from one thread to the next at a time.
-const CHUNK: usize = 1 << 20;
+/// Bytes handed from one thread to the next at a time: small enough to be
+/// in a cache still when the next stage reads them (on the generated tree of
+/// `bench layers` the blob stage took 0.72 s of CPU with 1 MiB chunks, 0.55 s
+/// with these).
+const CHUNK: usize = 256 << 10;
 /// Chunks a stage owns: one being filled, the rest queued or being hashed.
-const CHUNKS: usize = 4;
+const CHUNKS: usize = 8;
 
 struct Chunk {
     data: Box<[u8]>,
