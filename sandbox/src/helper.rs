@@ -480,7 +480,8 @@ impl Namespaces {
     /// Copy what the in-memory directory `m` holds now to the new host
     /// directory `to`: in a child that joins the sandbox's namespaces
     /// (where it may read every file, whatever its owner and mode) with
-    /// `to` as its working directory, the one host path it can reach.
+    /// `to` as its working directory, the one host path it can reach. On
+    /// failure `to` is removed again.
     fn save(&self, m: &MemoryDir, to: &Path) -> Result<()> {
         let what = || {
             format!(
@@ -520,7 +521,11 @@ impl Namespaces {
                 let _ = File::from(err_r).read_to_string(&mut reason);
                 match wait4(pid, 0)? {
                     Some((0, _)) => Ok(()),
-                    _ => Err(Error::setup(what(), reason)),
+                    // A partial copy would pass for the whole directory.
+                    _ => {
+                        let _ = std::fs::remove_dir_all(to);
+                        Err(Error::setup(what(), reason))
+                    }
                 }
             }
         }

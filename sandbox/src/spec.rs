@@ -165,7 +165,8 @@ pub struct MemoryDir {
     pub size: Option<u64>,
     /// When the run does not succeed, the directory's contents are copied
     /// to this host directory (created by the run; it must not exist), so
-    /// the failure can be examined after the sandbox is gone.
+    /// the failure can be examined after the sandbox is gone. It exists
+    /// afterwards only if the copy is complete (else a warning says why).
     pub save: Option<PathBuf>,
 }
 
