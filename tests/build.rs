@@ -164,8 +164,8 @@ fn mirror_takes_over_when_the_first_url_fails() {
     assert!(err.contains("IMGREP_MIRROR_IMGREP_TEST"), "{err}");
 }
 
-#[test]
-fn tree_pin_accepts_the_same_tree_in_another_archive_format() {
+/// The NAR pin (SRI) of the greet tree: GREET_FILES unpacked.
+fn greet_tree_pin() -> String {
     let tree = tempfile::tempdir().unwrap();
     for (path, body, mode) in GREET_FILES {
         let p = tree.path().join(path);
@@ -173,7 +173,12 @@ fn tree_pin_accepts_the_same_tree_in_another_archive_format() {
         fs::write(&p, body).unwrap();
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(*mode)).unwrap();
     }
-    let pin = imgrep::nar::hash_path(tree.path()).unwrap().to_string();
+    imgrep::nar::hash_path(tree.path()).unwrap().to_string()
+}
+
+#[test]
+fn tree_pin_accepts_the_same_tree_in_another_archive_format() {
+    let pin = greet_tree_pin();
     assert!(pin.starts_with("sha256-"), "{pin}");
 
     let mut layers = Vec::new();
@@ -414,6 +419,145 @@ fn a_failing_step_is_reported_and_kept_for_imgrep_shell() {
         "{}",
         stderr(&none)
     );
+}
+
+/// A fixture whose `mem` and `mem-fail` recipes fetch the greet tree (its
+/// tarball is served by default), and that tree's pin.
+fn greet_tree_fixture() -> Option<(Fixture, String)> {
+    let pin = greet_tree_pin();
+    let vars = [
+        ("GREET_TREE_FILE", "greet-1.0.tar.gz".to_owned()),
+        ("GREET_TREE", pin.clone()),
+    ];
+    Some((Fixture::new(&vars)?, pin))
+}
+
+/// Every tree in the store still hashes to its name: no step wrote into one.
+fn assert_store_trees_intact(fx: &Fixture, pin: &str) {
+    let trees = fx.entries("trees/nar-sha256");
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    let stored = fx.store_path(&format!("trees/nar-sha256/{}", trees[0]));
+    assert_eq!(imgrep::nar::hash_path(&stored).unwrap().to_string(), pin);
+}
+
+#[test]
+fn in_memory_build_dir_is_a_tmpfs_copy_and_no_input() {
+    let Some((fx, pin)) = greet_tree_fixture() else {
+        return;
+    };
+    let first = fx.build(&["mem"]);
+    let out = fx.tree.path().join("out");
+    let file =
+        |path: &str| String::from_utf8(file_in_image(&out, "mem:1.0", path).unwrap()).unwrap();
+    // statfs' f_type: TMPFS_MAGIC, then OVERLAYFS_SUPER_MAGIC.
+    assert_eq!(file("share/fstype"), "1021994\n");
+    // The tree and the file source, merged; the steps changed, removed and
+    // added files.
+    assert_eq!(
+        file("share/listing"),
+        ".\n./archive\n./archive/greet-1.0.tar.gz\n./bin\n./greeting.txt\n./made.txt\n"
+    );
+    assert_eq!(
+        file("share/contents"),
+        "hello from a loopback server\nchanged\nmade\n"
+    );
+    assert_store_trees_intact(&fx, &pin);
+    assert_eq!(fx.entries("tmp"), Vec::<String>::new());
+
+    // build_dir is not part of the input digest: on disk, the recipe is a
+    // cache hit; rebuilt there, only what names the file system differs.
+    let path = fx.recipe_path("mem");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(
+        &path,
+        text.replace("build_dir = \"memory\"", "build_dir = \"disk\""),
+    )
+    .unwrap();
+    let again = fx.build(&["mem"]);
+    assert!(find(&again, "mem").cached);
+    assert_eq!(find(&again, "mem").input, find(&first, "mem").input);
+    let memory_listing = file("share/listing");
+    fx.build(&["--rebuild", "mem"]);
+    assert_eq!(file("share/fstype"), "794c7630\n");
+    assert_eq!(file("share/listing"), memory_listing);
+    assert_store_trees_intact(&fx, &pin);
+}
+
+#[test]
+fn a_failed_in_memory_build_is_saved_for_imgrep_shell() {
+    let Some((fx, pin)) = greet_tree_fixture() else {
+        return;
+    };
+    let out = fx.run(&["build", "mem-fail"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("mem-fail 1.0: step 2 of 2 failed (exit status 7)"),
+        "{err}"
+    );
+    // The whole /build as the failing step left it replaces the work
+    // directory's build/, with no tree below it; the fifo is left out.
+    let kept = fx.store_path("failed/mem-fail");
+    let lowers: serde_json::Value =
+        serde_json::from_slice(&fs::read(kept.join("lowers.json")).unwrap()).unwrap();
+    assert_eq!(lowers["build"], serde_json::json!([]), "{lowers}");
+    assert_eq!(
+        fs::read_to_string(kept.join("build/greeting.txt")).unwrap(),
+        "hello from a loopback server\nchanged\n"
+    );
+    assert!(kept.join("build/bin").is_dir());
+    assert!(!kept.join("build/bin/greet").exists());
+    assert!(!kept.join("build/fifo").exists());
+    assert!(!kept.join("build-saved").exists());
+
+    let shell = fx.run(&[
+        "shell",
+        "mem-fail",
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat greeting.txt made.txt; ls bin; echo more >> made.txt",
+    ]);
+    assert_eq!(shell.status.code(), Some(0), "{}", stderr(&shell));
+    assert_eq!(
+        String::from_utf8_lossy(&shell.stdout),
+        "hello from a loopback server\nchanged\nmade\n"
+    );
+    // The shell works on the kept directory itself.
+    assert_eq!(
+        fs::read_to_string(kept.join("build/made.txt")).unwrap(),
+        "made\nmore\n"
+    );
+    assert_store_trees_intact(&fx, &pin);
+}
+
+#[test]
+fn an_in_memory_build_dir_that_fills_up_fails_the_build() {
+    let Some((fx, _)) = greet_tree_fixture() else {
+        return;
+    };
+    // Half of the 64 MiB memory limit: 48 MiB do not fit. The step exits 0
+    // anyway, as a tool that ignores write errors would.
+    let path = fx.recipe_path("mem-fail");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(
+        &path,
+        text.replace(
+            "echo failing; exit 7",
+            "dd if=/dev/zero of=big bs=1M count=48; true",
+        ),
+    )
+    .unwrap();
+    let out = fx.run(&["build", "--memory", "64M", "mem-fail"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(
+            "step 2 of 2 failed (the in-memory /build (32 MiB, 1/2 of the memory limit) ran out of space"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
 }
 
 /// Processes whose command line is exactly `argv`.

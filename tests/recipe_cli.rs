@@ -88,7 +88,7 @@ fn unknown_keys_at_every_level() {
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\nshell = \"bash\"\n",
-        &["6:1: unknown key `shell` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, script, steps"],
+        &["6:1: unknown key `shell` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, build_dir, script, steps"],
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nsteps = [{ argv = [\"/x\"], cwd = \"/\" }]\n",
@@ -99,7 +99,7 @@ fn unknown_keys_at_every_level() {
         "package.name = \"x\"\npackage.version = \"1\"\npackage.nam = 1\nbuild = { script = \"true\", dep = [] }\n",
         &[
             "3:9: unknown key `nam` in [package]; expected one of: name, version, description, license, homepage, kind, runtime",
-            "4:28: unknown key `dep` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, script, steps",
+            "4:28: unknown key `dep` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, build_dir, script, steps",
         ],
     );
     case(
@@ -368,6 +368,14 @@ fn build_settings() {
     case(
         &format!("{head}deps = [\"base\", \"base\"]\n"),
         &["6:17: build.deps[1]: `base` is listed twice"],
+    );
+    case(
+        &format!("{head}build_dir = \"ram\"\n"),
+        &["6:13: build.build_dir: unknown build directory `ram`; expected \"disk\" or \"memory\""],
+    );
+    case(
+        &format!("{head}build_dir = true\n"),
+        &["6:13: build.build_dir: expected a string, found a boolean"],
     );
 }
 

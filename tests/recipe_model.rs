@@ -9,7 +9,7 @@ use std::path::Path;
 
 use imgrep::digest::Digest;
 use imgrep::graph::Graph;
-use imgrep::recipe::{diff_inputs, Action, Kind, Pin, Recipe, RecipeSet};
+use imgrep::recipe::{diff_inputs, Action, BuildDir, Kind, Pin, Recipe, RecipeSet};
 use proptest::prelude::*;
 
 const SHA: &str = "7d5b0b6062521e4627e099e4c9dc8248d32a30285e959b7eecaa780cf8cfd4a4";
@@ -74,6 +74,7 @@ fn defaults_are_resolved() {
     assert_eq!(b.workdir, "/build");
     assert_eq!(b.jobs, 0);
     assert_eq!(b.source_date_epoch, imgrep::DEFAULT_SOURCE_DATE_EPOCH);
+    assert_eq!(b.build_dir, BuildDir::Disk);
     assert_eq!(b.env["CFLAGS"], "-O2");
     assert!(matches!(&b.action, Action::Script(s) if s.starts_with("./configure")));
     assert_eq!(r.deps(), ["cc"]);
@@ -179,6 +180,19 @@ executable = false
     for text in same {
         assert_eq!(digest(&parse(text)), base, "{text}");
         assert_eq!(parse(text).canonical_json(), parse(MUSL).canonical_json());
+    }
+}
+
+#[test]
+fn the_build_directory_is_not_an_input() {
+    // It says where /build lives while the steps run, not what they
+    // produce: `imgrep reproduce` runs each recipe with the other one.
+    let base = parse(MUSL);
+    for (value, want) in [("disk", BuildDir::Disk), ("memory", BuildDir::Memory)] {
+        let r = parse(&MUSL.replace("[build]", &format!("[build]\nbuild_dir = \"{value}\"")));
+        assert_eq!(r.build.as_ref().unwrap().build_dir, want);
+        assert_eq!(digest(&r), digest(&base), "{value}");
+        assert_eq!(r.canonical_json(), base.canonical_json());
     }
 }
 

@@ -81,7 +81,7 @@ fn tree() -> Option<Tree> {
     fs::copy(busybox, dir.join("busybox")).unwrap();
     let bytes = fs::read(busybox).unwrap();
     let sha = imgrep::digest::Digest::of(&bytes).hex();
-    let applets = "sh mkdir cat echo od head printf hostname ln env nproc umask";
+    let applets = "sh mkdir cat echo od head printf hostname ln env nproc umask stat";
     fs::write(
         dir.join("package.toml"),
         format!(
@@ -170,6 +170,7 @@ fn deterministic_package_reproduces() {
         "hostname: reproduce",
         "reversed",
         "JOBS",
+        "build directory",
     ] {
         assert!(err.contains(what), "condition {what:?} not reported: {err}");
     }
@@ -252,6 +253,7 @@ echo "$JOBS" > $OUT/leak/jobs
 nproc > $OUT/leak/nproc
 env > $OUT/leak/env
 cat /proc/self/uid_map > $OUT/leak/uid_map
+stat -f -c %t /build > $OUT/leak/build_fs
 echo fixed > $OUT/leak/fixed"#,
     );
     build(&t, &["leaky"]);
@@ -270,7 +272,13 @@ echo fixed > $OUT/leak/fixed"#,
         .iter()
         .map(|c| c["path"].as_str().unwrap().to_owned())
         .collect();
-    let mut expected = vec!["leak/env", "leak/hostname", "leak/umask", "leak/uid_map"];
+    let mut expected = vec![
+        "leak/build_fs",
+        "leak/env",
+        "leak/hostname",
+        "leak/umask",
+        "leak/uid_map",
+    ];
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores > 1 {
         expected.extend(["leak/jobs", "leak/nproc"]);
@@ -294,6 +302,13 @@ echo fixed > $OUT/leak/fixed"#,
         text("leak/hostname").contains("-imgrep\n") && text("leak/hostname").contains("+reproduce")
     );
     assert!(text("leak/umask").contains("-0022\n") && text("leak/umask").contains("+0077"));
+    // Built on disk (no tree source: the work directory itself, whatever
+    // its file system), rebuilt on a tmpfs (TMPFS_MAGIC).
+    assert!(
+        text("leak/build_fs").contains("+1021994"),
+        "{}",
+        text("leak/build_fs")
+    );
 }
 
 #[test]

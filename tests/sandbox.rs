@@ -377,6 +377,142 @@ fn later_layers_win_and_writes_land_in_scratch() {
     }
 }
 
+/// Every entry under `dir`: relative path, mode and contents (link target
+/// for a symbolic link), sorted.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let body = if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            Vec::new()
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else {
+            std::fs::read(&p).unwrap()
+        };
+        let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        out.push((rel, meta.permissions().mode(), body));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn copies_are_a_writable_tmpfs_where_later_trees_win() {
+    if !ready("copies_are_a_writable_tmpfs_where_later_trees_win") {
+        return;
+    }
+    let fx = Fixture::new();
+    let (a, b) = (fx.dir.path().join("copy-a"), fx.dir.path().join("copy-b"));
+    std::fs::create_dir_all(a.join("etc")).unwrap();
+    std::fs::create_dir_all(a.join("ro")).unwrap();
+    std::fs::write(a.join("etc/which"), "a").unwrap();
+    std::fs::write(a.join("a-only"), "a").unwrap();
+    std::fs::set_permissions(a.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::create_dir_all(b.join("etc")).unwrap();
+    std::fs::write(b.join("etc/which"), "b").unwrap();
+    std::fs::write(b.join("exe"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(b.join("exe"), std::fs::Permissions::from_mode(0o754)).unwrap();
+    std::os::unix::fs::symlink("etc/which", b.join("link")).unwrap();
+    let before = (snapshot(&a), snapshot(&b));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let (ca, cb) = (format!("{}:/m", a.display()), format!("{}:/m", b.display()));
+    let script = "cat /m/etc/which /m/a-only; echo; readlink /m/link; stat -f -c %T /m; \
+                  stat -c '%a %u' /m/exe /m/ro; echo new > /m/ro/new && cat /m/ro/new; \
+                  echo changed > /m/etc/which; rm /m/a-only; cat /m/etc/which /m/a-only";
+    for who in identities("copy") {
+        // The run's own in-memory scratch goes under TMPDIR: it must be
+        // empty again afterwards.
+        let tmp = fx.owned_dir(&format!("copy-tmp-{}", who.uid()), &who);
+        let o = fx
+            .command(
+                &who,
+                &["--copy", &ca, "--copy", &cb, "--", "sh", "-c", script],
+            )
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        // The last cat fails on the removed file: the status passes through.
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert_eq!(
+            stdout(&o),
+            "ba\netc/which\ntmpfs\n754 0\n555 0\nnew\nchanged\n",
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert_eq!((snapshot(&a), snapshot(&b)), before, "{}", who.label());
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "{}",
+            who.label()
+        );
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            mounts,
+            "{}",
+            who.label()
+        );
+    }
+}
+
+#[test]
+fn a_full_copy_stops_the_run_and_says_so() {
+    if !ready("a_full_copy_stops_the_run_and_says_so") {
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.dir.path().join("full-src");
+    std::fs::create_dir(&src).unwrap();
+    let copy = format!("{}:/m", src.display());
+    for who in identities("full") {
+        // Half of the memory limit: 48 MiB do not fit in 32. dd fails, the
+        // command still exits 0, and the run reports the full directory.
+        let o = fx.run(
+            &who,
+            &[
+                "--memory",
+                "64M",
+                "--copy",
+                &copy,
+                "--",
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/m/big bs=1M count=48 2>/dev/null; echo done",
+            ],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert_eq!(stdout(&o), "done\n", "{}", who.label());
+        assert!(
+            stderr(&o).contains("the in-memory directory /m (33554432 bytes) is full"),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert_eq!(std::fs::read_dir(&src).unwrap().count(), 0);
+    }
+}
+
 #[test]
 fn outputs_belong_to_the_caller() {
     if !ready("outputs_belong_to_the_caller") {

@@ -116,6 +116,9 @@ fn init(spec: &Spec, rlimits: bool, report: &std::fs::File) -> Result<Status> {
         }
         let _ = send(report, &InitMsg::Started(k));
         status = run_command(spec, argv, cwd, rlimits)?;
+        if let Some(i) = mounts::full_memory_dir(spec) {
+            status = Status::Full(i);
+        }
         if !status.success() {
             break;
         }

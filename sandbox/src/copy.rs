@@ -1,7 +1,7 @@
 //! Tree walks done inside the user namespace: the copy fallback that merges a
-//! lower directory into the root when overlayfs is unavailable, and the
-//! reclaim pass that gives a run's files back to the caller. Neither follows
-//! symbolic links.
+//! lower directory into the root when overlayfs is unavailable, the copies
+//! into and out of in-memory directories, and the reclaim pass that gives a
+//! run's files back to the caller. None follows symbolic links.
 
 use std::fs;
 use std::io;
@@ -11,58 +11,77 @@ use std::path::Path;
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
+/// What [`merge_tree`] does with sockets, fifos and device nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Specials {
+    /// An error: trees that should hold none (layers, sources).
+    Refuse,
+    /// Leave them out: saving what a failed run left, where a socket or a
+    /// fifo means nothing once its processes are gone.
+    Skip,
+}
+
 /// Copy `src` over `dst`: directories merge, anything else replaces what is
 /// there, as a later layer does. Modes, owners (where mapped) and mtimes are
 /// kept; hard links become separate files.
-pub(crate) fn merge_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let meta = src.symlink_metadata()?;
+pub(crate) fn merge_tree(src: &Path, dst: &Path, specials: Specials) -> io::Result<()> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", src.display()));
+    let meta = src.symlink_metadata().map_err(named)?;
     let ft = meta.file_type();
+    let special = !(ft.is_dir() || ft.is_file() || ft.is_symlink());
+    match specials {
+        _ if !special => {}
+        Specials::Skip => return Ok(()),
+        Specials::Refuse => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: a socket, fifo or device node cannot be copied",
+                    src.display()
+                ),
+            ))
+        }
+    }
     let existing = dst.symlink_metadata().ok();
     if let Some(old) = &existing {
         if !(ft.is_dir() && old.is_dir()) {
             if old.is_dir() {
-                fs::remove_dir_all(dst)?;
+                fs::remove_dir_all(dst).map_err(named)?;
             } else {
-                fs::remove_file(dst)?;
+                fs::remove_file(dst).map_err(named)?;
             }
         }
     }
     if ft.is_dir() {
         if existing.as_ref().is_none_or(|m| !m.is_dir()) {
-            fs::create_dir(dst)?;
+            fs::create_dir(dst).map_err(named)?;
         }
-        for entry in fs::read_dir(src)? {
-            let entry = entry?;
-            merge_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        for entry in fs::read_dir(src).map_err(named)? {
+            let entry = entry.map_err(named)?;
+            merge_tree(&entry.path(), &dst.join(entry.file_name()), specials)?;
         }
     } else if ft.is_symlink() {
-        symlink(fs::read_link(src)?, dst)?;
-    } else if ft.is_file() {
-        fs::copy(src, dst)?;
+        symlink(fs::read_link(src).map_err(named)?, dst).map_err(named)?;
     } else {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "{}: special files cannot be copied into the root",
-                src.display()
-            ),
-        ));
+        fs::copy(src, dst).map_err(named)?;
     }
     // Owners outside the mapping cannot be set: the entry stays ours.
     let _ = lchown(dst, Some(meta.uid()), Some(meta.gid()));
     if !ft.is_symlink() {
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(named)?;
     }
     let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
     let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+    utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| named(e.into()))
 }
 
 /// Copy into `dst` what it lacks of `src`: directories merge, an entry `dst`
 /// has already stays, as an overlay's upper layer wins over its lowers.
 pub(crate) fn fill_tree(src: &Path, dst: &Path) -> io::Result<()> {
     match dst.symlink_metadata() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => merge_tree(src, dst),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => merge_tree(src, dst, Specials::Refuse),
         Ok(m) if m.is_dir() && src.symlink_metadata()?.is_dir() => {
             for entry in fs::read_dir(src)? {
                 let entry = entry?;
@@ -129,8 +148,8 @@ mod tests {
         symlink("conf", b.join("etc/link")).unwrap();
         fs::set_permissions(b.join("etc/conf"), fs::Permissions::from_mode(0o750)).unwrap();
         fs::create_dir(&dst).unwrap();
-        merge_tree(&a, &dst).unwrap();
-        merge_tree(&b, &dst).unwrap();
+        merge_tree(&a, &dst, Specials::Refuse).unwrap();
+        merge_tree(&b, &dst, Specials::Refuse).unwrap();
         assert_eq!(fs::read_to_string(dst.join("etc/conf")).unwrap(), "b");
         assert!(dst.join("etc/a-only").is_dir());
         assert!(dst.join("was-file").is_dir());

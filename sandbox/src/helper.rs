@@ -6,24 +6,28 @@
 //! into new namespaces, writes its id maps, then supervises it: timeout,
 //! signals, the caller going away. It removes what it created and reports.
 
-use std::io::BufReader;
+use std::fs::{DirBuilder, File};
+use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::CloneFlags;
+use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::unistd::{pipe2, Pid};
+use nix::unistd::{fchdir, pipe2, Pid};
 
 use crate::cgroup::Cgroup;
 use crate::child;
+use crate::copy::{self, Specials};
 use crate::error::{Error, Result};
 use crate::idmap::Maps;
 use crate::proto::{recv, send, HelperMsg, InitMsg};
-use crate::spec::{Enforcement, Report, Spec, Stats, Status};
+use crate::spec::{Enforcement, MemoryDir, Report, Spec, Stats, Status};
 
 pub(crate) fn main(fd: RawFd) -> i32 {
     // SAFETY: the caller passed us this socket and nothing else here owns it.
@@ -144,6 +148,20 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     };
     drop(sync_r);
     drop(report_w);
+    // In-memory directories to save on failure must outlive the sandbox's
+    // processes: holding its namespaces keeps its mounts.
+    let held = if spec.memory_dirs.iter().any(|m| m.save.is_some()) {
+        match Namespaces::of(pid) {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = wait4(pid, 0);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
 
     if !on_its_own {
         let ready = maps.apply(pid).and_then(|()| match &cgroup {
@@ -183,6 +201,17 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     if let Some(cg) = &cgroup {
         cg.kill_all();
     }
+    let succeeded = matches!(&report, Some(Ok(status)) if status.success());
+    if let (Some(ns), false) = (&held, succeeded) {
+        for m in &spec.memory_dirs {
+            if let Some(to) = &m.save {
+                if let Err(e) = ns.save(m, to) {
+                    warn(e.to_string());
+                }
+            }
+        }
+    }
+    drop(held);
     // overlayfs leaves directories of mode 000 in its work directories, all
     // ours: make them deletable by the caller.
     let (uid, gid) = (
@@ -392,6 +421,8 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
         .filter(|b| !b.readonly)
         .map(|b| b.src.clone())
         .chain(spec.overlays.iter().map(|o| o.upper.clone()))
+        .chain(spec.memory_dirs.iter().filter_map(|m| m.save.clone()))
+        .filter(|p| p.exists())
         .collect();
     if !spec.scratch_in_memory {
         roots.push(spec.scratch.clone());
@@ -421,6 +452,81 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
             match waited {
                 Some((0, _)) => Ok(()),
                 _ => Err(Error::setup("reclaim", "some entries could not be changed")),
+            }
+        }
+    }
+}
+
+/// The user and mount namespaces of a sandbox, held open: its mounts (the
+/// in-memory directories among them) live on after its last process, until
+/// this is dropped.
+struct Namespaces {
+    user: File,
+    mnt: File,
+}
+
+impl Namespaces {
+    fn of(pid: Pid) -> Result<Namespaces> {
+        let open = |ns: &str| {
+            let path = format!("/proc/{pid}/ns/{ns}");
+            File::open(&path).map_err(|e| Error::path("namespace", path, e))
+        };
+        Ok(Namespaces {
+            user: open("user")?,
+            mnt: open("mnt")?,
+        })
+    }
+
+    /// Copy what the in-memory directory `m` holds now to the new host
+    /// directory `to`: in a child that joins the sandbox's namespaces
+    /// (where it may read every file, whatever its owner and mode) with
+    /// `to` as its working directory, the one host path it can reach. On
+    /// failure `to` is removed again.
+    fn save(&self, m: &MemoryDir, to: &Path) -> Result<()> {
+        let what = || {
+            format!(
+                "saving the in-memory {} to {}",
+                m.dst.display(),
+                to.display()
+            )
+        };
+        DirBuilder::new()
+            .mode(0o700)
+            .create(to)
+            .map_err(|e| Error::setup(what(), e))?;
+        let dir = File::open(to).map_err(|e| Error::setup(what(), e))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
+        // SAFETY: the helper is single-threaded.
+        match unsafe { fork_into(CloneFlags::empty()) }.map_err(|e| Error::setup("fork", e))? {
+            None => {
+                drop(err_r);
+                let copied = setns(&self.user, CloneFlags::CLONE_NEWUSER)
+                    .and_then(|()| setns(&self.mnt, CloneFlags::CLONE_NEWNS))
+                    .and_then(|()| fchdir(dir.as_raw_fd()))
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| copy::merge_tree(&m.dst, Path::new("."), Specials::Skip));
+                let code = match copied {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let _ = nix::unistd::write(&err_w, e.to_string().as_bytes());
+                        1
+                    }
+                };
+                // SAFETY: leave the forked copy without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            Some(pid) => {
+                drop(err_w);
+                let mut reason = String::new();
+                let _ = File::from(err_r).read_to_string(&mut reason);
+                match wait4(pid, 0)? {
+                    Some((0, _)) => Ok(()),
+                    // A partial copy would pass for the whole directory.
+                    _ => {
+                        let _ = std::fs::remove_dir_all(to);
+                        Err(Error::setup(what(), reason))
+                    }
+                }
             }
         }
     }

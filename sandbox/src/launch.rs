@@ -219,6 +219,27 @@ fn validate(spec: &Spec) -> Result<()> {
         }
         inside_path("overlay mount point", &o.dst)?;
     }
+    for m in &spec.memory_dirs {
+        for src in &m.sources {
+            host_dir("in-memory directory source", src)?;
+        }
+        inside_path("in-memory directory", &m.dst)?;
+        if m.size == Some(0) {
+            return Err(Error::path(
+                "in-memory directory",
+                &m.dst,
+                "size must be positive",
+            ));
+        }
+        if let Some(save) = &m.save {
+            if !save.is_absolute() {
+                return Err(Error::path("save directory", save, "must be absolute"));
+            }
+            if save.symlink_metadata().is_ok() {
+                return Err(Error::path("save directory", save, "exists already"));
+            }
+        }
+    }
     for t in &spec.tmpfs {
         inside_path("tmpfs mount point", t)?;
     }
@@ -323,6 +344,30 @@ mod tests {
         let mut s = spec();
         s.cwd = "build".into();
         assert!(rejected(&s).contains("working directory build"));
+        let mut s = spec();
+        s.memory_dirs.push(crate::spec::MemoryDir {
+            sources: vec!["/nonexistent/tree".into()],
+            dst: "/build".into(),
+            size: None,
+            save: None,
+        });
+        assert!(rejected(&s).contains("in-memory directory source /nonexistent/tree"));
+        let mut s = spec();
+        s.memory_dirs.push(crate::spec::MemoryDir {
+            sources: Vec::new(),
+            dst: "/build".into(),
+            size: Some(0),
+            save: None,
+        });
+        assert!(rejected(&s).contains("size must be positive"));
+        let mut s = spec();
+        s.memory_dirs.push(crate::spec::MemoryDir {
+            sources: Vec::new(),
+            dst: "/build".into(),
+            size: None,
+            save: Some("/".into()),
+        });
+        assert!(rejected(&s).contains("save directory /: exists already"));
         let mut s = spec();
         s.limits.pids = Some(0);
         assert!(rejected(&s).contains("pids"));

@@ -24,8 +24,8 @@ mod spec;
 pub use error::{Error, Result};
 pub use launch::run;
 pub use spec::{
-    Bind, Enforcement, IdMap, IdRange, Limits, Overlay, Report, RootFs, Spec, Stats, Status, Stdio,
-    Step,
+    Bind, Enforcement, IdMap, IdRange, Limits, MemoryDir, Overlay, Report, RootFs, Spec, Stats,
+    Status, Stdio, Step,
 };
 
 /// argv[1] that turns the current executable into the sandbox helper.

@@ -9,9 +9,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, pivot_root};
 
-use crate::copy;
+use crate::copy::{self, Specials};
 use crate::error::{Error, Result};
-use crate::spec::{RootFs, Spec};
+use crate::spec::{MemoryDir, RootFs, Spec};
 
 /// Host device nodes bind-mounted into /dev (mknod is impossible in a user namespace).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -46,6 +46,10 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
     for o in &spec.overlays {
         let target = target(&root, &o.dst, true)?;
         mount_overlay(spec, o, &target)?;
+    }
+    for m in &spec.memory_dirs {
+        let target = target(&root, &m.dst, true)?;
+        memory_dir(spec, m, &target)?;
     }
     for b in &spec.binds {
         let is_dir = b.src.is_dir();
@@ -107,7 +111,7 @@ fn assemble_root(spec: &Spec, root: &Path) -> Result<()> {
         }
     }
     for lower in &spec.lowers {
-        copy::merge_tree(lower, &upper)
+        copy::merge_tree(lower, &upper, Specials::Refuse)
             .map_err(|e| Error::setup(format!("copy {} into the root", lower.display()), e))?;
     }
     bind(&upper, root, false).map_err(|e| Error::setup("bind the root", e))
@@ -129,6 +133,42 @@ fn mount_overlay(spec: &Spec, o: &crate::spec::Overlay, target: &Path) -> Result
         copy::fill_tree(lower, &o.upper).map_err(|e| Error::setup(what(), e))?;
     }
     bind(&o.upper, target, false).map_err(|e| Error::setup(what(), e))
+}
+
+/// One of [`Spec::memory_dirs`] on `target`: a tmpfs of the size the spec
+/// gives, filled with its sources in order.
+fn memory_dir(spec: &Spec, m: &MemoryDir, target: &Path) -> Result<()> {
+    let size = m.size_under(&spec.limits);
+    let what = || match size {
+        Some(n) => format!("in-memory directory {} ({n} bytes)", m.dst.display()),
+        None => format!("in-memory directory {}", m.dst.display()),
+    };
+    let data = match size {
+        Some(n) => format!("mode=0755,size={n}"),
+        None => "mode=0755".to_owned(),
+    };
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| Error::setup(what(), e))?;
+    for src in &m.sources {
+        copy::merge_tree(src, target, Specials::Refuse)
+            .map_err(|e| Error::setup(format!("copy {} into the {}", src.display(), what()), e))?;
+    }
+    Ok(())
+}
+
+/// The first of [`Spec::memory_dirs`] with no space left, seen from inside
+/// after pivot_root. A command that ran out of space may still exit 0 (a
+/// tool that ignores write errors), so this is checked after every command.
+pub(crate) fn full_memory_dir(spec: &Spec) -> Option<usize> {
+    spec.memory_dirs
+        .iter()
+        .position(|m| statvfs(&m.dst).is_ok_and(|s| s.blocks() > 0 && s.blocks_available() == 0))
 }
 
 fn overlayfs(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> nix::Result<()> {

@@ -32,6 +32,11 @@ pub struct Spec {
     /// assembled: read-only host trees presented writable without copying.
     #[serde(default)]
     pub overlays: Vec<Overlay>,
+    /// In-memory directories mounted inside, in order, after `overlays`:
+    /// a tmpfs holding a copy of host trees, so the command's file I/O
+    /// never goes through overlayfs or touches the disk.
+    #[serde(default)]
+    pub memory_dirs: Vec<MemoryDir>,
     /// Fresh, empty tmpfs mounts (mode 1777) inside, e.g. `/tmp`.
     pub tmpfs: Vec<PathBuf>,
     /// argv; `argv[0]` without a `/` is looked up in `PATH` of `env` inside the root.
@@ -83,6 +88,7 @@ impl Spec {
             rootfs: RootFs::Auto,
             binds: Vec::new(),
             overlays: Vec::new(),
+            memory_dirs: Vec::new(),
             tmpfs: Vec::new(),
             argv,
             env: Vec::new(),
@@ -142,6 +148,41 @@ pub struct Overlay {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub dst: PathBuf,
+}
+
+/// A tmpfs mounted at `dst` inside, filled before the command starts with a
+/// copy of `sources` (host directories, bottom first): directories merge, a
+/// later source's file replaces an earlier one's, as layers do. Modes,
+/// mtimes and owners (where mapped) are kept; hard links become separate
+/// files. Nothing written there reaches the host, except through `save`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryDir {
+    pub sources: Vec<PathBuf>,
+    pub dst: PathBuf,
+    /// Size limit in bytes; `None`: [`MemoryDir::DEFAULT_SHARE`] of the
+    /// memory limit, or without one the kernel's tmpfs default (half the
+    /// RAM). Its pages count against the memory limit.
+    pub size: Option<u64>,
+    /// When the run does not succeed, the directory's contents are copied
+    /// to this host directory (created by the run; it must not exist), so
+    /// the failure can be examined after the sandbox is gone. It exists
+    /// afterwards only if the copy is complete (else a warning says why).
+    pub save: Option<PathBuf>,
+}
+
+impl MemoryDir {
+    /// The share of [`Limits::memory`] an in-memory directory gets unless
+    /// sized explicitly: its pages are charged to the run's memory cgroup,
+    /// so the whole limit would let the OOM killer strike before the file
+    /// system reports that it is full.
+    pub const DEFAULT_SHARE: u64 = 2;
+
+    /// The size the tmpfs is mounted with under `limits`; `None`: the
+    /// kernel's default.
+    pub fn size_under(&self, limits: &Limits) -> Option<u64> {
+        self.size
+            .or(limits.memory.map(|m| (m / Self::DEFAULT_SHARE).max(1)))
+    }
 }
 
 /// Resource limits. `None`: unlimited.
@@ -210,6 +251,10 @@ pub enum Status {
     /// The helper received this signal (SIGINT, SIGTERM, SIGHUP) or its
     /// caller went away; the tree was killed.
     Interrupted(i32),
+    /// When the command ended, this entry of [`Spec::memory_dirs`] had no
+    /// space left: whatever the command's exit status, its writes may be
+    /// incomplete, so the run stopped there.
+    Full(usize),
 }
 
 impl Status {

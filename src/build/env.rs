@@ -4,7 +4,7 @@
 
 use sandbox::IdMap;
 
-use crate::recipe::{Build, Recipe};
+use crate::recipe::{Build, BuildDir, Recipe};
 
 /// PATH inside every build step.
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
@@ -28,6 +28,9 @@ pub struct Variation {
     pub reverse_env: bool,
     /// `JOBS` (and so `make -j`) for recipes that leave `jobs` at 0.
     pub cores: usize,
+    /// Run each recipe with the other `build_dir` than it asks for (it is
+    /// not part of the input digest, so it must not change the output).
+    pub other_build_dir: bool,
 }
 
 impl Variation {
@@ -39,6 +42,7 @@ impl Variation {
             idmap: IdMap::Caller,
             reverse_env: false,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            other_build_dir: false,
         }
     }
 }
@@ -69,4 +73,13 @@ pub fn environment(recipe: &Recipe, build: &Build, variation: &Variation) -> Vec
         env.reverse();
     }
     env
+}
+
+/// Where `build`'s `/build` lives under `variation`.
+pub fn build_dir(build: &Build, variation: &Variation) -> BuildDir {
+    match (build.build_dir, variation.other_build_dir) {
+        (d, false) => d,
+        (BuildDir::Disk, true) => BuildDir::Memory,
+        (BuildDir::Memory, true) => BuildDir::Disk,
+    }
 }

@@ -27,11 +27,15 @@ use crate::fetch::Fetcher;
 use crate::graph::Graph;
 use crate::layer::{self, PackOptions};
 use crate::oci::{self, ImageLayer, ImageSpec, Layout};
-use crate::recipe::{Action, Kind, Recipe, RecipeSet};
+use crate::recipe::{Action, BuildDir, Kind, Recipe, RecipeSet};
 use crate::store::Store;
 use crate::unpack;
 
 pub use env::Variation;
+
+/// Where, in a package's work directory, the sandbox saves an in-memory
+/// `/build` when a step fails.
+const SAVED_BUILD_DIR: &str = "build-saved";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -724,7 +728,9 @@ impl<'a> Builder<'a> {
         Ok(lowers)
     }
 
-    /// The sandbox spec of one step of `recipe` in the work directory `work`.
+    /// The sandbox spec of one step of `recipe` in the work directory
+    /// `work`, with `/build` in `build_dir` (`imgrep shell` enters a kept
+    /// failure on disk, whatever the recipe asks for).
     pub fn step_spec(
         &self,
         recipe: &Recipe,
@@ -732,25 +738,33 @@ impl<'a> Builder<'a> {
         work: &Path,
         argv: Vec<String>,
         cwd: &str,
+        build_dir: BuildDir,
     ) -> sandbox::Spec {
         let build = recipe.build.as_ref().expect("build recipes have [build]");
         let v = &self.opts.variation;
         let mut spec = sandbox::Spec::new(work.join("scratch"), argv);
         spec.lowers = lowers.root.clone();
-        let build_dir = work.join("build");
-        if lowers.build.is_empty() {
-            spec.binds.push(sandbox::Bind {
-                src: build_dir,
+        let placed = work.join("build");
+        match build_dir {
+            // The trees below, then what place() put in the work directory
+            // on top: the overlay's order, so the same file wins.
+            BuildDir::Memory => spec.memory_dirs.push(sandbox::MemoryDir {
+                sources: lowers.build.iter().cloned().chain([placed]).collect(),
+                dst: env::BUILD_DIR.into(),
+                size: None,
+                save: Some(work.join(SAVED_BUILD_DIR)),
+            }),
+            BuildDir::Disk if lowers.build.is_empty() => spec.binds.push(sandbox::Bind {
+                src: placed,
                 dst: env::BUILD_DIR.into(),
                 readonly: false,
-            });
-        } else {
-            spec.overlays.push(sandbox::Overlay {
+            }),
+            BuildDir::Disk => spec.overlays.push(sandbox::Overlay {
                 lowers: lowers.build.clone(),
-                upper: build_dir,
+                upper: placed,
                 work: work.join("build-work"),
                 dst: env::BUILD_DIR.into(),
-            });
+            }),
         }
         spec.binds.push(sandbox::Bind {
             src: work.join("out"),
@@ -810,7 +824,8 @@ impl<'a> Builder<'a> {
         // share /build, /out, the root and /tmp anyway, and a sandbox per
         // step cost ~50 ms each, 5 s over stage0's hundred steps.
         let (first, rest) = steps.split_first().expect("a recipe has a step");
-        let mut spec = self.step_spec(recipe, lowers, work, first.0.clone(), &first.1);
+        let build_dir = env::build_dir(build, &self.opts.variation);
+        let mut spec = self.step_spec(recipe, lowers, work, first.0.clone(), &first.1, build_dir);
         spec.then = rest
             .iter()
             .map(|(argv, cwd)| sandbox::Step {
@@ -832,7 +847,10 @@ impl<'a> Builder<'a> {
                 step: report.command + 1,
                 steps: steps.len(),
                 command: show_argv(&steps[report.command].0),
-                status: describe_status(&report.status),
+                status: match report.status {
+                    sandbox::Status::Full(i) => describe_full(&spec, i),
+                    other => describe_status(&other),
+                },
                 log: log.clone(),
                 tail: tail(&log, 20),
             })));
@@ -841,16 +859,26 @@ impl<'a> Builder<'a> {
     }
 
     /// Keeps a failed build's work directory for `imgrep shell`, replacing
-    /// the previous failure of the same package.
+    /// the previous failure of the same package. An in-memory `/build` the
+    /// sandbox saved when a step failed replaces the work directory's
+    /// `build/`: it is the whole of `/build`, with no tree below it.
     fn keep_failed(&self, recipe: &Recipe, work: tempfile::TempDir, lowers: &Lowers) {
         let dest = self.failed_dir(&recipe.name);
         let _ = crate::store::remove_tree(&dest);
         let _ = fs::create_dir_all(dest.parent().expect("failed/ has a parent"));
         let kept = work.keep();
+        let mut lowers = lowers.clone();
+        let saved = kept.join(SAVED_BUILD_DIR);
+        if saved.is_dir() {
+            let build = kept.join("build");
+            if crate::store::remove_tree(&build).is_ok() && fs::rename(&saved, &build).is_ok() {
+                lowers.build.clear();
+            }
+        }
         if fs::rename(&kept, &dest).is_ok() {
             let _ = fs::write(
                 dest.join("lowers.json"),
-                serde_json::to_vec(lowers).expect("paths serialize"),
+                serde_json::to_vec(&lowers).expect("paths serialize"),
             );
         } else {
             let _ = crate::store::remove_tree(&kept);
@@ -1021,12 +1049,30 @@ fn show_argv(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// A step that filled the in-memory `/build`: its size and what to do.
+fn describe_full(spec: &sandbox::Spec, dir: usize) -> String {
+    let size = match spec.memory_dirs[dir].size_under(&spec.limits) {
+        Some(n) => format!(
+            "{} MiB, 1/{} of the memory limit",
+            n >> 20,
+            sandbox::MemoryDir::DEFAULT_SHARE
+        ),
+        None => "the kernel's tmpfs default, half the RAM".to_owned(),
+    };
+    format!(
+        "the in-memory {} ({size}) ran out of space, so its writes may be incomplete; \
+         raise --memory or set build_dir = \"disk\" in [build]",
+        env::BUILD_DIR
+    )
+}
+
 pub fn describe_status(status: &sandbox::Status) -> String {
     match status {
         sandbox::Status::Exited(c) => format!("exit status {c}"),
         sandbox::Status::Signaled(s) => format!("killed by signal {s}"),
         sandbox::Status::TimedOut => "timed out".to_owned(),
         sandbox::Status::Interrupted(s) => format!("interrupted by signal {s}"),
+        sandbox::Status::Full(i) => format!("in-memory directory {i} ran out of space"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sandbox::{Bind, Limits, Spec, Status};
+use sandbox::{Bind, Limits, MemoryDir, Spec, Status};
 
 use super::{Global, Outcome};
 
@@ -38,6 +38,11 @@ pub struct Args {
     /// Fresh tmpfs at DIR inside.
     #[arg(long, value_name = "DIR")]
     tmpfs: Vec<PathBuf>,
+    /// A tmpfs at DST inside holding a copy of host directory SRC; several
+    /// SRC for one DST merge in order, later ones winning. Sized half the
+    /// --memory limit, else the kernel's default (half the RAM).
+    #[arg(long = "copy", value_name = "SRC:DST")]
+    copies: Vec<String>,
     /// How the root is assembled: overlayfs, a copy of the layers, or
     /// overlayfs falling back to a copy.
     #[arg(long, value_enum, default_value_t = RootFsArg::Auto)]
@@ -148,6 +153,18 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.lowers = lowers;
     spec.binds = binds;
     spec.tmpfs = args.tmpfs;
+    for c in &args.copies {
+        let (src, dst) = parse_copy(c)?;
+        match spec.memory_dirs.iter_mut().find(|m| m.dst == dst) {
+            Some(m) => m.sources.push(src),
+            None => spec.memory_dirs.push(MemoryDir {
+                sources: vec![src],
+                dst,
+                size: None,
+                save: None,
+            }),
+        }
+    }
     spec.rootfs = match args.rootfs {
         RootFsArg::Auto => sandbox::RootFs::Auto,
         RootFsArg::Overlay => sandbox::RootFs::Overlay,
@@ -199,6 +216,18 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
             );
             Outcome::Code((128 + sig) as u8)
         }
+        Status::Full(i) => {
+            let m = &spec.memory_dirs[i];
+            let size = m.size_under(&spec.limits).map_or_else(
+                || "the kernel's default size".to_owned(),
+                |n| format!("{n} bytes"),
+            );
+            eprintln!(
+                "imgrep: the in-memory directory {} ({size}) is full: the command's writes may be incomplete",
+                m.dst.display()
+            );
+            Outcome::Code(1)
+        }
     })
 }
 
@@ -226,6 +255,16 @@ fn parse_bind(s: &str) -> anyhow::Result<Bind> {
         dst: PathBuf::from(dst),
         readonly,
     })
+}
+
+fn parse_copy(s: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match s.split_once(':') {
+        Some((src, dst)) if !src.is_empty() && !dst.is_empty() && !dst.contains(':') => Ok((
+            std::path::absolute(src).with_context(|| format!("--copy {s:?}"))?,
+            PathBuf::from(dst),
+        )),
+        _ => bail!("--copy {s:?}: expected SRC:DST"),
+    }
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {

@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 
 use super::{Global, Outcome};
 use crate::build::{Builder, Options};
+use crate::recipe::BuildDir;
 
 /// Enter the sandbox of the last failed build of PKG, for debugging.
 ///
@@ -53,7 +54,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .as_ref()
         .map(|b| b.workdir.clone())
         .unwrap_or_default();
-    let spec = builder.step_spec(recipe, &lowers, &dir, argv, &workdir);
+    // On disk: what the shell changes stays in the kept directory.
+    let spec = builder.step_spec(recipe, &lowers, &dir, argv, &workdir, BuildDir::Disk);
     eprintln!(
         "imgrep: entering the failed build of {} (exit to leave)",
         recipe.name
@@ -65,5 +67,6 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             super::Outcome::Code((128 + s).clamp(0, 255) as u8)
         }
         sandbox::Status::TimedOut => super::Outcome::Code(124),
+        sandbox::Status::Full(_) => super::Outcome::Code(1),
     })
 }

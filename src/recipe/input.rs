@@ -64,6 +64,9 @@ impl Recipe {
             m.insert("env".into(), json!(b.env));
             m.insert("jobs".into(), json!(b.jobs));
             m.insert("source_date_epoch".into(), json!(b.source_date_epoch));
+            // `build_dir` is left out: it says how the steps run, not what
+            // they produce, and `imgrep reproduce` checks that by running
+            // each recipe with the other one.
             match &b.action {
                 Action::Script(s) => m.insert("script".into(), json!(s)),
                 Action::Steps(steps) => m.insert(

@@ -132,7 +132,22 @@ pub struct Build {
     pub jobs: u32,
     /// Resolved: the recipe's value or [`crate::DEFAULT_SOURCE_DATE_EPOCH`].
     pub source_date_epoch: i64,
+    /// Where `/build` lives while the steps run. Not part of the input
+    /// digest: it changes how a build runs, never what it produces.
+    pub build_dir: BuildDir,
     pub action: Action,
+}
+
+/// `[build].build_dir`: where the steps' `/build` lives (docs/recipes.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildDir {
+    /// The package's work directory on disk, a verified source tree mounted
+    /// under it by overlayfs.
+    #[default]
+    Disk,
+    /// A tmpfs holding a copy of the sources: no overlayfs on the way of
+    /// each file operation, no disk writes; bounded by memory.
+    Memory,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

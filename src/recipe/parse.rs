@@ -7,7 +7,9 @@ use std::path::Path;
 use super::check;
 use super::diag::{Diagnostic, Position};
 use super::node::{self, LineIndex, Node, Span, Spanned};
-use super::{Action, Build, Debs, Image, Kind, Output, Pin, Recipe, Source, Step, SECTIONS};
+use super::{
+    Action, Build, BuildDir, Debs, Image, Kind, Output, Pin, Recipe, Source, Step, SECTIONS,
+};
 
 const PACKAGE_KEYS: &[&str] = &[
     "name",
@@ -35,6 +37,7 @@ const BUILD_KEYS: &[&str] = &[
     "env",
     "jobs",
     "source_date_epoch",
+    "build_dir",
     "script",
     "steps",
 ];
@@ -753,6 +756,26 @@ impl Cx<'_> {
             None => crate::DEFAULT_SOURCE_DATE_EPOCH,
         };
 
+        let build_dir = match get(entries, "build_dir") {
+            Some(d) => match self.string(d, "build.build_dir") {
+                Some("disk") => BuildDir::Disk,
+                Some("memory") => BuildDir::Memory,
+                Some(other) => {
+                    let msg = format!(
+                        "build.build_dir: unknown build directory `{other}`; expected \"disk\" or \"memory\""
+                    );
+                    self.error(&d.span(), msg);
+                    ok = false;
+                    BuildDir::Disk
+                }
+                None => {
+                    ok = false;
+                    BuildDir::Disk
+                }
+            },
+            None => BuildDir::Disk,
+        };
+
         let action = match (get(entries, "script"), get(entries, "steps")) {
             (Some(s), Some(_)) => {
                 self.error(
@@ -786,6 +809,7 @@ impl Cx<'_> {
             env,
             jobs,
             source_date_epoch,
+            build_dir,
             action,
         })
     }

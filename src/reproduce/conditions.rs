@@ -69,6 +69,10 @@ pub fn varied(standard: &Variation, work: &Path, reference_store: &Path) -> Cond
         },
     ));
     described.push((
+        "build directory".into(),
+        "each recipe's other build_dir: in memory for \"disk\", on disk for \"memory\"".into(),
+    ));
+    described.push((
         "time".into(),
         "the moment of this run; the clock is not faked, the reference was built at another time"
             .into(),
@@ -80,6 +84,7 @@ pub fn varied(standard: &Variation, work: &Path, reference_store: &Path) -> Cond
             idmap,
             reverse_env: true,
             cores,
+            other_build_dir: true,
         },
         cpu,
         described,
