@@ -2,12 +2,12 @@
 //!
 //! A layer needs two sha256 passes, over the tar stream (diff_id) and over
 //! the compressed blob (digest): for 680 MB of half-incompressible data that
-//! is about 1 GB of hashing, 0.7 s of one core here, more than libzstd needs
-//! for the same data. Done inline, both passes sat on the thread that reads
+//! is about 1 GB of hashing, 0.7 s of one core here, over half of what
+//! libzstd needs for the same data. Done inline, both passes sat on the thread that reads
 //! the tree and feeds the compressor, and the compressor waited for them.
-//! Here the reading thread hands 256 KiB chunks to the tar stage (hash, then
-//! feed the compressor) and the compressor's output goes to the blob stage
-//! (hash, then write the file). Every stage sees the stream in order, so the
+//! Here the reading thread hands 256 KiB chunks to the tar stage (feed the
+//! compressor, then hash) and the compressor's output goes to the blob stage
+//! (write the file, then hash). Every stage sees the stream in order, so the
 //! bytes are those of a single thread. Memory: [`CHUNKS`] chunks per stage.
 
 use std::io::{self, Write};
@@ -45,8 +45,8 @@ impl Chunk {
 /// everything that went through it.
 type Finished<S> = io::Result<(S, Digest, u64)>;
 
-/// The writing end of a stage whose thread hashes every byte and then writes
-/// it to the sink `S`. Call [`HashStage::finish`] to get the sink and digest
+/// The writing end of a stage whose thread writes every byte to the sink `S`
+/// and hashes it. Call [`HashStage::finish`] to get the sink and digest
 /// back; a stage dropped unfinished stops its thread once the queue drains.
 pub(super) struct HashStage<'scope, S> {
     chunk: Chunk,
