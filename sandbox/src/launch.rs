@@ -344,29 +344,21 @@ mod tests {
         let mut s = spec();
         s.cwd = "build".into();
         assert!(rejected(&s).contains("working directory build"));
-        let mut s = spec();
-        s.memory_dirs.push(crate::spec::MemoryDir {
-            sources: vec!["/nonexistent/tree".into()],
-            dst: "/build".into(),
-            size: None,
-            save: None,
-        });
+        let with_memory_dir = |sources: &[&str], size, save: Option<&str>| {
+            let mut s = spec();
+            s.memory_dirs.push(crate::spec::MemoryDir {
+                sources: sources.iter().map(std::path::PathBuf::from).collect(),
+                dst: "/build".into(),
+                size,
+                save: save.map(std::path::PathBuf::from),
+            });
+            s
+        };
+        let s = with_memory_dir(&["/nonexistent/tree"], None, None);
         assert!(rejected(&s).contains("in-memory directory source /nonexistent/tree"));
-        let mut s = spec();
-        s.memory_dirs.push(crate::spec::MemoryDir {
-            sources: Vec::new(),
-            dst: "/build".into(),
-            size: Some(0),
-            save: None,
-        });
+        let s = with_memory_dir(&[], Some(0), None);
         assert!(rejected(&s).contains("size must be positive"));
-        let mut s = spec();
-        s.memory_dirs.push(crate::spec::MemoryDir {
-            sources: Vec::new(),
-            dst: "/build".into(),
-            size: None,
-            save: Some("/".into()),
-        });
+        let s = with_memory_dir(&[], None, Some("/"));
         assert!(rejected(&s).contains("save directory /: exists already"));
         let mut s = spec();
         s.limits.pids = Some(0);
