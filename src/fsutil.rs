@@ -2,8 +2,9 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, fsync, rename over the target, fsync of the directory. A reader
@@ -26,97 +27,217 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Bytes after which [`Writeback`] hands written data to the disk.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
+/// Bytes written between two requests to the syncing thread.
+const SYNC_STEP: u64 = 16 << 20;
+/// Bytes that may be written and not yet synced before a writer waits.
+const SYNC_LAG: u64 = 64 << 20;
 
-/// A file writer that starts the kernel's writeback of every
-/// [`WRITEBACK_CHUNK`] as soon as it is written, and waits for the chunk
-/// before it. The fsync that makes the file durable then finds at most two
-/// chunks left, instead of the whole file: writing a 680 MB layer to disk
-/// overlaps its compression rather than following it. Dirty page-cache memory
-/// stays bounded by two chunks as a side effect. Durability still comes from
-/// the caller's fsync; these hints change nothing on failure.
-pub struct Writeback<W> {
+/// A file writer whose data is made durable while it is still being
+/// written: a thread fdatasyncs the file every [`SYNC_STEP`] bytes, and the
+/// writer waits only when that thread is more than [`SYNC_LAG`] behind. The
+/// caller's fsync at the end then has little left to do.
+///
+/// Why a thread and syncs rather than only starting writeback early: on a
+/// virtual disk the final flush must also empty the host's cache of
+/// everything written since the last flush. Measured here for a 365 MB
+/// file written at a pack's pace, the final fsync took 0.1-0.39 s after
+/// writeback started chunk by chunk, 0.01 s with a sync every 16 MiB; the
+/// syncs themselves overlap the writing. Dirty page-cache memory stays
+/// bounded by the lag as a side effect.
+///
+/// An error of a sync is returned by the next `write`, by `flush` or by
+/// [`SyncBehind::finish`]; it is not left for the caller's fsync, which
+/// the kernel may no longer report it to.
+pub struct SyncBehind<W: Write + AsFd> {
     inner: W,
     written: u64,
-    /// Start of the range whose writeback has not been started yet.
-    pending: u64,
-    /// Start of the range whose writeback was started last.
-    started: u64,
+    /// `written` when the syncing thread was last asked to catch up.
+    requested: u64,
+    syncer: Option<Syncer>,
 }
 
-impl<W: Write + AsFd> Writeback<W> {
+/// The syncing thread and what it shares with the writer.
+struct Syncer {
+    shared: Arc<(Mutex<SyncState>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Bytes the thread is asked to make durable.
+    target: u64,
+    /// Bytes known durable.
+    synced: u64,
+    done: bool,
+    error: Option<io::Error>,
+}
+
+impl Syncer {
+    fn spawn(file: File) -> io::Result<Syncer> {
+        let shared = Arc::new((Mutex::new(SyncState::default()), Condvar::new()));
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("sync-behind".into())
+            .spawn(move || {
+                let (lock, cv) = &*theirs;
+                let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    while state.target == state.synced && !state.done {
+                        state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if state.target == state.synced {
+                        return;
+                    }
+                    let target = state.target;
+                    drop(state);
+                    let result = file.sync_data();
+                    state = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    match result {
+                        Ok(()) => state.synced = target,
+                        Err(e) => {
+                            state.error = Some(e);
+                            state.synced = state.target;
+                        }
+                    }
+                    cv.notify_all();
+                    if state.error.is_some() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for the first `target` bytes to be synced; waits while more than
+    /// `lag` bytes are not. Returns the thread's error, once.
+    fn request(&self, target: u64, lag: u64) -> io::Result<()> {
+        let (lock, cv) = &*self.shared;
+        let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+        state.target = target;
+        cv.notify_all();
+        while state.error.is_none() && target - state.synced > lag {
+            state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.error.take().map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner()).done = true;
+        self.shared.1.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<W: Write + AsFd> SyncBehind<W> {
     pub fn new(inner: W) -> Self {
-        Writeback {
+        SyncBehind {
             inner,
             written: 0,
-            pending: 0,
-            started: 0,
+            requested: 0,
+            syncer: None,
         }
     }
 
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-
-    fn start_writeback(&mut self) {
-        let fd = self.inner.as_fd().as_raw_fd();
-        let range = |from: u64, to: u64| {
-            (
-                libc::off64_t::try_from(from).unwrap_or(libc::off64_t::MAX),
-                libc::off64_t::try_from(to - from).unwrap_or(libc::off64_t::MAX),
-            )
-        };
-        // SAFETY: sync_file_range only reads the descriptor and the numbers.
-        // Failures are ignored on purpose: an unsupported file system just
-        // leaves all the work to the final fsync, which reports real errors.
-        unsafe {
-            let (off, len) = range(self.started, self.pending);
-            if len > 0 {
-                libc::sync_file_range(fd, off, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE);
-            }
-            let (off, len) = range(self.pending, self.written);
-            libc::sync_file_range(fd, off, len, libc::SYNC_FILE_RANGE_WRITE);
-        }
-        self.started = self.pending;
-        self.pending = self.written;
+    /// Waits until everything written is synced and returns the writer. The
+    /// caller still fsyncs: for the file's metadata, and for a file too small
+    /// to have started the thread.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        self.syncer = None;
+        Ok(self.inner)
     }
 }
 
-impl<W: Write + AsFd> Write for Writeback<W> {
+impl<W: Write + AsFd> Write for SyncBehind<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.written += n as u64;
-        if self.written - self.pending >= WRITEBACK_CHUNK {
-            self.start_writeback();
+        if self.written - self.requested >= SYNC_STEP {
+            if self.syncer.is_none() {
+                let file = File::from(self.inner.as_fd().try_clone_to_owned()?);
+                self.syncer = Some(Syncer::spawn(file)?);
+            }
+            if let Some(syncer) = &self.syncer {
+                syncer.request(self.written, SYNC_LAG)?;
+            }
+            self.requested = self.written;
         }
         Ok(n)
     }
 
+    /// Also waits for the syncing thread to catch up, and reports its error.
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush()?;
+        match &self.syncer {
+            Some(syncer) => syncer.request(self.written, 0),
+            None => Ok(()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
-    fn writeback_passes_every_byte_through() {
+    fn sync_behind_passes_every_byte_through_and_syncs_as_it_goes() {
         let tmp = tempfile::tempfile().unwrap();
-        let data: Vec<u8> = (0..3 * WRITEBACK_CHUNK as usize + 12_345)
+        let data: Vec<u8> = (0..3 * SYNC_STEP as usize + 12_345)
             .map(|i| (i * 31 % 251) as u8)
             .collect();
-        let mut w = Writeback::new(&tmp);
+        let mut w = SyncBehind::new(&tmp);
         for chunk in data.chunks(1_000_003) {
             w.write_all(chunk).unwrap();
         }
-        assert_eq!(w.written, data.len() as u64);
-        // Writeback was started chunk by chunk and only a tail is left.
-        assert!(w.started < w.pending && w.pending >= 2 * WRITEBACK_CHUNK);
-        assert!(w.written - w.pending < WRITEBACK_CHUNK);
+        let syncer = w.syncer.as_ref().expect("a large file starts the thread");
+        let requested = syncer.shared.0.lock().unwrap().target;
+        assert!(requested >= 2 * SYNC_STEP && requested <= data.len() as u64);
+        w.flush().unwrap();
+        let state = w.syncer.as_ref().unwrap().shared.0.lock().unwrap().synced;
+        assert_eq!(state, data.len() as u64, "flush waits for every byte");
+        w.finish().unwrap();
         let back = std::fs::read(format!("/proc/self/fd/{}", tmp.as_raw_fd())).unwrap();
         assert!(back == data);
+    }
+
+    #[test]
+    fn a_small_file_needs_no_thread() {
+        let tmp = tempfile::tempfile().unwrap();
+        let mut w = SyncBehind::new(&tmp);
+        w.write_all(b"config").unwrap();
+        w.flush().unwrap();
+        assert!(w.syncer.is_none());
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn a_failing_sync_is_reported_by_the_writer() {
+        // A socket takes writes but refuses fdatasync (EINVAL).
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let drain = std::thread::spawn(move || std::io::copy(&mut theirs, &mut std::io::sink()));
+        let mut w = SyncBehind::new(ours);
+        let block = vec![7u8; 1 << 20];
+        let mut err = None;
+        for _ in 0..2 * SYNC_STEP / block.len() as u64 {
+            if let Err(e) = w.write_all(&block) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = match err {
+            Some(e) => e,
+            None => w.flush().expect_err("the sync failed"),
+        };
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+        drop(w);
+        drain.join().unwrap().unwrap();
     }
 }

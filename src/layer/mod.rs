@@ -160,7 +160,9 @@ pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Resu
         .permissions(fs::Permissions::from_mode(0o644))
         .tempfile_in(blob_dir)
         .map_err(io_err(blob_dir))?;
-    let info = pack(dir, opts, crate::fsutil::Writeback::new(tmp.as_file()))?;
+    let mut out = crate::fsutil::SyncBehind::new(tmp.as_file());
+    let info = pack(dir, opts, &mut out)?;
+    out.finish().map_err(io_err(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     let dest = blob_dir.join(info.digest.hex());
     tmp.persist(&dest).map_err(|e| Error::Io {

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::compress::Compression;
 use crate::digest::{Digest, HashingWriter};
-use crate::fsutil::Writeback;
+use crate::fsutil::SyncBehind;
 use crate::layer::{self, LayerInfo, PackOptions};
 
 pub use check::{check, Problem, Report};
@@ -87,7 +87,7 @@ pub struct Image {
 /// A blob being written into a layout: a temporary file under
 /// `blobs/sha256/`, renamed to its digest by [`BlobWriter::commit`].
 pub struct BlobWriter {
-    file: HashingWriter<Writeback<tempfile::NamedTempFile>>,
+    file: HashingWriter<SyncBehind<tempfile::NamedTempFile>>,
     dir: PathBuf,
 }
 
@@ -104,7 +104,7 @@ impl BlobWriter {
     /// fsyncs the blob and renames it to `blobs/sha256/<hex>`.
     pub fn commit(self) -> Result<(Digest, u64)> {
         let (tmp, digest, size) = self.file.finish();
-        let tmp = tmp.into_inner();
+        let tmp = tmp.finish().map_err(io_err(&self.dir))?;
         let path = self.dir.join(digest.hex());
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         tmp.persist(&path).map_err(|e| Error::Io {
@@ -195,7 +195,7 @@ impl Layout {
             .tempfile_in(&dir)
             .map_err(io_err(&dir))?;
         Ok(BlobWriter {
-            file: HashingWriter::new(Writeback::new(tmp)),
+            file: HashingWriter::new(SyncBehind::new(tmp)),
             dir,
         })
     }

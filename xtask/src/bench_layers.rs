@@ -6,7 +6,8 @@
 //! present); `--lib-mb N` sizes the /usr/lib copy (default 700); `--rounds N`
 //! measures every pair N times (default 3), imgrep and its baseline
 //! alternating, and reports medians: on these shared virtual machines the
-//! same command varies by a third from one minute to the next.
+//! same command varies by a third from one minute to the next. `--tree
+//! usrlib|generated` and `--compression gzip|zstd` measure a part only.
 //!
 //! Ratios are baseline / imgrep: above 1.0 imgrep is faster. The wall ratio
 //! is the target; the CPU ratio (user + system of all threads and pipeline
@@ -26,14 +27,20 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut keep = None;
     let mut lib_mb = 700u64;
     let mut rounds = 3usize;
+    let mut only_tree = None;
+    let mut only_compression = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--keep" => keep = Some(PathBuf::from(it.next().context("--keep DIR")?)),
             "--lib-mb" => lib_mb = it.next().context("--lib-mb N")?.parse()?,
             "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
+            "--tree" => only_tree = Some(it.next().context("--tree usrlib|generated")?.clone()),
+            "--compression" => {
+                only_compression = Some(it.next().context("--compression gzip|zstd")?.clone())
+            }
             other => bail!(
-                "bench layers: unknown argument {other:?} (--keep DIR, --lib-mb N, --rounds N)"
+                "bench layers: unknown argument {other:?} (--keep DIR, --lib-mb N, --rounds N, --tree usrlib|generated, --compression gzip|zstd)"
             ),
         }
     }
@@ -54,20 +61,29 @@ pub fn run(args: &[String]) -> Result<()> {
             tmp.path().to_owned()
         }
     };
+    if let Some(t) = only_tree.as_deref().filter(|t| !["usrlib", "generated"].contains(t)) {
+        bail!("bench layers: --tree {t:?}: expected usrlib or generated");
+    }
+    if let Some(c) = only_compression.as_deref().filter(|c| !["gzip", "zstd"].contains(c)) {
+        bail!("bench layers: --compression {c:?}: expected gzip or zstd");
+    }
+    let wanted = |name: &str| only_tree.as_deref().is_none_or(|t| t == name);
     let lib = base.join("usrlib");
-    if !lib.exists() {
+    if wanted("usrlib") && !lib.exists() {
         eprintln!("copying about {lib_mb} MB of /usr/lib to {}", lib.display());
         let mut budget = lib_mb << 20;
         copy_tree(Path::new("/usr/lib"), &lib, &mut budget)?;
     }
     let generated = base.join("generated");
-    if !generated.exists() {
+    if wanted("generated") && !generated.exists() {
         eprintln!("generating {}", generated.display());
         generate(&generated)?;
     }
     let out = base.join("out");
-    for tree in [&lib, &generated] {
-        bench_tree(&imgrep, tree, &out, rounds)?;
+    for (name, tree) in [("usrlib", &lib), ("generated", &generated)] {
+        if wanted(name) {
+            bench_tree(&imgrep, tree, &out, rounds, only_compression.as_deref())?;
+        }
     }
     Ok(())
 }
@@ -196,7 +212,13 @@ fn median(mut runs: Vec<Measure>) -> Measure {
     mid
 }
 
-fn bench_tree(imgrep: &Path, tree: &Path, out: &Path, rounds: usize) -> Result<()> {
+fn bench_tree(
+    imgrep: &Path,
+    tree: &Path,
+    out: &Path,
+    rounds: usize,
+    only_compression: Option<&str>,
+) -> Result<()> {
     let t = tree.display();
     let o = out.display();
     let tar =
@@ -252,6 +274,9 @@ fn bench_tree(imgrep: &Path, tree: &Path, out: &Path, rounds: usize) -> Result<(
         "mode", "wall s", "cpu s", "MB/s", "out MB", "RSS MB", "baseline", "wall s", "cpu s", "out MB", "RSS MB"
     );
     for (name, ours, base_name, base) in pairs {
+        if only_compression.is_some_and(|c| !name.contains(c)) {
+            continue;
+        }
         let mut a = Vec::with_capacity(rounds);
         let mut b = Vec::with_capacity(rounds);
         for _ in 0..rounds {
