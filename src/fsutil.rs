@@ -69,6 +69,9 @@ struct SyncState {
     /// Bytes known durable.
     synced: u64,
     done: bool,
+    /// A sync failed: the thread has ended and nothing is synced any more.
+    failed: bool,
+    /// The failure, until reported once.
     error: Option<io::Error>,
 }
 
@@ -85,23 +88,22 @@ impl Syncer {
                     while state.target == state.synced && !state.done {
                         state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
                     }
-                    if state.target == state.synced {
+                    // Dropped unfinished: the file is being abandoned.
+                    if state.done {
                         return;
                     }
                     let target = state.target;
                     drop(state);
                     let result = file.sync_data();
                     state = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    cv.notify_all();
                     match result {
                         Ok(()) => state.synced = target,
                         Err(e) => {
+                            state.failed = true;
                             state.error = Some(e);
-                            state.synced = state.target;
+                            return;
                         }
-                    }
-                    cv.notify_all();
-                    if state.error.is_some() {
-                        return;
                     }
                 }
             })?;
@@ -112,16 +114,23 @@ impl Syncer {
     }
 
     /// Asks for the first `target` bytes to be synced; waits while more than
-    /// `lag` bytes are not. Returns the thread's error, once.
+    /// `lag` bytes are not. After a failed sync, fails every time: with the
+    /// sync's error the first time.
     fn request(&self, target: u64, lag: u64) -> io::Result<()> {
         let (lock, cv) = &*self.shared;
         let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
         state.target = target;
         cv.notify_all();
-        while state.error.is_none() && target - state.synced > lag {
+        while !state.failed && target - state.synced > lag {
             state = cv.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        state.error.take().map_or(Ok(()), Err)
+        if state.failed {
+            return Err(state
+                .error
+                .take()
+                .unwrap_or_else(|| io::Error::other("an earlier fdatasync of this file failed")));
+        }
+        Ok(())
     }
 }
 
@@ -237,7 +246,10 @@ mod tests {
             None => w.flush().expect_err("the sync failed"),
         };
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
-        drop(w);
+        // Reported once; later calls fail too instead of waiting for a
+        // thread that has ended.
+        assert!(w.flush().is_err());
+        assert!(w.finish().is_err());
         drain.join().unwrap().unwrap();
     }
 }

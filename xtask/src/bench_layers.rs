@@ -61,10 +61,16 @@ pub fn run(args: &[String]) -> Result<()> {
             tmp.path().to_owned()
         }
     };
-    if let Some(t) = only_tree.as_deref().filter(|t| !["usrlib", "generated"].contains(t)) {
+    if let Some(t) = only_tree
+        .as_deref()
+        .filter(|t| !["usrlib", "generated"].contains(t))
+    {
         bail!("bench layers: --tree {t:?}: expected usrlib or generated");
     }
-    if let Some(c) = only_compression.as_deref().filter(|c| !["gzip", "zstd"].contains(c)) {
+    if let Some(c) = only_compression
+        .as_deref()
+        .filter(|c| !["gzip", "zstd"].contains(c))
+    {
         bail!("bench layers: --compression {c:?}: expected gzip or zstd");
     }
     let wanted = |name: &str| only_tree.as_deref().is_none_or(|t| t == name);
