@@ -44,6 +44,18 @@ pub fn run(args: &[String]) -> Result<()> {
             ),
         }
     }
+    if let Some(t) = only_tree
+        .as_deref()
+        .filter(|t| !["usrlib", "generated"].contains(t))
+    {
+        bail!("bench layers: --tree {t:?}: expected usrlib or generated");
+    }
+    if let Some(c) = only_compression
+        .as_deref()
+        .filter(|c| !["gzip", "zstd"].contains(c))
+    {
+        bail!("bench layers: --compression {c:?}: expected gzip or zstd");
+    }
     for tool in ["tar", "gzip", "pigz", "zstd"] {
         if Command::new(tool).arg("--version").output().is_err() {
             bail!("bench layers needs `{tool}` (apt-get install {tool})");
@@ -61,18 +73,6 @@ pub fn run(args: &[String]) -> Result<()> {
             tmp.path().to_owned()
         }
     };
-    if let Some(t) = only_tree
-        .as_deref()
-        .filter(|t| !["usrlib", "generated"].contains(t))
-    {
-        bail!("bench layers: --tree {t:?}: expected usrlib or generated");
-    }
-    if let Some(c) = only_compression
-        .as_deref()
-        .filter(|c| !["gzip", "zstd"].contains(c))
-    {
-        bail!("bench layers: --compression {c:?}: expected gzip or zstd");
-    }
     let wanted = |name: &str| only_tree.as_deref().is_none_or(|t| t == name);
     let lib = base.join("usrlib");
     if wanted("usrlib") && !lib.exists() {

@@ -19,10 +19,32 @@ fn main() -> Result<()> {
     }
 }
 
+/// `program` without the variables in which `cargo run` describes xtask's
+/// own package: passed on to cargo, they reach build scripts (ring's
+/// watches CARGO_MANIFEST_DIR), which then rebuild what a plain `cargo
+/// build` had built already.
+fn cargo_safe(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let own = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ];
+        if key.starts_with("CARGO_PKG_") || own.contains(&&*key) {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
+}
+
 /// Runs `program args...` from the workspace root, failing if it fails.
 fn run(program: &str, args: &[&str]) -> Result<()> {
     eprintln!("xtask: {program} {}", args.join(" "));
-    let status = Command::new(program)
+    let status = cargo_safe(program)
         .args(args)
         .current_dir(workspace_root())
         .status()
@@ -79,7 +101,7 @@ fn test_summarised() -> Result<()> {
         "--show-output",
     ];
     eprintln!("xtask: cargo {}", args.join(" "));
-    let mut child = Command::new("cargo")
+    let mut child = cargo_safe("cargo")
         .args(args)
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
