@@ -166,8 +166,7 @@ impl<W: Write + AsFd> SyncBehind<W> {
 
 impl<W: Write + AsFd> Write for SyncBehind<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
+        // Before writing, so that an error means nothing of `buf` was written.
         if self.written - self.requested >= SYNC_STEP {
             if self.syncer.is_none() {
                 let file = File::from(self.inner.as_fd().try_clone_to_owned()?);
@@ -178,6 +177,8 @@ impl<W: Write + AsFd> Write for SyncBehind<W> {
             }
             self.requested = self.written;
         }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
         Ok(n)
     }
 
