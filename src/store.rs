@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -373,26 +374,25 @@ fn sync_entries(dir: &Path, limit: usize) -> io::Result<bool> {
 
 /// Removes a file or a whole tree, making read-only directories writable
 /// first (unpacked trees and layers keep their modes). Returns the bytes
-/// freed (file sizes). Never follows symbolic links.
+/// freed (file sizes). Never follows symbolic links: the tree is removed
+/// beneath a descriptor of its parent (`crate::beneath`).
 pub fn remove_tree(path: &Path) -> io::Result<u64> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a removable path", path.display()),
+        ));
     };
-    if !meta.is_dir() {
-        fs::remove_file(path)?;
-        return Ok(meta.len());
-    }
-    if meta.permissions().mode() & 0o700 != 0o700 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-    }
-    let mut bytes = 0;
-    for entry in fs::read_dir(path)? {
-        bytes += remove_tree(&entry?.path())?;
-    }
-    fs::remove_dir(path)?;
-    Ok(bytes)
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = match crate::beneath::Dir::open(parent) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        other => other?,
+    };
+    Ok(dir.remove_all(name.as_bytes())?)
 }
 
 /// flock(2), retried on EINTR. With LOCK_NB, returns false if the lock is

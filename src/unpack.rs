@@ -1,27 +1,27 @@
 //! Safe unpacking of tar streams into a directory (docs/store.md, "Safe
 //! unpacking").
 //!
-//! Nothing is ever written outside the target: every path is resolved one
-//! component at a time from a descriptor of the target with `O_NOFOLLOW`,
-//! so a symbolic link (from this archive or one unpacked before) is never
-//! followed while writing; files are created with `O_EXCL`. Each hostile or
-//! malformed entry is refused with an error naming it.
+//! Nothing is ever written outside the target: every path is resolved
+//! beneath a descriptor of the target (`crate::beneath`), so a symbolic link
+//! (from this archive or one unpacked before) is never followed while
+//! writing; files are created with `O_EXCL`. Each hostile or malformed entry
+//! is refused with an error naming it.
 
 mod tarstream;
 
-use std::collections::{HashSet, VecDeque};
-use std::ffi::{OsStr, OsString};
-use std::fs::File;
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use nix::unistd::UnlinkatFlags;
+
+use crate::beneath::{self, is_type, lossy, Dir, PathError};
 
 pub use tarstream::TarError;
 use tarstream::{Header, Kind, TarStream};
@@ -161,14 +161,21 @@ pub enum UnpackError {
     Store(#[from] StoreError),
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn refused(entry: &[u8], reason: Refusal) -> UnpackError {
     UnpackError::Refused {
         entry: lossy(entry),
         reason,
+    }
+}
+
+/// An entry refused because the walk to its parent failed.
+fn walk_refusal(entry: &[u8], e: PathError) -> UnpackError {
+    match e {
+        PathError::Symlink { component } => refused(entry, Refusal::ThroughSymlink { component }),
+        PathError::NotDir { component } => refused(entry, Refusal::ParentNotDir { component }),
+        PathError::NotBeneath { .. } => refused(entry, Refusal::DotDot),
+        PathError::Missing { .. } => io_at(entry)(Errno::ENOENT),
+        PathError::Io { error, .. } => io_at(entry)(error),
     }
 }
 
@@ -185,7 +192,7 @@ pub fn unpack<R: Read>(
     target: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
-    let root = open_path_dir(target).map_err(|source| UnpackError::Target {
+    let root = Dir::open(target).map_err(|source| UnpackError::Target {
         path: target.to_owned(),
         source,
     })?;
@@ -270,42 +277,8 @@ where
     Ok(dest)
 }
 
-/// If `dir` holds exactly one entry and it is a directory (not a symbolic
-/// link), moves that directory's contents up and removes it, as Nix's
-/// fetchzip does. Returns whether it stripped.
-pub fn strip_single_top_dir(dir: &Path) -> io::Result<bool> {
-    let mut names = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<Vec<_>>>()?;
-    if names.len() != 1 {
-        return Ok(false);
-    }
-    let top = dir.join(names.pop().expect("one name"));
-    if !std::fs::symlink_metadata(&top)?.is_dir() {
-        return Ok(false);
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))?;
-    // Park the top directory under a name none of its children has.
-    let mut n = 0u32;
-    let parked = loop {
-        let name = format!(".imgrep-strip-{n}");
-        if std::fs::symlink_metadata(top.join(&name)).is_err() {
-            break dir.join(name);
-        }
-        n += 1;
-    };
-    std::fs::rename(&top, &parked)?;
-    for entry in std::fs::read_dir(&parked)? {
-        let name = entry?.file_name();
-        std::fs::rename(parked.join(&name), dir.join(&name))?;
-    }
-    std::fs::remove_dir(&parked)?;
-    Ok(true)
-}
-
 struct Unpacker {
-    root: OwnedFd,
+    root: Dir,
     opts: UnpackOptions,
     /// Normalised paths of the members seen (duplicate detection).
     entries: HashSet<Vec<u8>>,
@@ -316,22 +289,10 @@ struct Unpacker {
     dirs: Vec<(Vec<Vec<u8>>, u32, i64)>,
     symlinks: Vec<Vec<Vec<u8>>>,
     /// The last parent directory written into, still open.
-    last: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    last: Option<(Vec<Vec<u8>>, Dir)>,
     skipped: Vec<String>,
     count: u64,
     buf: Vec<u8>,
-}
-
-/// How walking to a directory failed.
-enum WalkError {
-    Missing,
-    Symlink(String),
-    NotDir(String),
-    Io(Errno),
-}
-
-fn join(comps: &[Vec<u8>]) -> Vec<u8> {
-    comps.join(&b'/')
 }
 
 /// Splits an entry path into normal components; refuses absolute paths and `..`.
@@ -339,86 +300,15 @@ fn components(raw: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
     if raw.starts_with(b"/") {
         return Err(Refusal::Absolute);
     }
-    let mut out = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return Err(Refusal::DotDot),
-            c => out.push(c.to_vec()),
-        }
-    }
-    Ok(out)
+    beneath::components(raw).map_err(|_| Refusal::DotDot)
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    comps.join(&b'/')
 }
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
-}
-
-fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: `open` just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<OwnedFd> {
-    let fd = nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
-        os(name),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn lstat_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<Option<FileStat>> {
-    match nix::sys::stat::fstatat(
-        Some(dir.as_raw_fd()),
-        os(name),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    ) {
-        Ok(st) => Ok(Some(st)),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn is_type(st: &FileStat, t: SFlag) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == t
-}
-
-fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<OsString>> {
-    let dup = nix::unistd::dup(dir.as_raw_fd())?;
-    let mut d = nix::dir::Dir::from_fd(dup)?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let name = e?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(OsString::from_vec(name));
-        }
-    }
-    Ok(names)
-}
-
-/// Removes `name` in `dir`, recursively, never following symbolic links.
-fn remove_at(dir: &OwnedFd, name: &[u8]) -> nix::Result<()> {
-    let Some(st) = lstat_at(dir, name)? else {
-        return Ok(());
-    };
-    if is_type(&st, SFlag::S_IFDIR) {
-        let sub = open_dir_at(dir, name)?;
-        nix::sys::stat::fchmod(sub.as_raw_fd(), Mode::from_bits_truncate(0o700))?;
-        for child in list_dir(&sub)? {
-            remove_at(&sub, child.as_bytes())?;
-        }
-        nix::unistd::unlinkat(Some(dir.as_raw_fd()), os(name), UnlinkatFlags::RemoveDir)
-    } else {
-        nix::unistd::unlinkat(Some(dir.as_raw_fd()), os(name), UnlinkatFlags::NoRemoveDir)
-    }
 }
 
 fn timespec(secs: i64) -> TimeSpec {
@@ -426,47 +316,10 @@ fn timespec(secs: i64) -> TimeSpec {
 }
 
 impl Unpacker {
-    /// Opens the directory `comps` inside the target without following any
-    /// symbolic link; with `create`, makes missing directories (0755).
-    fn walk(&mut self, comps: &[Vec<u8>], create: bool) -> Result<OwnedFd, WalkError> {
-        let fd = nix::unistd::dup(self.root.as_raw_fd()).map_err(WalkError::Io)?;
-        // SAFETY: `dup` just returned this descriptor; nothing else owns it.
-        let mut cur = unsafe { OwnedFd::from_raw_fd(fd) };
-        for (i, c) in comps.iter().enumerate() {
-            let next = match open_dir_at(&cur, c) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) if create => {
-                    match nix::sys::stat::mkdirat(
-                        Some(cur.as_raw_fd()),
-                        os(c),
-                        Mode::from_bits_truncate(0o755),
-                    ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(WalkError::Io(e)),
-                    }
-                    open_dir_at(&cur, c).map_err(WalkError::Io)?
-                }
-                Err(Errno::ENOENT) => return Err(WalkError::Missing),
-                Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                    let shown = lossy(&join(&comps[..=i]));
-                    return match lstat_at(&cur, c) {
-                        Ok(Some(st)) if is_type(&st, SFlag::S_IFLNK) => {
-                            Err(WalkError::Symlink(shown))
-                        }
-                        _ => Err(WalkError::NotDir(shown)),
-                    };
-                }
-                Err(e) => return Err(WalkError::Io(e)),
-            };
-            cur = next;
-        }
-        Ok(cur)
-    }
-
     /// The parent directory of an entry, created if missing. Archives list
     /// siblings together, so the last parent is kept open: one dup instead
     /// of a walk from the top. Any removal drops it (`self.last = None`).
-    fn walk_for_entry(&mut self, entry: &[u8], comps: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
+    fn walk_for_entry(&mut self, entry: &[u8], comps: &[Vec<u8>]) -> Result<Dir, UnpackError> {
         if let Some((last, fd)) = &self.last {
             if last == comps {
                 return fd.try_clone().map_err(|source| UnpackError::Io {
@@ -475,12 +328,10 @@ impl Unpacker {
                 });
             }
         }
-        let fd = self.walk(comps, true).map_err(|e| match e {
-            WalkError::Symlink(component) => refused(entry, Refusal::ThroughSymlink { component }),
-            WalkError::NotDir(component) => refused(entry, Refusal::ParentNotDir { component }),
-            WalkError::Missing => io_at(entry)(Errno::ENOENT),
-            WalkError::Io(e) => io_at(entry)(e),
-        })?;
+        let fd = self
+            .root
+            .walk(comps, Some(0o755))
+            .map_err(|e| walk_refusal(entry, e))?;
         let copy = fd.try_clone().map_err(|source| UnpackError::Io {
             entry: lossy(entry),
             source,
@@ -534,7 +385,7 @@ impl Unpacker {
         let dir = self.walk_for_entry(&entry, parent)?;
         self.count += 1;
 
-        let existing = lstat_at(&dir, name).map_err(io_at(&entry))?;
+        let existing = dir.stat(name).map_err(io_at(&entry))?;
         if let Some(st) = existing {
             let keep_dir = h.kind == Kind::Directory && is_type(&st, SFlag::S_IFDIR);
             if !keep_dir {
@@ -547,32 +398,19 @@ impl Unpacker {
                     return Err(refused(&entry, Refusal::ReplacesPopulatedDir));
                 }
                 self.last = None;
-                remove_at(&dir, name).map_err(io_at(&entry))?;
+                dir.remove_all(name).map_err(io_at(&entry))?;
             }
         }
-        let dirfd = Some(dir.as_raw_fd());
         match h.kind {
             Kind::Directory => {
-                match nix::sys::stat::mkdirat(dirfd, os(name), Mode::from_bits_truncate(0o700)) {
+                match dir.mkdir(name, 0o700) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(io_at(&entry)(e)),
                 }
                 self.dirs.push((comps.clone(), h.mode, h.mtime));
             }
             Kind::Regular => {
-                let fd = nix::fcntl::openat(
-                    dirfd,
-                    os(name),
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(io_at(&entry))?;
-                // SAFETY: `openat` just returned this descriptor.
-                let mut file = unsafe { File::from_raw_fd(fd) };
+                let mut file = dir.create_file(name, 0o600).map_err(io_at(&entry))?;
                 loop {
                     let n = tar.read_data(&mut self.buf)?;
                     if n == 0 {
@@ -594,7 +432,9 @@ impl Unpacker {
                 .map_err(io_at(&entry))?;
             }
             Kind::Symlink => {
-                if self.opts.symlinks == Symlinks::Contained && self.escapes(parent, &h.link) {
+                if self.opts.symlinks == Symlinks::Contained
+                    && self.root.link_escapes(parent, &h.link)
+                {
                     return Err(refused(
                         &entry,
                         Refusal::SymlinkEscapes {
@@ -602,15 +442,9 @@ impl Unpacker {
                         },
                     ));
                 }
-                nix::unistd::symlinkat(os(&h.link), dirfd, os(name)).map_err(io_at(&entry))?;
-                nix::sys::stat::utimensat(
-                    dirfd,
-                    os(name),
-                    &TimeSpec::UTIME_OMIT,
-                    &timespec(h.mtime),
-                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(io_at(&entry))?;
+                dir.symlink(name, &h.link).map_err(io_at(&entry))?;
+                dir.set_mtime(name, &timespec(h.mtime))
+                    .map_err(io_at(&entry))?;
                 self.symlinks.push(comps.clone());
             }
             Kind::HardLink => self.hard_link(&entry, &comps, &dir, name, &h.link)?,
@@ -625,7 +459,7 @@ impl Unpacker {
         &mut self,
         entry: &[u8],
         comps: &[Vec<u8>],
-        dir: &OwnedFd,
+        dir: &Dir,
         name: &[u8],
         link: &[u8],
     ) -> Result<(), UnpackError> {
@@ -645,21 +479,20 @@ impl Unpacker {
         if tcomps == comps {
             return Err(bad("is the entry itself"));
         }
-        let tdir = self.walk(tparent, false).map_err(|e| match e {
-            WalkError::Missing => bad("does not exist"),
-            WalkError::Symlink(_) => bad("lies behind a symbolic link"),
-            WalkError::NotDir(_) => bad("does not exist"),
-            WalkError::Io(e) => io_at(entry)(e),
+        let tdir = self.root.walk(tparent, None).map_err(|e| match e {
+            PathError::Symlink { .. } => bad("lies behind a symbolic link"),
+            PathError::Io { error, .. } => io_at(entry)(error),
+            _ => bad("does not exist"),
         })?;
-        match lstat_at(&tdir, tname).map_err(io_at(entry))? {
+        match tdir.stat(tname).map_err(io_at(entry))? {
             None => return Err(bad("does not exist")),
             Some(st) if !is_type(&st, SFlag::S_IFREG) => return Err(bad("is not a regular file")),
             Some(_) => {}
         }
         nix::unistd::linkat(
-            Some(tdir.as_raw_fd()),
+            Some(tdir.as_fd().as_raw_fd()),
             os(tname),
-            Some(dir.as_raw_fd()),
+            Some(dir.as_fd().as_raw_fd()),
             os(name),
             AtFlags::empty(),
         )
@@ -672,17 +505,11 @@ impl Unpacker {
         parent: &[Vec<u8>],
         name: &[u8],
     ) -> Result<(), UnpackError> {
-        let dir = match self.walk(parent, false) {
+        let dir = match self.root.walk(parent, None) {
             Ok(d) => d,
             // Whiting out inside a directory that does not exist: nothing to do.
-            Err(WalkError::Missing) => return Ok(()),
-            Err(WalkError::Symlink(component)) => {
-                return Err(refused(entry, Refusal::ThroughSymlink { component }))
-            }
-            Err(WalkError::NotDir(component)) => {
-                return Err(refused(entry, Refusal::ParentNotDir { component }))
-            }
-            Err(WalkError::Io(e)) => return Err(io_at(entry)(e)),
+            Err(PathError::Missing { .. }) => return Ok(()),
+            Err(e) => return Err(walk_refusal(entry, e)),
         };
         if name == b".wh..wh..opq" {
             self.last = None;
@@ -702,68 +529,34 @@ impl Unpacker {
             return Err(refused(entry, Refusal::WhiteoutConflict));
         }
         self.last = None;
-        remove_at(&dir, victim).map_err(io_at(entry))
+        dir.remove_all(victim).map(drop).map_err(io_at(entry))
     }
 
     /// Opaque whiteout: removes what lower layers put under `dir`, keeping
     /// what this layer populates.
-    fn remove_unseen(&self, dir: &OwnedFd, prefix: &[u8]) -> nix::Result<()> {
-        for child in list_dir(dir)? {
+    fn remove_unseen(&self, dir: &Dir, prefix: &[u8]) -> nix::Result<()> {
+        for child in dir.names()? {
             let mut key = prefix.to_vec();
             if !key.is_empty() {
                 key.push(b'/');
             }
             key.extend_from_slice(child.as_bytes());
             if !self.touched.contains(&key) {
-                remove_at(dir, child.as_bytes())?;
-            } else if lstat_at(dir, child.as_bytes())?
+                dir.remove_all(child.as_bytes())?;
+            } else if dir
+                .stat(child.as_bytes())?
                 .is_some_and(|st| is_type(&st, SFlag::S_IFDIR))
             {
-                let sub = open_dir_at(dir, child.as_bytes())?;
+                let sub = dir.child(child.as_bytes())?;
                 self.remove_unseen(&sub, &key)?;
             }
         }
         Ok(())
     }
 
-    /// Whether the symbolic link `target`, placed in the directory
-    /// `link_dir`, resolves outside the target, following links already in
-    /// the tree (at most 40, as the kernel).
-    fn escapes(&mut self, link_dir: &[Vec<u8>], target: &[u8]) -> bool {
-        if target.starts_with(b"/") {
-            return true;
-        }
-        let mut cur: Vec<Vec<u8>> = link_dir.to_vec();
-        let mut queue: VecDeque<Vec<u8>> = split_link(target).collect();
-        let mut hops = 0;
-        while let Some(c) = queue.pop_front() {
-            if c == b".." {
-                if cur.pop().is_none() {
-                    return true;
-                }
-                continue;
-            }
-            let Some(link) = self.readlink_in_tree(&cur, &c) else {
-                cur.push(c);
-                continue;
-            };
-            hops += 1;
-            if hops > 40 || link.starts_with(b"/") {
-                return true;
-            }
-            for (i, part) in split_link(&link).enumerate() {
-                queue.insert(i, part);
-            }
-        }
-        false
-    }
-
     /// The target of `dir/name` if it is a symbolic link inside the tree.
-    fn readlink_in_tree(&mut self, dir: &[Vec<u8>], name: &[u8]) -> Option<Vec<u8>> {
-        let fd = self.walk(dir, false).ok()?;
-        nix::fcntl::readlinkat(Some(fd.as_raw_fd()), os(name))
-            .ok()
-            .map(OsString::into_vec)
+    fn readlink_in_tree(&self, dir: &[Vec<u8>], name: &[u8]) -> Option<Vec<u8>> {
+        self.root.walk(dir, None).ok()?.read_link(name).ok()
     }
 
     fn finish(&mut self) -> Result<(), UnpackError> {
@@ -773,7 +566,7 @@ impl Unpacker {
             for comps in std::mem::take(&mut self.symlinks) {
                 let (name, parent) = comps.split_last().expect("links have a name");
                 if let Some(target) = self.readlink_in_tree(parent, name) {
-                    if self.escapes(parent, &target) {
+                    if self.root.link_escapes(parent, &target) {
                         return Err(refused(
                             &join(&comps),
                             Refusal::SymlinkEscapes {
@@ -788,21 +581,12 @@ impl Unpacker {
         // everything inside it is done.
         for (comps, mode, mtime) in std::mem::take(&mut self.dirs).into_iter().rev() {
             let entry = join(&comps);
-            let Ok(fd) = self.walk(&comps, false) else {
+            let Ok(fd) = self.root.walk(&comps, None) else {
                 continue;
             };
-            nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
-                .map_err(io_at(&entry))?;
-            nix::sys::stat::futimens(fd.as_raw_fd(), &TimeSpec::UTIME_OMIT, &timespec(mtime))
-                .map_err(io_at(&entry))?;
+            fd.set_mode(mode).map_err(io_at(&entry))?;
+            fd.set_own_mtime(&timespec(mtime)).map_err(io_at(&entry))?;
         }
         Ok(())
     }
-}
-
-fn split_link(target: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    target
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .map(<[u8]>::to_vec)
 }

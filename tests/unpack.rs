@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use imgrep::beneath;
 use imgrep::digest::Digest;
 use imgrep::nar;
 use imgrep::store::Store;
@@ -566,9 +567,10 @@ fn strips_a_single_top_directory_only() {
         .file("pkg-1.0/src/a.c", b"a")
         .end();
     s.unpack(&tar, &SRC).unwrap();
-    assert!(unpack::strip_single_top_dir(&s.target()).unwrap());
+    let dir = beneath::Dir::open(&s.target()).unwrap();
+    assert!(beneath::strip_single_top_dir(&dir).unwrap());
     assert_eq!(listing(&s.target()), [".imgrep-strip-0", "src", "src/a.c"]);
-    assert!(!unpack::strip_single_top_dir(&s.target()).unwrap());
+    assert!(!beneath::strip_single_top_dir(&dir).unwrap());
 }
 
 /// A .deb built by the real dpkg-deb, in each compression it offers,

@@ -139,6 +139,69 @@ fn same_key_twice_counts_once_toward_a_threshold_of_two() {
     );
 }
 
+/// Rewrites the key id (bytes 2..10 of the decoded line 2) of a minisign
+/// public key or signature file's text.
+fn with_key_id(text: &str, id: [u8; 8]) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut raw = B64.decode(&lines[1]).unwrap();
+    raw[2..10].copy_from_slice(&id);
+    lines[1] = B64.encode(&raw);
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn one_key_under_two_key_ids_counts_once() {
+    // GHSA-pwqf-9h7j-7mv8's class: the keyring lists alice's public key a
+    // second time under another key id and name, and her one signature is
+    // filed a second time under that id. Key ids are 8 arbitrary bytes; the
+    // key bytes are the same, so this is one signer.
+    let work = signed_by(&[("alice", "rebuilder")]);
+    let alias_id = [0x42; 8];
+    let key = std::fs::read_to_string(work.path("keys/alice.pub")).unwrap();
+    std::fs::write(work.path("keyring/alias.pub"), with_key_id(&key, alias_id)).unwrap();
+    let roles = work.path("keyring/roles.toml");
+    let mut text = std::fs::read_to_string(&roles).unwrap();
+    text.push_str("alias = \"rebuilder\"\n");
+    std::fs::write(&roles, &text).unwrap();
+    let sig = std::fs::read_to_string(sig_path(&work, "alice")).unwrap();
+    std::fs::write(
+        work.sigs_dir().join("4242424242424242.minisig"),
+        with_key_id(&sig, alias_id),
+    )
+    .unwrap();
+    // Each signature holds on its own: the copy is only a second vote.
+    let out = work.verify(&["--threshold", "1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = work.verify(&["--threshold", "2"]);
+    assert_fails(&out, "threshold not met: 1 of 2");
+    assert!(
+        out.stderr.contains(
+            "NOT COUNTED: key already counted for this statement: the same public key as signer"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = work.verify(&["--threshold", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["packages"][0]["trusted_signatures"], 1, "{}", out.stdout);
+    // The same key given two roles would let one key meet two role
+    // minimums: refused as an input error, naming both files.
+    std::fs::write(
+        &roles,
+        text.replace("alias = \"rebuilder\"", "alias = \"maintainer\""),
+    )
+    .unwrap();
+    let out = work.verify(&["--threshold", "1"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("one key is one signer with one role")
+            && out.stderr.contains("alias.pub")
+            && out.stderr.contains("alice.pub"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn statement_changed_by_one_byte_is_rejected() {
     let work = signed_by(&[("alice", "rebuilder")]);

@@ -1,10 +1,10 @@
 //! `kind = "debs"`: an image assembled from pinned Debian binary packages,
 //! unpacked by imgrep itself, with no build step (docs/recipes.md).
 
-use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::beneath::Dir;
 use crate::deb::Deb;
 use crate::recipe::Recipe;
 use crate::unpack::{self, UnpackOptions};
@@ -13,7 +13,10 @@ use super::sources::Ready;
 use super::BuildError;
 
 /// Unpacks every .deb's data.tar into `out`, in source order, then adds the
-/// declared empty directories and symbolic links.
+/// declared empty directories and symbolic links. Paths are resolved
+/// beneath `out` and never through a link: a .deb may ship `bin -> /etc`,
+/// which in the image means the image's /etc, and on the host nothing.
+/// Device nodes and fifos are left out, each said on stderr.
 pub fn assemble(recipe: &Recipe, debs: &[Ready], out: &Path) -> Result<(), BuildError> {
     let fail = |message: String| BuildError::Source {
         package: recipe.name.clone(),
@@ -22,26 +25,38 @@ pub fn assemble(recipe: &Recipe, debs: &[Ready], out: &Path) -> Result<(), Build
     for got in debs {
         let mut deb = Deb::open(&got.path).map_err(|e| fail(e.to_string()))?;
         let data = deb.data().map_err(|e| fail(e.to_string()))?;
-        unpack::unpack(data, out, &UnpackOptions::DEB)
+        let report = unpack::unpack(data, out, &UnpackOptions::DEB)
             .map_err(|e| fail(format!("{}: {e}", got.path.display())))?;
+        for skipped in &report.skipped {
+            eprintln!(
+                "imgrep: {}: {}: left out {skipped} (an image holds none)",
+                recipe.name,
+                got.path.display()
+            );
+        }
     }
     let Some(spec) = &recipe.debs else {
         return Ok(());
     };
+    let root = Dir::open(out).map_err(|e| fail(format!("{}: {e}", out.display())))?;
+    let through = "; a path of [debs] is the path the packages ship, not one through their links";
     for dir in &spec.dirs {
-        let p = out.join(dir);
-        fs::create_dir_all(&p).map_err(|e| fail(format!("directory {dir}: {e}")))?;
+        root.create_dirs(Path::new(dir), 0o755)
+            .map_err(|e| fail(format!("debs.dirs {dir:?}: {e}{through}")))?;
     }
     for (link, target) in &spec.symlinks {
-        let p = out.join(link);
-        if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(|e| fail(format!("symlink {link}: {e}")))?;
-        }
-        symlink(target, &p).map_err(|e| {
-            fail(format!(
-                "symlink {link} -> {target}: {e} (a package ships that path already?)"
-            ))
-        })?;
+        let p = Path::new(link);
+        let (parent, name) = (p.parent().unwrap_or(Path::new("")), p.file_name());
+        let name = name.ok_or_else(|| fail(format!("debs.symlinks {link:?}: no file name")))?;
+        let dir = root
+            .create_dirs(parent, 0o755)
+            .map_err(|e| fail(format!("debs.symlinks {link:?}: {e}{through}")))?;
+        dir.symlink(name.as_bytes(), target.as_bytes())
+            .map_err(|e| {
+                fail(format!(
+                    "debs.symlinks {link:?} -> {target}: {e} (a package ships that path already?)"
+                ))
+            })?;
     }
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::beneath::{self, Dir};
 use crate::digest::hash_reader;
+use crate::fetch::local;
 use crate::fetch::{self, Fetcher, SourceRequest};
 use crate::nar::NarHash;
 use crate::recipe::{Pin, Recipe, Source};
@@ -120,6 +122,11 @@ pub fn place(
     staging: &Path,
 ) -> Result<Vec<PathBuf>, BuildError> {
     let mut mounted: Vec<(usize, &Path)> = Vec::new();
+    let root = Dir::open(build_dir).map_err(|source| BuildError::Io {
+        package: recipe.name.clone(),
+        what: format!("opening {}", build_dir.display()),
+        source,
+    })?;
     for (i, (source, got)) in recipe.sources.iter().zip(ready).enumerate() {
         let err = |e: io::Error| BuildError::Source {
             package: recipe.name.clone(),
@@ -135,27 +142,33 @@ pub fn place(
             mounted.push((i, &got.path));
             continue;
         }
-        let dest = build_dir.join(&source.dest);
-        fs::create_dir_all(&dest).map_err(err)?;
-        if got.is_tree {
-            crate::fetch::local::copy_tree(&got.path, &dest).map_err(err)?;
-        } else if source.unpack {
+        // Earlier sources are untrusted trees: `dest` is resolved beneath
+        // the build directory and never through a link one of them left.
+        let dest = root
+            .create_dirs(Path::new(&source.dest), 0o755)
+            .map_err(|e| err(e.into()))?;
+        if got.is_tree || source.unpack {
+            // Laid out apart, checked, then moved in: links are judged
+            // within the source once it has its final shape.
             let tmp = staging.join(format!("source-{i}"));
-            fs::create_dir_all(&tmp).map_err(err)?;
-            unpack::unpack_file(&got.path, &tmp, &UnpackOptions::SOURCE).map_err(|e| {
-                BuildError::Source {
-                    package: recipe.name.clone(),
-                    message: format!("source {} ({}): {e}", i + 1, source.file_name()),
-                }
-            })?;
-            unpack::strip_single_top_dir(&tmp).map_err(err)?;
-            merge_into(&tmp, &dest).map_err(err)?;
+            fs::create_dir(&tmp).map_err(err)?;
+            if got.is_tree {
+                local::copy_tree(&got.path, &tmp).map_err(err)?;
+            } else {
+                unpack::unpack_file(&got.path, &tmp, &UnpackOptions::SOURCE).map_err(|e| {
+                    BuildError::Source {
+                        package: recipe.name.clone(),
+                        message: format!("source {} ({}): {e}", i + 1, source.file_name()),
+                    }
+                })?;
+                local::strip_and_check(&tmp).map_err(err)?;
+            }
+            let from = Dir::open(&tmp).map_err(err)?;
+            beneath::merge_into(&from, &dest).map_err(|e| err(e.into()))?;
         } else {
             let name = source.file.as_deref().unwrap_or(source.file_name());
-            let target = dest.join(name);
-            fs::copy(&got.path, &target).map_err(err)?;
             let mode = if source.executable { 0o755 } else { 0o644 };
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(err)?;
+            copy_file(&got.path, &dest, name.as_bytes(), mode).map_err(err)?;
         }
     }
     for (k, &(i, tree)) in mounted.iter().enumerate() {
@@ -204,27 +217,23 @@ fn first_overlap(a: &Path, b: &Path, rel: &Path) -> io::Result<Option<PathBuf>> 
     Ok(None)
 }
 
-/// Moves every entry of `from` into `to`, merging directories that both
-/// hold; a file that both hold is an error (two sources overlap).
-fn merge_into(from: &Path, to: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        match target.symlink_metadata() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(entry.path(), &target)?,
-            Ok(m) if m.is_dir() && entry.file_type()?.is_dir() => {
-                merge_into(&entry.path(), &target)?
-            }
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists already (sources overlap)", target.display()),
-                ))
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// Copies the verified file `from` into `dest` as `name` with `mode`; an
+/// entry of that name (an earlier source's, a link above all) is an error,
+/// never written through.
+fn copy_file(from: &Path, dest: &Dir, name: &[u8], mode: u32) -> io::Result<()> {
+    let mut src = File::open(from)?;
+    let mut dst = dest.create_file(name, 0o600).map_err(|e| match e {
+        nix::errno::Errno::EEXIST => io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists already (sources overlap)",
+                String::from_utf8_lossy(name)
+            ),
+        ),
+        e => e.into(),
+    })?;
+    io::copy(&mut src, &mut dst)?;
+    dst.set_permissions(fs::Permissions::from_mode(mode))
 }
 
 /// The pins of `recipe`'s sources as images and statements record them:

@@ -1,14 +1,10 @@
 //! Local source directories (docs/fetch.md): where a pinned source may be
 //! found on disk before any network access, and copying a tree out of one.
 
-use std::fs;
 use std::io;
-use std::os::unix::fs::{symlink, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use nix::sys::stat::UtimensatFlags;
-use nix::sys::time::TimeSpec;
-
+use crate::beneath::{self, CheckError, Dir};
 use crate::digest::Digest;
 use crate::nar::NarHash;
 
@@ -60,82 +56,32 @@ pub fn tree_candidates(dirs: &[PathBuf], hash: &NarHash, urls: &[String]) -> Vec
 }
 
 /// Copies the tree `src` into the existing empty directory `dst`: regular
-/// files with their mode, directories, and symbolic links whose targets
-/// stay inside the tree (the rule the unpacker applies to sources), all with
-/// their modification times (make compares them). Never follows a link.
+/// files with their mode, directories, and symbolic links, all with their
+/// modification times (make compares them), never following a link; then
+/// refuses the copy if a link leaves it (the rule the unpacker applies to
+/// sources), checked on the copy so that `src` cannot change in between.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    copy_inner(src, dst, 0)
+    let to = Dir::open(dst)?;
+    beneath::copy_tree(&Dir::open(src)?, &to)?;
+    check(&to)
 }
 
-fn copy_mtime(from: &Path, to: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(from)?;
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    nix::sys::stat::utimensat(
-        None,
-        to,
-        &TimeSpec::UTIME_OMIT,
-        &mtime,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
+/// Strips a single top directory from the tree `dir` (as Nix's fetchzip
+/// does), then refuses it if a link leaves it: a link that stayed inside
+/// the top directory may climb out of the stripped tree.
+pub fn strip_and_check(dir: &Path) -> io::Result<()> {
+    let d = Dir::open(dir)?;
+    beneath::strip_single_top_dir(&d)?;
+    check(&d)
 }
 
-fn copy_inner(src: &Path, dst: &Path, depth: usize) -> io::Result<()> {
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            fs::create_dir(&to)?;
-            copy_inner(&from, &to, depth + 1)?;
-            fs::set_permissions(&to, fs::metadata(&from)?.permissions())?;
-            copy_mtime(&from, &to)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&from)?;
-            if escapes(&target, depth) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: symbolic link to {} leaves the tree",
-                        from.display(),
-                        target.display()
-                    ),
-                ));
-            }
-            symlink(&target, &to)?;
-            copy_mtime(&from, &to)?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to)?;
-            copy_mtime(&from, &to)?;
-        } else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: not a regular file, directory or symbolic link",
-                    from.display()
-                ),
-            ));
+fn check(d: &Dir) -> io::Result<()> {
+    d.check_links().map_err(|e| match e {
+        CheckError::Escapes(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        CheckError::Io { path, error } => {
+            io::Error::new(io::Error::from(error).kind(), format!("{path}: {error}"))
         }
-    }
-    Ok(())
-}
-
-/// Lexical check of a link target placed `depth` directories deep.
-fn escapes(target: &Path, depth: usize) -> bool {
-    let mut d = depth as isize;
-    for c in target.components() {
-        match c {
-            Component::RootDir | Component::Prefix(_) => return true,
-            Component::ParentDir => d -= 1,
-            Component::Normal(_) => d += 1,
-            Component::CurDir => {}
-        }
-        if d < 0 {
-            return true;
-        }
-    }
-    false
+    })
 }
 
 #[cfg(test)]
@@ -151,13 +97,5 @@ mod tests {
         assert_eq!(file_name_of("https://h/a/x.tar?raw=1"), Some("x.tar"));
         assert_eq!(file_name_of("https://h/a/"), None);
         assert_eq!(file_name_of("mirror://debian/pool/b.deb"), Some("b.deb"));
-    }
-
-    #[test]
-    fn escaping_links() {
-        assert!(!escapes(Path::new("a/../b"), 0));
-        assert!(escapes(Path::new("../b"), 0));
-        assert!(!escapes(Path::new("../b"), 1));
-        assert!(escapes(Path::new("/etc/passwd"), 3));
     }
 }

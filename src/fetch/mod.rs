@@ -5,7 +5,8 @@
 //! mirrors. The hash decides, never the origin: a file is hashed while it
 //! streams into a temporary file of the store and kept only if it matches;
 //! a tree is unpacked with the safe unpacker, stripped of a single
-//! top-level directory, NAR-hashed and kept only if that matches.
+//! top-level directory, refused if a link leaves it, NAR-hashed and kept
+//! only if that matches.
 
 mod config;
 mod http;
@@ -277,7 +278,7 @@ impl Fetcher {
         let unpacked = unpack::unpack_file(archive.path(), tree.path(), &UnpackOptions::SOURCE)
             .map_err(|e| format!("unpacking: {e}"))
             .and_then(|_| {
-                unpack::strip_single_top_dir(tree.path()).map_err(|e| format!("unpacking: {e}"))
+                local::strip_and_check(tree.path()).map_err(|e| format!("unpacking: {e}"))
             });
         drop(archive);
         if let Err(e) = unpacked {

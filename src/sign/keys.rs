@@ -247,6 +247,15 @@ pub fn parse_public_key(encoded: &str) -> Result<minisign::PublicKey, String> {
     minisign::PublicKey::from_bytes(&raw).map_err(|e| e.to_string())
 }
 
+/// The Ed25519 public key itself: what makes two keys the same signer. The
+/// key id beside it is 8 bytes anyone can copy or change.
+pub fn public_key_bytes(key: &minisign::PublicKey) -> [u8; 32] {
+    let raw = key.to_bytes();
+    raw[raw.len() - 32..]
+        .try_into()
+        .expect("a minisign public key ends with 32 key bytes")
+}
+
 /// The files [`generate`] wrote.
 #[derive(Debug, serde::Serialize)]
 pub struct Generated {

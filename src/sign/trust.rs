@@ -7,12 +7,18 @@
 //! manifests/keys has the same layout, so a user can review it and copy it.
 //! Roles come only from here, never from a signature: a signer cannot
 //! promote itself.
+//!
+//! A signer is a public key, compared by its 32 key bytes, never by its key
+//! id (8 bytes anyone can copy): the same key listed twice, under two ids,
+//! two names or in two keyrings, is one signer (docs/signing.md, "One key,
+//! one vote"). Listed twice with two different roles it is refused, since
+//! one key cannot hold two roles.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::sign::keys::{parse_public_key, read_public_key, KeyError, KeyId};
+use crate::sign::keys::{parse_public_key, public_key_bytes, read_public_key, KeyError, KeyId};
 use crate::sign::signature::valid_role;
 
 /// The origin of keys given whole on the command line.
@@ -44,6 +50,16 @@ pub enum TrustError {
     #[error("key {id} is in both {a} and {b} with different keys or roles")]
     Conflict { id: KeyId, a: String, b: String },
     #[error(
+        "the same public key is in {a} (role {role_a}) and {b} (role {role_b}): \
+         one key is one signer with one role"
+    )]
+    TwoRoles {
+        a: String,
+        role_a: String,
+        b: String,
+        role_b: String,
+    },
+    #[error(
         "invalid trusted key {0:?}: expected a key id (16 hex digits) or a public key as \
          `minisign -P` takes it (RW...), optionally prefixed with ROLE:"
     )]
@@ -72,6 +88,20 @@ impl Trust {
     }
 
     fn insert(&mut self, k: TrustedKey) -> Result<(), TrustError> {
+        let bytes = public_key_bytes(&k.key);
+        if let Some(old) = self
+            .keys
+            .values()
+            .find(|old| old.role != k.role && public_key_bytes(&old.key) == bytes)
+        {
+            let role = |r: &Option<String>| r.clone().unwrap_or_else(|| "none".into());
+            return Err(TrustError::TwoRoles {
+                a: old.origin.clone(),
+                role_a: role(&old.role),
+                b: k.origin,
+                role_b: role(&k.role),
+            });
+        }
         if let Some(old) = self.keys.get(&k.id) {
             if old.key != k.key || old.role != k.role {
                 return Err(TrustError::Conflict {

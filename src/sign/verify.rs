@@ -1,15 +1,16 @@
 //! Verifying one package version: each signature against the trusted keys,
-//! each trusted key counted once, the policy over the distinct keys that
+//! each trusted public key counted once (by its key bytes, whatever key id
+//! or name it comes under), the policy over the distinct keys that
 //! signed, and the local image against the signed digests.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::sign::image;
-use crate::sign::keys::KeyId;
+use crate::sign::keys::{public_key_bytes, KeyId};
 use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
 use crate::sign::policy::Policy;
 use crate::sign::signature::{SignatureError, SignatureFile};
@@ -33,7 +34,8 @@ pub enum SignerStatus {
     Fail,
     /// Signature by a key the verifier does not trust; ignored.
     Unknown,
-    /// Another valid signature by a key already counted; not counted again.
+    /// Another valid signature by a public key already counted (under this
+    /// key id or another); not counted again.
     Duplicate,
 }
 
@@ -89,7 +91,8 @@ pub fn verify_package(
 ) -> Result<PackageReport, VerifyError> {
     let stored = manifests.read_statement(pv)?;
     let mut signers = Vec::new();
-    let mut counted: BTreeSet<KeyId> = BTreeSet::new();
+    // Public key bytes -> the signer they were counted for.
+    let mut counted: BTreeMap<[u8; 32], String> = BTreeMap::new();
     let mut counted_roles = Vec::new();
     for path in manifests.signature_files(pv)? {
         let sig = SignatureFile::read(&path)?;
@@ -114,14 +117,24 @@ pub fn verify_package(
                         key.role.as_deref().unwrap_or_default()
                     )),
                 ),
-                Ok(_) if !counted.insert(sig.key_id) => (
-                    SignerStatus::Duplicate,
-                    Some("key already counted for this statement".into()),
-                ),
-                Ok(_) => {
-                    counted_roles.push(key.role.clone());
-                    (SignerStatus::Ok, None)
-                }
+                Ok(_) => match counted.get(&public_key_bytes(&key.key)) {
+                    Some(first) if *first == key.signer => (
+                        SignerStatus::Duplicate,
+                        Some("key already counted for this statement".into()),
+                    ),
+                    Some(first) => (
+                        SignerStatus::Duplicate,
+                        Some(format!(
+                            "key already counted for this statement: the same public key \
+                             as signer {first}, under another key id or name (one key, one vote)"
+                        )),
+                    ),
+                    None => {
+                        counted.insert(public_key_bytes(&key.key), key.signer.clone());
+                        counted_roles.push(key.role.clone());
+                        (SignerStatus::Ok, None)
+                    }
+                },
             };
             report.status = status;
             report.reason = reason;
