@@ -551,7 +551,8 @@ fn merge_in(from: &Dir, to: &Dir, path: &mut Vec<Vec<u8>>) -> Result<(), TreeErr
     Ok(())
 }
 
-/// Copies the tree below `from` into `to`: regular files with their mode,
+/// Copies the tree below `from` into `to`: regular files with their mode
+/// less setuid and setgid (the trees copied are sources, which need none),
 /// directories, and symbolic links as they are, all with their mtimes (make
 /// compares them). Never follows a link on either side and never replaces
 /// anything `to` holds. Hard links become separate files.
@@ -590,7 +591,7 @@ fn copy_in(from: &Dir, to: &Dir, path: &mut Vec<Vec<u8>>, buf: &mut [u8]) -> Res
             let mut src = from.open_file(&name).map_err(|e| err(path, e))?;
             let mut dst = to.create_file(&name, 0o600).map_err(|e| err(path, e))?;
             copy_bytes(&mut src, &mut dst, buf).map_err(|e| TreeError::io(path, e))?;
-            nix::sys::stat::fchmod(dst.as_raw_fd(), Mode::from_bits_truncate(mode))
+            nix::sys::stat::fchmod(dst.as_raw_fd(), Mode::from_bits_truncate(mode & !0o6000))
                 .map_err(|e| err(path, e))?;
             nix::sys::stat::futimens(dst.as_raw_fd(), &TimeSpec::UTIME_OMIT, &mtime)
                 .map_err(|e| err(path, e))?;

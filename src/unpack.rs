@@ -62,11 +62,23 @@ pub enum Whiteouts {
     Refuse,
 }
 
+/// What becomes of the setuid and setgid bits of files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetId {
+    /// Kept: an image may declare them (layers, .deb data).
+    Keep,
+    /// Dropped: a source needs none (a NAR cannot even record them, and Nix
+    /// drops them), and a setuid file that root unpacked into the store
+    /// would be a setuid-root program on the host.
+    Strip,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackOptions {
     pub symlinks: Symlinks,
     pub special_files: SpecialFiles,
     pub whiteouts: Whiteouts,
+    pub set_id: SetId,
 }
 
 impl UnpackOptions {
@@ -75,24 +87,28 @@ impl UnpackOptions {
         symlinks: Symlinks::Contained,
         special_files: SpecialFiles::Refuse,
         whiteouts: Whiteouts::Ordinary,
+        set_id: SetId::Strip,
     };
     /// A .deb's data.tar, unpacked into an image root.
     pub const DEB: UnpackOptions = UnpackOptions {
         symlinks: Symlinks::RootFs,
         special_files: SpecialFiles::Skip,
         whiteouts: Whiteouts::Ordinary,
+        set_id: SetId::Keep,
     };
     /// An OCI layer stacked onto the layers below it in the target.
     pub const LAYER: UnpackOptions = UnpackOptions {
         symlinks: Symlinks::RootFs,
         special_files: SpecialFiles::Refuse,
         whiteouts: Whiteouts::Apply,
+        set_id: SetId::Keep,
     };
     /// An OCI layer unpacked alone (the store's layer cache).
     pub const LAYER_ALONE: UnpackOptions = UnpackOptions {
         symlinks: Symlinks::RootFs,
         special_files: SpecialFiles::Refuse,
         whiteouts: Whiteouts::Refuse,
+        set_id: SetId::Keep,
     };
 }
 
@@ -422,7 +438,11 @@ impl Unpacker {
                             source,
                         })?;
                 }
-                nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(h.mode))
+                let mode = match self.opts.set_id {
+                    SetId::Keep => h.mode,
+                    SetId::Strip => h.mode & !0o6000,
+                };
+                nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
                     .map_err(io_at(&entry))?;
                 nix::sys::stat::futimens(
                     file.as_raw_fd(),

@@ -560,6 +560,20 @@ fn layer_cache_verifies_diff_id_and_is_read_only() {
 }
 
 #[test]
+fn sources_lose_setuid_and_setgid_layers_keep_them() {
+    let tar = Tar::default()
+        .block(header(b"su", b'0', 0, b"", 0o4755))
+        .block(header(b"wall", b'0', 0, b"", 0o2755))
+        .end();
+    for (opts, want) in [(SRC, [0o755, 0o755]), (LAYER, [0o4755, 0o2755])] {
+        let s = Sandbox::new();
+        s.unpack(&tar, &opts).unwrap();
+        let mode = |n: &str| fs::metadata(s.target().join(n)).unwrap().mode() & 0o7777;
+        assert_eq!([mode("su"), mode("wall")], want, "{opts:?}");
+    }
+}
+
+#[test]
 fn strips_a_single_top_directory_only() {
     let s = Sandbox::new();
     let tar = Tar::default()

@@ -88,6 +88,16 @@ impl Trust {
     }
 
     fn insert(&mut self, k: TrustedKey) -> Result<(), TrustError> {
+        if let Some(old) = self.keys.get(&k.id) {
+            if old.key != k.key || old.role != k.role {
+                return Err(TrustError::Conflict {
+                    id: k.id,
+                    a: old.origin.clone(),
+                    b: k.origin,
+                });
+            }
+            return Ok(());
+        }
         let bytes = public_key_bytes(&k.key);
         if let Some(old) = self
             .keys
@@ -101,16 +111,6 @@ impl Trust {
                 b: k.origin,
                 role_b: role(&k.role),
             });
-        }
-        if let Some(old) = self.keys.get(&k.id) {
-            if old.key != k.key || old.role != k.role {
-                return Err(TrustError::Conflict {
-                    id: k.id,
-                    a: old.origin.clone(),
-                    b: k.origin,
-                });
-            }
-            return Ok(());
         }
         self.keys.insert(k.id, k);
         Ok(())
