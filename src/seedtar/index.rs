@@ -3,14 +3,18 @@
 //! from anything else before using any of it.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use nix::sys::stat::UtimensatFlags;
+use nix::sys::stat::{FchmodatFlags, Mode};
 use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
 use super::{SeedError, TREES_DIR};
+use crate::beneath::Dir;
 use crate::digest::{hash_reader, Digest};
 
 /// The index member's name at the tarball's root.
@@ -248,27 +252,45 @@ fn missing(m: &Member) -> String {
 
 /// Gives the members of trees under `root` their recorded modes and mtimes,
 /// deepest first, so a directory's own time is set after its contents.
+/// Paths are resolved beneath `root` and never through a link
+/// (`crate::beneath`); files never get setuid or setgid back (sources drop
+/// them, docs/store.md).
 pub fn restore_times(root: &Path, members: &[Member]) -> Result<(), SeedError> {
+    let top = Dir::open(root).map_err(SeedError::io(root, "opening"))?;
     for m in members.iter().rev() {
         let path = root.join(&m.path);
+        let fail = |what: &str, e: io::Error| SeedError::Io {
+            path: path.clone(),
+            what: what.into(),
+            error: e,
+        };
+        let rel = Path::new(&m.path);
+        let (parent, name) = match (rel.parent(), rel.file_name()) {
+            (Some(p), Some(n)) => (p, n.as_bytes()),
+            _ => continue,
+        };
+        let dir = top
+            .open_dir(parent)
+            .map_err(|e| fail("setting the recorded mode", e.into()))?;
         if let Some(mode) = m.mode {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(SeedError::io(&path, "setting the recorded mode"))?;
+            let mode = match m.kind {
+                MemberKind::Dir => mode,
+                _ => mode & !0o6000,
+            };
+            // The member is the file or directory the index lists (checked
+            // against an lstat walk of the same tree): not a link.
+            nix::sys::stat::fchmodat(
+                Some(dir.as_fd().as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| fail("setting the recorded mode", e.into()))?;
         }
         if let Some(secs) = m.mtime {
             let mtime = TimeSpec::new(secs, m.mtime_nsec.unwrap_or(0));
-            nix::sys::stat::utimensat(
-                None,
-                &path,
-                &TimeSpec::UTIME_OMIT,
-                &mtime,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|e| SeedError::Io {
-                path: path.clone(),
-                what: "setting the recorded mtime".into(),
-                error: e.into(),
-            })?;
+            dir.set_mtime(name, &mtime)
+                .map_err(|e| fail("setting the recorded mtime", e.into()))?;
         }
     }
     Ok(())
