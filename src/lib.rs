@@ -3,7 +3,7 @@
 
 pub mod archive;
 pub mod beneath;
-pub mod build;
+pub mod builder;
 pub mod canonical;
 pub mod cli;
 pub mod compress;

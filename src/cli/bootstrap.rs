@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::{Global, Outcome};
-use crate::build::{self, Builder, Built};
+use crate::builder::{self, Builder, Built};
 use crate::digest::Digest;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::recipe::RecipeSet;
@@ -129,12 +129,12 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         progress: false,
         ..FetchConfig::default()
     });
-    let opts = build::Options {
+    let opts = builder::Options {
         jobs: args.steps.jobs.max(1),
         limits: args.steps.limits(),
         timeout: args.steps.timeout(),
         out: Some(args.out.clone()),
-        ..build::Options::default()
+        ..builder::Options::default()
     };
     let builder = Builder::new(&set, &store, &fetcher, opts)?;
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{Failure, Global, Outcome};
-use crate::build::{self, BuildError, Builder};
+use crate::builder::{self, BuildError, Builder};
 
 /// Build packages and their dependencies into OCI images.
 ///
@@ -82,8 +82,8 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub fn options(&self, global: &Global) -> build::Options {
-        build::Options {
+    pub fn options(&self, global: &Global) -> builder::Options {
+        builder::Options {
             jobs: self.steps.jobs.max(1),
             rebuild: self.rebuild,
             limits: self.steps.limits(),
@@ -95,7 +95,7 @@ impl RunArgs {
             ),
             cache_from: self.cache_from.clone(),
             cache_to: self.cache_to.clone(),
-            ..build::Options::default()
+            ..builder::Options::default()
         }
     }
 }
@@ -165,7 +165,7 @@ pub fn into_cli_error(e: BuildError) -> anyhow::Error {
 }
 
 /// Reads the build root a failed build kept (for `imgrep shell`).
-pub fn kept_lowers(dir: &std::path::Path) -> anyhow::Result<crate::build::Lowers> {
+pub fn kept_lowers(dir: &std::path::Path) -> anyhow::Result<crate::builder::Lowers> {
     let path = dir.join("lowers.json");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))

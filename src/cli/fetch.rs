@@ -1,7 +1,7 @@
 //! `imgrep fetch [PKG...]`: download and verify sources, nothing else.
 
 use super::{Global, Outcome};
-use crate::build::sources;
+use crate::builder::sources;
 
 /// Fetch and verify the pinned sources of packages (all when none given).
 ///

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{Global, Outcome};
-use crate::build::{Builder, Options};
+use crate::builder::{Builder, Options};
 use crate::store::GcRoots;
 
 /// Delete store entries that no package of this recipe tree needs.

@@ -1,7 +1,7 @@
 //! `imgrep plan PKG...`: what `imgrep build` would run, what is cached, and why.
 
 use super::{Global, Outcome};
-use crate::build::{short, Builder};
+use crate::builder::{short, Builder};
 
 /// Show what `imgrep build` would do, without fetching or building.
 ///
@@ -21,9 +21,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let set = super::load_recipes(global)?;
     let store = super::open_store(global)?;
     let fetcher = super::fetcher(global)?;
-    let opts = crate::build::Options {
+    let opts = crate::builder::Options {
         rebuild: args.rebuild,
-        ..crate::build::Options::default()
+        ..crate::builder::Options::default()
     };
     let builder = Builder::new(&set, &store, &fetcher, opts)?;
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();

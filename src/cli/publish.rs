@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::{Global, Outcome};
-use crate::build::{Builder, Options};
+use crate::builder::{Builder, Options};
 use crate::recipe::{Pin, Recipe};
 use crate::sign::manifests::Manifests;
 use crate::statement::{ImageDigests, SourceHash, Statement};

@@ -85,7 +85,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
 /// The human report: one line per package, then the explanation of each
 /// mismatch.
 fn table(report: &Report) -> String {
-    let short = |d: &crate::digest::Digest| crate::build::short(d);
+    let short = |d: &crate::digest::Digest| crate::builder::short(d);
     let mut s = format!(
         "\n{:<20} {:<10} {:<10} {:<20} {:<20} RESULT\n",
         "PACKAGE", "VERSION", "AGAINST", "EXPECTED", "GOT"

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 
 use super::{Global, Outcome};
-use crate::build::{Builder, Options};
+use crate::builder::{Builder, Options};
 use crate::recipe::BuildDir;
 
 /// Enter the sandbox of the last failed build of PKG, for debugging.

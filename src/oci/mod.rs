@@ -5,7 +5,7 @@
 mod check;
 mod image;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -29,6 +29,10 @@ pub use image::{
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// What a ref of a layout is tagged with: a manifest digest and, for a
+/// fixed output, the input digest of the recipe that made it.
+pub type Tag = (String, Option<String>);
+
 /// Manifests, configs and indexes above this size are refused unread.
 pub const MAX_JSON_BLOB: u64 = 4 << 20;
 
@@ -207,6 +211,26 @@ impl Layout {
         w.commit()
     }
 
+    /// Copies the blob `digest` of `from` into this layout (hard-linked when
+    /// both are on one file system); a blob already here is complete (blobs
+    /// are written atomically).
+    pub fn copy_blob(&self, from: &Layout, digest: &Digest) -> io::Result<()> {
+        let (from, to) = (from.blob_path(digest), self.blob_path(digest));
+        if to.exists() {
+            return Ok(());
+        }
+        if fs::hard_link(&from, &to).is_ok() {
+            return Ok(());
+        }
+        let dir = to.parent().expect("blob paths have a parent");
+        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        fs::copy(&from, tmp.path())?;
+        tmp.as_file().sync_all()?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
+        tmp.persist(&to).map_err(|e| e.error)?;
+        Ok(())
+    }
+
     /// Packs `dir` as a layer straight into this layout's blobs.
     pub fn add_layer(&self, dir: &Path, opts: &PackOptions) -> Result<LayerInfo> {
         Ok(layer::pack_to_blob_dir(dir, opts, &self.blobs_dir())?)
@@ -282,6 +306,20 @@ impl Layout {
             .collect();
         v.sort();
         Ok(v)
+    }
+
+    /// Every ref of index.json with what it is tagged with: the manifest
+    /// digest, and the input digest recorded beside a fixed output.
+    pub fn tags(&self) -> Result<BTreeMap<String, Tag>> {
+        let index = self.index()?;
+        let refs = index.manifests().iter().filter_map(|d| {
+            let input = d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_INPUT_DIGEST).cloned());
+            Some((ref_of(d)?.to_owned(), (d.digest().to_string(), input)))
+        });
+        Ok(refs.collect())
     }
 
     fn write_index(&self, index: &ImageIndex) -> Result<()> {
@@ -371,6 +409,52 @@ impl Layout {
             config_digest,
             config,
         })
+    }
+
+    /// The descriptor and diff_ids of the image whose manifest has this
+    /// digest, read without hashing anything: for the store, whose blobs
+    /// were verified when written. Fails when a layer blob is missing.
+    pub fn stored_image(
+        &self,
+        manifest: &Digest,
+        name: &str,
+    ) -> io::Result<(Descriptor, Vec<Digest>)> {
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        let parse = |d: &oci_spec::image::Digest| {
+            d.to_string()
+                .parse::<Digest>()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        };
+        let bytes = fs::read(self.blob_path(manifest))?;
+        let parsed: ImageManifest = serde_json::from_slice(&bytes).map_err(invalid)?;
+        let config_path = self.blob_path(&parse(parsed.config().digest())?);
+        let config: ImageConfiguration =
+            serde_json::from_slice(&fs::read(config_path)?).map_err(invalid)?;
+        for l in parsed.layers() {
+            let d = parse(l.digest())?;
+            if !self.blob_path(&d).is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{name}: layer blob {d} missing"),
+                ));
+            }
+        }
+        let diff_ids = config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| {
+                d.parse::<Digest>()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let desc = descriptor(
+            MediaType::ImageManifest.as_ref(),
+            manifest,
+            bytes.len() as u64,
+            None,
+        );
+        Ok((desc, diff_ids))
     }
 
     fn read_json<T: DeserializeOwned>(&self, digest: &Digest) -> std::result::Result<T, String> {

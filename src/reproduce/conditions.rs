@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sandbox::{IdMap, IdRange};
 
-use crate::build::Variation;
+use crate::builder::Variation;
 
 /// The hostname of every rebuilt step (an ordinary build uses `imgrep`).
 pub const HOSTNAME: &str = "reproduce";

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::build::{self, BuildError, Builder, Built};
+use crate::builder::{self, BuildError, Builder, Built};
 use crate::digest::Digest;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::graph::Graph;
@@ -284,11 +284,11 @@ fn rebuild_and_compare(
     dirs.append(&mut fetch.source_dirs);
     fetch.source_dirs = dirs;
     let fetcher = Fetcher::new(fetch.clone());
-    let cond = conditions::varied(&build::Variation::standard(), work, user_store.root());
+    let cond = conditions::varied(&builder::Variation::standard(), work, user_store.root());
     for (what, value) in &cond.described {
         eprintln!("imgrep: reproduce: {what}: {value}");
     }
-    let build_opts = build::Options {
+    let build_opts = builder::Options {
         jobs: opts.jobs.max(1),
         rebuild: true,
         limits: opts.limits,

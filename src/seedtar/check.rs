@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::build::Built;
+use crate::builder::Built;
 use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
 
 /// How one built package compares with its statement.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::{self, Index, SourceEntry};
 use super::{SeedError, INDEX, INDEX_SHA256, INDEX_TYPE, README, SOURCES_DIR, TREES_DIR};
-use crate::build::sources;
+use crate::builder::sources;
 use crate::digest::{Digest, HashingWriter};
 use crate::fetch::{copy_tree, Fetcher};
 use crate::graph::Graph;

@@ -47,7 +47,7 @@ pub enum SeedError {
     Graph(#[from] crate::graph::GraphError),
     /// Boxed: a build error carries a log tail.
     #[error(transparent)]
-    Build(Box<crate::build::BuildError>),
+    Build(Box<crate::builder::BuildError>),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{package}: {message}")]
@@ -59,8 +59,8 @@ pub enum SeedError {
     Corrupt { file: PathBuf, reason: String },
 }
 
-impl From<crate::build::BuildError> for SeedError {
-    fn from(e: crate::build::BuildError) -> Self {
+impl From<crate::builder::BuildError> for SeedError {
+    fn from(e: crate::builder::BuildError) -> Self {
         SeedError::Build(Box::new(e))
     }
 }
