@@ -2,6 +2,7 @@
 //! signature threshold. See docs/ARCHITECTURE.md for where each contract lives.
 
 pub mod archive;
+pub mod attest;
 pub mod beneath;
 pub mod builder;
 pub mod canonical;

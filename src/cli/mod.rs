@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod attest;
 pub mod bootstrap;
 pub mod build;
 pub mod check;
 pub mod fetch;
 pub mod gc;
 pub mod graph;
+pub mod key;
 pub mod keygen;
 pub mod list;
 pub mod pack;
@@ -122,6 +124,10 @@ pub enum Command {
     Reproduce(reproduce::Args),
     /// Write the statements of local builds under manifests/, for signing.
     Publish(publish::Args),
+    /// Attach an SBOM and signed SLSA provenance to images of local builds.
+    Attest(attest::Args),
+    /// Show a public key in other tools' formats (`key pem FILE.pub`).
+    Key(key::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -163,6 +169,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bootstrap(args) => bootstrap::run(&cli.global, args),
         Command::Reproduce(args) => reproduce::run(&cli.global, args),
         Command::Publish(args) => publish::run(&cli.global, args),
+        Command::Attest(args) => attest::run(&cli.global, args),
+        Command::Key(args) => key::run(&cli.global, args),
     }
 }
 

@@ -54,12 +54,19 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let digest = client
         .pull_image(&source, &layout, &ref_name)
         .with_context(|| format!("pulling {source}"))?;
+    let referrers = client
+        .pull_referrers(&source.repo, &digest, &layout)
+        .with_context(|| format!("pulling the artifacts attached to {source}"))?;
+    if !global.json && !referrers.is_empty() {
+        eprintln!("pulled {} attached artifact(s)", referrers.len());
+    }
     if global.json {
         let out = serde_json::json!({
             "reference": source.to_string(),
             "layout": layout_path,
             "ref": ref_name,
             "digest": digest,
+            "referrers": referrers,
         });
         super::print(&format!("{out}\n"))
     } else {

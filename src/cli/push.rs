@@ -95,6 +95,14 @@ pub struct Args {
     /// same registry (e.g. `imgrep/musl`) before uploading them.
     #[arg(long, value_name = "REPO")]
     pub mount_from: Option<String>,
+    /// Also push a cosign-layout signature of the image (tag
+    /// `sha256-<hex>.sig`) made with this minisign secret key, for podman's
+    /// `sigstoreSigned` policy (docs/attest.md).
+    #[arg(long, value_name = "FILE")]
+    pub cosign_key: Option<PathBuf>,
+    /// Read the cosign key's password from the first line of FILE.
+    #[arg(long, value_name = "FILE", requires = "cosign_key")]
+    pub password_file: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -129,16 +137,57 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let layout_path = base.join(&args.layout);
     let layout = Layout::open(&layout_path)
         .with_context(|| format!("opening the layout {}", layout_path.display()))?;
+    let cosign_key = args
+        .cosign_key
+        .as_ref()
+        .map(|k| {
+            crate::sign::keys::load_secret_key(
+                &base.join(k),
+                &crate::sign::keys::PasswordSource {
+                    file: args.password_file.as_ref().map(|f| base.join(f)),
+                },
+            )
+        })
+        .transpose()?;
     let client = args.registry.client(global, args.chunk_size)?;
     let digest = client
         .push_image_mounting(&layout, &args.image, &target, args.mount_from.as_deref())
         .with_context(|| format!("pushing {} to {target}", args.image))?;
+    let (referrers, mode) = client
+        .push_referrers(&layout, &target.repo, &digest)
+        .with_context(|| format!("pushing the artifacts attached to {}", args.image))?;
+    let mut signature = None;
+    if let Some(key) = &cosign_key {
+        let tag = target.tag.clone().unwrap_or_else(|| digest.to_string());
+        let sep = if target.tag.is_some() { ':' } else { '@' };
+        let identity = format!("{}{sep}{tag}", target.repo);
+        let payload = crate::attest::cosign::payload(&identity, &digest);
+        let image = crate::attest::cosign::signature_image(payload, key);
+        signature = Some(
+            client
+                .push_cosign_signature(&target.repo, &digest, &image)
+                .with_context(|| format!("pushing the cosign signature of {}", args.image))?,
+        );
+    }
     let pushed = format!("{target}@{digest}");
+    if !global.json && !referrers.is_empty() {
+        eprintln!(
+            "pushed {} attached artifact(s) ({})",
+            referrers.len(),
+            match mode {
+                crate::registry::ReferrersMode::Api => "the registry indexes them",
+                crate::registry::ReferrersMode::TagSchema => "listed under the fallback tag",
+            }
+        );
+    }
     if global.json {
         let out = serde_json::json!({
             "image": args.image,
             "reference": target.to_string(),
             "digest": digest,
+            "referrers": referrers,
+            "referrers_mode": mode,
+            "cosign_signature": signature,
         });
         super::print(&format!("{out}\n"))
     } else {

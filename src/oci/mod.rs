@@ -4,6 +4,7 @@
 
 mod check;
 mod image;
+mod referrers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -26,6 +27,7 @@ pub use image::{
     ANNOTATION_INPUT_DIGEST, ANNOTATION_RECIPE, ANNOTATION_REF_NAME, ANNOTATION_SOURCES,
     ANNOTATION_TITLE, ANNOTATION_VERSION,
 };
+pub use referrers::{artifact_manifest, Artifact, EMPTY_MEDIA_TYPE};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

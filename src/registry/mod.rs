@@ -8,6 +8,7 @@ mod blob;
 mod client;
 mod manifest;
 mod reference;
+mod referrers;
 mod transport;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST,
 };
 pub use reference::{Reference, ReferenceError, Registry, Repository};
+pub use referrers::{fallback_tag, ReferrersMode};
 
 /// The tag under which a build cache keeps the image of a package whose
 /// input digest is `input`: `input-<64 hex digits>`.

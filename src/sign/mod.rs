@@ -6,6 +6,7 @@ pub mod image;
 pub mod keys;
 pub mod manifests;
 pub mod policy;
+pub mod raw;
 pub mod remote;
 pub mod signature;
 pub mod trust;

@@ -1,0 +1,525 @@
+//! `imgrep attest`, push/pull of attached artifacts and cosign-layout
+//! signatures, checked by independent implementations: spdx-tools'
+//! validator, securesystemslib's DSSE verifier, skopeo, a real
+//! docker-registry on loopback and podman's sigstoreSigned policy.
+
+mod build_support;
+#[path = "registry_support/mod.rs"]
+mod registry_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use build_support::Fixture;
+use registry_support::Registry;
+use serde_json::Value;
+
+const SPDX: &str = "application/spdx+json";
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+
+/// The Python with spdx-tools and securesystemslib that .ci/run installs
+/// (IMGREP_TEST_PYTHON), or None after saying why the test is skipped.
+fn python(test: &str) -> Option<PathBuf> {
+    let Some(py) = std::env::var_os("IMGREP_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: {test}: IMGREP_TEST_PYTHON is not set (.ci/run sets it to a venv with spdx-tools and securesystemslib)"
+        );
+        return None;
+    };
+    let ok = Command::new(&py)
+        .args(["-c", "import spdx_tools, securesystemslib"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: {test}: {py:?} lacks spdx-tools or securesystemslib");
+        return None;
+    }
+    Some(PathBuf::from(py))
+}
+
+fn ok(out: std::process::Output, what: &str) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A key pair without password under the fixture's tree: (secret, public).
+fn keygen(fx: &Fixture, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = fx.tree.path().join(name);
+    ok(
+        fx.run(&["keygen", "--no-password", "--out", prefix.to_str().unwrap()]),
+        "keygen",
+    );
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+/// The 32 raw bytes of a minisign public key file, in hex, and its key id.
+fn raw_public(pubfile: &Path) -> (String, String) {
+    let text = fs::read_to_string(pubfile).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.lines().nth(1).unwrap().trim())
+        .unwrap();
+    let id = u64::from_le_bytes(raw[2..10].try_into().unwrap());
+    (hex::encode(&raw[10..42]), format!("{id:016X}"))
+}
+
+/// The attached artifacts of `layout` whose artifactType is `kind`: their
+/// manifests and the bytes of their one blob.
+fn attached(layout: &Path, kind: &str) -> Vec<(Value, Vec<u8>)> {
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["artifactType"] == kind)
+        .map(|d| {
+            let m: Value = serde_json::from_slice(&blob(d["digest"].as_str().unwrap())).unwrap();
+            let bytes = blob(m["layers"][0]["digest"].as_str().unwrap());
+            (m, bytes)
+        })
+        .collect()
+}
+
+fn tagged_digest(layout: &Path, reference: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == reference)
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+const VERIFY_DSSE: &str = r#"
+import json, sys
+from securesystemslib.signer import SSlibKey
+from securesystemslib.dsse import Envelope
+env = Envelope.from_dict(json.load(open(sys.argv[1])))
+key = SSlibKey(sys.argv[3], "ed25519", "ed25519", {"public": sys.argv[2]})
+env.verify([key], 1)
+print(env.payload.decode())
+"#;
+
+#[test]
+fn sbom_and_provenance_pass_independent_validators_and_are_deterministic() {
+    let test = "sbom_and_provenance_pass_independent_validators_and_are_deterministic";
+    let Some(py) = python(test) else { return };
+    let Some(fx) = Fixture::new(&[]) else { return };
+    fx.build(&["greet"]);
+    let out_dir = fx.tree.path().join("out");
+    let (key, public) = keygen(&fx, "maintainer");
+    let sboms = fx.tree.path().join("sboms");
+    ok(
+        fx.run(&[
+            "attest",
+            "greet",
+            "--key",
+            key.to_str().unwrap(),
+            "--sbom-dir",
+            sboms.to_str().unwrap(),
+        ]),
+        "attest",
+    );
+    let sbom_file = sboms.join("greet-1.0.spdx.json");
+    // spdx-tools' own validator, as a user would run it.
+    let pyspdx = py.parent().unwrap().join("pyspdxtools");
+    ok(
+        Command::new(&pyspdx)
+            .arg("-i")
+            .arg(&sbom_file)
+            .output()
+            .unwrap(),
+        "pyspdxtools -i",
+    );
+    let sbom: Value = serde_json::from_slice(&fs::read(&sbom_file).unwrap()).unwrap();
+    let manifest = tagged_digest(&out_dir, "greet:1.0");
+    let names: Vec<&str> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"greet") && names.contains(&"greet-1.0.tar.gz"),
+        "{names:?}"
+    );
+    let greet_src = fs::read(fx.tree.path().join("packages/greet/package.toml")).unwrap();
+    let source_sha = String::from_utf8_lossy(&greet_src)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sha256 = \"")
+                .map(|s| s.trim_end_matches('"').to_owned())
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&fs::read(&sbom_file).unwrap()).contains(&source_sha),
+        "the SBOM names the source pin"
+    );
+    assert_eq!(sbom["creationInfo"]["created"], "1980-01-01T00:00:00Z");
+    // The attached SBOM is the same bytes, about the tagged image.
+    let sbom_att = attached(&out_dir, SPDX);
+    assert_eq!(sbom_att.len(), 1);
+    assert_eq!(sbom_att[0].1, fs::read(&sbom_file).unwrap());
+    assert_eq!(sbom_att[0].0["subject"]["digest"], manifest.as_str());
+
+    // The DSSE envelope, verified by securesystemslib with the raw key.
+    let prov = attached(&out_dir, IN_TOTO);
+    assert_eq!(prov.len(), 1);
+    let envelope = fx.tree.path().join("envelope.json");
+    fs::write(&envelope, &prov[0].1).unwrap();
+    let (pk_hex, key_id) = raw_public(&public);
+    let verified = ok(
+        Command::new(&py)
+            .args(["-c", VERIFY_DSSE])
+            .arg(&envelope)
+            .args([&pk_hex, &key_id])
+            .output()
+            .unwrap(),
+        "securesystemslib DSSE verify",
+    );
+    let statement: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        manifest
+    );
+    let resolved = statement["predicate"]["buildDefinition"]["resolvedDependencies"].to_string();
+    assert!(resolved.contains(&source_sha), "{resolved}");
+
+    // One byte of the payload changed: the independent verifier refuses it.
+    let mut env: Value = serde_json::from_slice(&prov[0].1).unwrap();
+    let mut payload = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().unwrap())
+        .unwrap();
+    let at = payload.len() / 2;
+    payload[at] ^= 1;
+    env["payload"] = base64::engine::general_purpose::STANDARD
+        .encode(&payload)
+        .into();
+    fs::write(&envelope, env.to_string()).unwrap();
+    let tampered = Command::new(&py)
+        .args(["-c", VERIFY_DSSE])
+        .arg(&envelope)
+        .args([&pk_hex, &key_id])
+        .output()
+        .unwrap();
+    assert!(!tampered.status.success(), "a tampered envelope verified");
+
+    // A second signer rebuilding from scratch (a fresh store) writes the
+    // same SBOM and the same provenance but for the builder's identity.
+    let store2 = tempfile::tempdir().unwrap();
+    let rebuilt = fx
+        .command(&["--json", "build", "greet"])
+        .env("IMGREP_STORE", store2.path())
+        .output()
+        .unwrap();
+    ok(rebuilt, "rebuild in a fresh store");
+    let (key2, _) = keygen(&fx, "rebuilder");
+    ok(
+        fx.command(&["attest", "greet", "--key", key2.to_str().unwrap()])
+            .env("IMGREP_STORE", store2.path())
+            .output()
+            .unwrap(),
+        "attest by a second signer",
+    );
+    let sboms_now = attached(&out_dir, SPDX);
+    assert_eq!(sboms_now.len(), 1, "the same SBOM is attached once");
+    assert_eq!(sboms_now[0].1, fs::read(&sbom_file).unwrap());
+    let provs = attached(&out_dir, IN_TOTO);
+    assert_eq!(provs.len(), 2, "one provenance per signer");
+    let payloads: Vec<Value> = provs
+        .iter()
+        .map(|(_, bytes)| {
+            let env: Value = serde_json::from_slice(bytes).unwrap();
+            let mut st: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(env["payload"].as_str().unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            let id = st["predicate"]["runDetails"]["builder"]["id"].take();
+            assert!(id.as_str().unwrap().starts_with("urn:imgrep:signer:"));
+            st
+        })
+        .collect();
+    assert_eq!(payloads[0], payloads[1]);
+}
+
+/// Pushes greet with its attachments (and, with `cosign_key`, a cosign
+/// signature) to `repo` of `reg`.
+fn push(fx: &Fixture, reg: &Registry, repo: &str, extra: &[&str]) -> Value {
+    let target = format!("{}/{repo}", reg.host());
+    let mut args = vec!["--json", "push", "greet:1.0", target.as_str()];
+    args.extend_from_slice(extra);
+    let out = ok(fx.run(&args), "push");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn attached_artifacts_travel_with_push_and_pull() {
+    let test = "attached_artifacts_travel_with_push_and_pull";
+    let Some(fx) = Fixture::new(&[]) else { return };
+    let Some(reg) = Registry::start(test, None) else {
+        return;
+    };
+    fx.build(&["greet"]);
+    let (key, _) = keygen(&fx, "maintainer");
+    ok(
+        fx.run(&["attest", "greet", "--key", key.to_str().unwrap()]),
+        "attest",
+    );
+    let out_dir = fx.tree.path().join("out");
+    let manifest = tagged_digest(&out_dir, "greet:1.0");
+    let pushed = push(&fx, &reg, "imgrep/greet", &[]);
+    // docker-registry 2.8 has no referrers API: the tag schema is used.
+    assert_eq!(pushed["referrers_mode"], "tag-schema");
+    assert_eq!(pushed["referrers"].as_array().unwrap().len(), 2);
+    let fallback = format!(
+        "docker://{}/imgrep/greet:sha256-{}",
+        reg.host(),
+        &manifest[7..]
+    );
+    if Path::new("/usr/bin/skopeo").exists() {
+        let raw = ok(
+            Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false", "--raw", &fallback])
+                .output()
+                .unwrap(),
+            "skopeo inspect of the fallback tag",
+        );
+        let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+        let types: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["artifactType"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.contains(&SPDX) && types.contains(&IN_TOTO),
+            "{types:?}"
+        );
+        // The image itself is untouched for skopeo.
+        ok(
+            Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false"])
+                .arg(format!("docker://{}/imgrep/greet:1.0", reg.host()))
+                .output()
+                .unwrap(),
+            "skopeo inspect of the image",
+        );
+    } else {
+        eprintln!("SKIPPED (part): {test}: skopeo is not installed");
+    }
+    // Pulled into a fresh layout, the artifacts come along, bytes intact.
+    let pulled = fx.tree.path().join("pulled");
+    ok(
+        fx.run(&[
+            "pull",
+            &format!("{}/imgrep/greet:1.0", reg.host()),
+            "--layout",
+            pulled.to_str().unwrap(),
+        ]),
+        "pull",
+    );
+    for kind in [SPDX, IN_TOTO] {
+        let here: Vec<Vec<u8>> = attached(&out_dir, kind).into_iter().map(|a| a.1).collect();
+        let there: Vec<Vec<u8>> = attached(&pulled, kind).into_iter().map(|a| a.1).collect();
+        assert_eq!(here, there, "{kind}");
+    }
+    ok(
+        fx.run(&["check", pulled.to_str().unwrap()]),
+        "imgrep check of the pulled layout",
+    );
+    // A second push changes nothing in the fallback index.
+    let again = push(&fx, &reg, "imgrep/greet", &[]);
+    assert_eq!(again["referrers"], pushed["referrers"]);
+}
+
+/// containers-policy.json requiring a sigstore signature by `pem` for the
+/// registry `host`, and the registries.d entry that reads attachments.
+fn podman_policy(dir: &Path, host: &str, pem: &Path) -> PathBuf {
+    let policy = dir.join("policy.json");
+    fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {host: [{
+                "type": "sigstoreSigned",
+                "keyPath": pem,
+                "signedIdentity": {"type": "matchRepoDigestOrExact"},
+            }]}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let regd = dir.join("home/.config/containers/registries.d");
+    fs::create_dir_all(&regd).unwrap();
+    fs::write(
+        regd.join("imgrep-test.yaml"),
+        format!("docker:\n  {host}:\n    use-sigstore-attachments: true\n"),
+    )
+    .unwrap();
+    policy
+}
+
+fn podman_pull(dir: &Path, policy: &Path, image: &str) -> std::process::Output {
+    Command::new("podman")
+        .env("HOME", dir.join("home"))
+        .arg("--root")
+        .arg(dir.join("storage"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["pull", "--tls-verify=false", "--signature-policy"])
+        .arg(policy)
+        .arg(image)
+        .output()
+        .unwrap()
+}
+
+const VERIFY_COSIGN: &str = r#"
+import sys
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+key = load_pem_public_key(open(sys.argv[1], "rb").read())
+key.verify(bytes.fromhex(sys.argv[2]), open(sys.argv[3], "rb").read())
+"#;
+
+/// The payload and decoded signature of the cosign-layout signature of
+/// `manifest` in `repo`, read from the registry over plain HTTP.
+fn cosign_signature(reg: &Registry, repo: &str, manifest: &str) -> (Vec<u8>, Vec<u8>) {
+    let base = format!("http://{}/v2/{repo}", reg.host());
+    let get = |url: String| {
+        ureq::get(&url)
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_vec()
+            .unwrap()
+    };
+    let m: Value = serde_json::from_slice(&get(format!(
+        "{base}/manifests/sha256-{}.sig",
+        &manifest[7..]
+    )))
+    .unwrap();
+    let layer = &m["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    (
+        get(format!(
+            "{base}/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        )),
+        sig,
+    )
+}
+
+#[test]
+fn cosign_signatures_verify_with_the_pem_key_and_podman_policy() {
+    let test = "cosign_signatures_verify_with_the_pem_key_and_podman_policy";
+    let Some(py) = python(test) else { return };
+    let Some(fx) = Fixture::new(&[]) else { return };
+    let Some(reg) = Registry::start(test, None) else {
+        return;
+    };
+    fx.build(&["greet"]);
+    let (key, public) = keygen(&fx, "maintainer");
+    let (other, _) = keygen(&fx, "stranger");
+    let pem = fx.tree.path().join("maintainer.pem");
+    let out = ok(fx.run(&["key", "pem", public.to_str().unwrap()]), "key pem");
+    fs::write(&pem, &out.stdout).unwrap();
+    let signed = push(
+        &fx,
+        &reg,
+        "imgrep/signed",
+        &["--cosign-key", key.to_str().unwrap()],
+    );
+    push(&fx, &reg, "imgrep/unsigned", &[]);
+    push(
+        &fx,
+        &reg,
+        "imgrep/wrongkey",
+        &["--cosign-key", other.to_str().unwrap()],
+    );
+    let manifest = signed["digest"].as_str().unwrap();
+    let host = reg.host();
+
+    // An independent verifier (Python's cryptography) reads the PEM key and
+    // checks the signature over the payload, which names the reference and
+    // the manifest digest.
+    for (repo, good) in [("imgrep/signed", true), ("imgrep/wrongkey", false)] {
+        let (payload, sig) = cosign_signature(&reg, repo, manifest);
+        let doc: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(
+            doc["critical"]["identity"]["docker-reference"],
+            format!("{host}/{repo}:1.0")
+        );
+        assert_eq!(doc["critical"]["image"]["docker-manifest-digest"], manifest);
+        let file = fx.tree.path().join("payload");
+        fs::write(&file, &payload).unwrap();
+        let verified = Command::new(&py)
+            .args(["-c", VERIFY_COSIGN])
+            .arg(&pem)
+            .arg(hex::encode(&sig))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            verified.status.success(),
+            good,
+            "{repo}: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+    }
+
+    // podman's own policy check, where its containers/image has sigstore.
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("SKIPPED (part): {test}: podman is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let policy = podman_policy(work.path(), &host, &pem);
+    let pulled = podman_pull(work.path(), &policy, &format!("{host}/imgrep/signed:1.0"));
+    let err = String::from_utf8_lossy(&pulled.stderr);
+    if err.contains("sigstore disabled") {
+        eprintln!(
+            "SKIPPED (part): {test}: this podman's containers/image is built without sigstore \
+             support ({}); see docs/attest.md",
+            err.lines().last().unwrap_or_default()
+        );
+        return;
+    }
+    assert!(
+        pulled.status.success(),
+        "podman refused the signed image: {err}"
+    );
+    for repo in ["unsigned", "wrongkey"] {
+        let refused = podman_pull(work.path(), &policy, &format!("{host}/imgrep/{repo}:1.0"));
+        assert!(!refused.status.success(), "podman accepted imgrep/{repo}");
+    }
+}
