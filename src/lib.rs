@@ -3,7 +3,9 @@
 
 pub mod archive;
 pub mod attest;
-pub mod beneath;
+/// Writing untrusted trees beneath a root (it lives in the sandbox crate so
+/// that the sandbox's own tree walks can use the same API).
+pub use sandbox::beneath;
 pub mod builder;
 pub mod canonical;
 pub mod cli;

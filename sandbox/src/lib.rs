@@ -10,6 +10,7 @@
 //! small single-threaded helper. Every binary that calls [`run`] must call
 //! [`dispatch_helper`] first thing in `main`.
 
+pub mod beneath;
 mod cgroup;
 mod child;
 mod copy;
