@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compress;
 pub mod deb;
 pub mod digest;
+pub mod doctor;
 pub mod fetch;
 pub mod fsutil;
 pub mod graph;

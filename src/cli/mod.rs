@@ -10,6 +10,8 @@ pub mod attest;
 pub mod bootstrap;
 pub mod build;
 pub mod check;
+pub mod completions;
+pub mod doctor;
 pub mod fetch;
 pub mod gc;
 pub mod graph;
@@ -128,6 +130,13 @@ pub enum Command {
     Attest(attest::Args),
     /// Show a public key in other tools' formats (`key pem FILE.pub`).
     Key(key::Args),
+    /// Say what this host supports (namespaces, ids, cgroups, overlayfs, i386, space).
+    Doctor(doctor::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Write man pages into DIR (used by `cargo xtask man`).
+    #[command(hide = true)]
+    Man(completions::ManArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -171,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Publish(args) => publish::run(&cli.global, args),
         Command::Attest(args) => attest::run(&cli.global, args),
         Command::Key(args) => key::run(&cli.global, args),
+        Command::Doctor(args) => doctor::run(&cli.global, args),
+        Command::Completions(args) => completions::run(&cli.global, args),
+        Command::Man(args) => completions::man(&cli.global, args),
     }
 }
 

@@ -15,7 +15,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
-        _ => bail!("usage: cargo xtask ci | cargo xtask bench <sandbox|layers|cache|stage0>"),
+        Some("man") => man(),
+        _ => bail!("usage: cargo xtask ci | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0>"),
     }
 }
 
@@ -67,6 +68,19 @@ fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// Man pages generated from the CLI's clap definitions into target/man/
+/// (`man -l target/man/imgrep-build.1`).
+fn man() -> Result<()> {
+    let imgrep = release_imgrep()?;
+    let dir = workspace_root().join("target/man");
+    run(
+        imgrep.to_str().context("a UTF-8 path")?,
+        &["man", dir.to_str().context("a UTF-8 path")?],
+    )?;
+    eprintln!("xtask: man pages in {}", dir.display());
+    Ok(())
 }
 
 /// The gate every change passes: formatting, lints as errors, the whole
