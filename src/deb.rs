@@ -39,10 +39,10 @@ impl Compression {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebError {
-    #[error("{}: cannot open: {source}", path.display())]
-    Open { path: PathBuf, source: io::Error },
-    #[error("{}: not a Debian binary package: {source}", path.display())]
-    Ar { path: PathBuf, source: io::Error },
+    #[error("{}: cannot open: {error}", path.display())]
+    Open { path: PathBuf, error: io::Error },
+    #[error("{}: not a Debian binary package: {error}", path.display())]
+    Ar { path: PathBuf, error: io::Error },
     #[error("{}: not a Debian binary package: first member is {found:?}, expected \"debian-binary\"", path.display())]
     FirstMember { path: PathBuf, found: String },
     #[error("{}: member \"debian-binary\" holds {found:?}, expected \"2.0\\n\" (deb format 2.0)", path.display())]
@@ -55,11 +55,11 @@ pub enum DebError {
     },
     #[error("{}: no data.tar member (members: {})", path.display(), members.join(", "))]
     NoData { path: PathBuf, members: Vec<String> },
-    #[error("{}: member {member:?}: {source}", path.display())]
+    #[error("{}: member {member:?}: {error}", path.display())]
     Member {
         path: PathBuf,
         member: String,
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -75,7 +75,7 @@ impl Deb<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self, DebError> {
         let file = File::open(path).map_err(|source| DebError::Open {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Ok(Deb::new(BufReader::new(file), path))
     }
@@ -96,7 +96,7 @@ impl<R: Read + Seek> Deb<R> {
         let path = self.path.clone();
         let ar_error = |source| DebError::Ar {
             path: path.clone(),
-            source,
+            error: source,
         };
         let mut seen = Vec::new();
         let mut control_seen = false;
@@ -152,7 +152,7 @@ impl<R: Read + Seek> Deb<R> {
         let inner = decompressor(compression, raw).map_err(|source| DebError::Member {
             path: path.clone(),
             member: member.clone(),
-            source,
+            error: source,
         })?;
         Ok(DataTar {
             path,
@@ -210,7 +210,7 @@ fn check_format_version(entry: &mut impl Read, path: &Path) -> Result<(), DebErr
         .map_err(|source| DebError::Member {
             path: path.to_owned(),
             member: "debian-binary".to_owned(),
-            source,
+            error: source,
         })?;
     if found != FORMAT_VERSION {
         return Err(DebError::FormatVersion {

@@ -20,6 +20,7 @@ pub mod layer;
 pub mod mirror;
 pub mod nar;
 pub mod oci;
+pub mod progress;
 pub mod recipe;
 pub mod registry;
 pub mod reproduce;

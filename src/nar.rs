@@ -35,8 +35,8 @@ pub struct NarHashParseError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NarError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: unsupported file type (only regular files, directories and symbolic links have a NAR form)")]
     Unsupported { path: PathBuf },
     #[error("{path}: file changed size while being hashed (expected {expected} bytes)")]
@@ -114,7 +114,7 @@ pub fn write_nar<W: Write>(path: &Path, out: W) -> Result<(), NarError> {
     };
     let io = |source| NarError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     enc.str(b"nix-archive-1").map_err(io)?;
     enc.node(path)
@@ -152,7 +152,7 @@ impl<W: Write> Encoder<W> {
     fn node(&mut self, path: &Path) -> Result<(), NarError> {
         let io = |source| NarError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         };
         let meta = fs::symlink_metadata(path).map_err(io)?;
         let ft = meta.file_type();
@@ -199,7 +199,7 @@ impl<W: Write> Encoder<W> {
     fn contents(&mut self, path: &Path, len: u64) -> Result<(), NarError> {
         let io = |source| NarError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         };
         let changed = || NarError::Changed {
             path: path.to_owned(),

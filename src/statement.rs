@@ -49,7 +49,7 @@ pub enum SourceHash {
 #[derive(Debug, thiserror::Error)]
 pub enum StatementError {
     #[error("not a valid statement: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("statement type is {found:?}, expected {STATEMENT_TYPE:?}")]
     Type { found: String },
     #[error("invalid package name {0:?}: expected [a-z0-9][a-z0-9+._-]*")]
@@ -62,6 +62,12 @@ pub enum StatementError {
         "statement is not in canonical form (sorted keys, no whitespace, no trailing newline)"
     )]
     NotCanonical,
+}
+
+impl From<serde_json::Error> for StatementError {
+    fn from(e: serde_json::Error) -> Self {
+        StatementError::Json(e)
+    }
 }
 
 impl Statement {
@@ -130,26 +136,27 @@ impl Statement {
 }
 
 impl ImageDigests {
-    /// What differs between `self` (signed) and `local`, one line per field;
-    /// empty when they are equal.
-    pub fn differences(&self, local: &ImageDigests) -> Vec<String> {
+    /// What differs between `self` and `other`, one line per field, each
+    /// value labelled (`ours`: `self`, `theirs`: `other`, e.g. "signed" and
+    /// "local"); empty when they are equal.
+    pub fn differences(&self, other: &ImageDigests, ours: &str, theirs: &str) -> Vec<String> {
         let mut out = Vec::new();
-        if self.manifest != local.manifest {
+        if self.manifest != other.manifest {
             out.push(format!(
-                "manifest digest: signed {}, local {}",
-                self.manifest, local.manifest
+                "manifest digest: {ours} {}, {theirs} {}",
+                self.manifest, other.manifest
             ));
         }
-        if self.diff_ids.len() != local.diff_ids.len() {
+        if self.diff_ids.len() != other.diff_ids.len() {
             out.push(format!(
-                "layer count: signed {}, local {}",
+                "layer count: {ours} {}, {theirs} {}",
                 self.diff_ids.len(),
-                local.diff_ids.len()
+                other.diff_ids.len()
             ));
         }
-        for (i, (s, l)) in self.diff_ids.iter().zip(&local.diff_ids).enumerate() {
-            if s != l {
-                out.push(format!("layer {i} diff_id: signed {s}, local {l}"));
+        for (i, (a, b)) in self.diff_ids.iter().zip(&other.diff_ids).enumerate() {
+            if a != b {
+                out.push(format!("layer {i} diff_id: {ours} {a}, {theirs} {b}"));
             }
         }
         out
@@ -248,9 +255,9 @@ mod tests {
     fn image_differences_name_the_field() {
         let a = sample().image;
         let mut b = a.clone();
-        assert!(a.differences(&b).is_empty());
+        assert!(a.differences(&b, "signed", "local").is_empty());
         b.diff_ids[0] = Digest::of(b"other");
-        let d = a.differences(&b);
+        let d = a.differences(&b, "signed", "local");
         assert_eq!(d.len(), 1);
         assert!(d[0].starts_with("layer 0 diff_id: signed sha256:"), "{d:?}");
     }

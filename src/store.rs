@@ -31,23 +31,34 @@ use crate::digest::Digest;
 use crate::fsutil::sync_dir;
 use crate::nar::NarHash;
 
+mod layers;
+
 /// Environment variable naming the store directory (same as `--store`).
 pub const STORE_ENV: &str = "IMGREP_STORE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("no store directory: pass --store DIR or set {STORE_ENV} (no cache directory is known for this user)")]
     NoDefault,
     #[error("{path}: malformed build record: expected one `sha256:<64 hex>` line")]
     BadRecord { path: PathBuf },
+    #[error("layer {diff_id}: {error}")]
+    Layer {
+        diff_id: Digest,
+        error: crate::unpack::UnpackError,
+    },
+    #[error(
+        "layer diff_id mismatch: expected {expected}, got {got} (the uncompressed stream's sha256)"
+    )]
+    DiffId { expected: Digest, got: Digest },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     }
 }
 

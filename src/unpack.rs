@@ -11,7 +11,7 @@ mod tarstream;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,6 @@ pub use tarstream::TarError;
 use tarstream::{Header, Kind, TarStream};
 
 use crate::digest::Digest;
-use crate::store::{Store, StoreError};
 
 /// Where symbolic links may point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,16 +164,10 @@ pub enum UnpackError {
     Refused { entry: String, reason: Refusal },
     #[error(transparent)]
     Tar(#[from] TarError),
-    #[error("entry {entry:?}: {source}")]
-    Io { entry: String, source: io::Error },
-    #[error("{path}: {source}")]
-    Target { path: PathBuf, source: io::Error },
-    #[error(
-        "layer diff_id mismatch: expected {expected}, got {got} (the uncompressed stream's sha256)"
-    )]
-    DiffId { expected: Digest, got: Digest },
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("entry {entry:?}: {error}")]
+    Io { entry: String, error: io::Error },
+    #[error("{path}: {error}")]
+    Target { path: PathBuf, error: io::Error },
 }
 
 fn refused(entry: &[u8], reason: Refusal) -> UnpackError {
@@ -198,7 +191,7 @@ fn walk_refusal(entry: &[u8], e: PathError) -> UnpackError {
 fn io_at(entry: &[u8]) -> impl FnOnce(Errno) -> UnpackError + '_ {
     move |e| UnpackError::Io {
         entry: lossy(entry),
-        source: io::Error::from(e),
+        error: io::Error::from(e),
     }
 }
 
@@ -210,7 +203,7 @@ pub fn unpack<R: Read>(
 ) -> Result<UnpackReport, UnpackError> {
     let root = Dir::open(target).map_err(|source| UnpackError::Target {
         path: target.to_owned(),
-        source,
+        error: source,
     })?;
     let mut u = Unpacker {
         root,
@@ -247,50 +240,9 @@ pub fn unpack_file(
 ) -> Result<UnpackReport, UnpackError> {
     let (_, reader) = crate::archive::open(path).map_err(|source| UnpackError::Target {
         path: path.to_owned(),
-        source,
+        error: source,
     })?;
     unpack(reader, target, opts)
-}
-
-/// The unpacked layer with this diff_id, from the store's cache or unpacked
-/// now from the (compressed or not) blob that `open_blob` opens. The
-/// diff_id is verified while unpacking; on a mismatch nothing is stored.
-/// The entry's top directory is read-only: mount it read-only (e.g. as an
-/// overlay lower directory) and never write into it.
-pub fn cached_layer<F, R>(
-    store: &Store,
-    diff_id: &Digest,
-    open_blob: F,
-) -> Result<PathBuf, UnpackError>
-where
-    F: FnOnce() -> io::Result<R>,
-    R: Read,
-{
-    let dest = store.layer_path(diff_id);
-    if dest.is_dir() {
-        return Ok(dest);
-    }
-    let _lock = store.lock_entry("layer", &diff_id.hex())?;
-    if dest.is_dir() {
-        return Ok(dest);
-    }
-    let tmp = store.temp_dir()?;
-    let blob_err = |source| UnpackError::Target {
-        path: dest.clone(),
-        source,
-    };
-    let blob = open_blob().map_err(blob_err)?;
-    let (_, reader) =
-        crate::archive::decompress(BufReader::with_capacity(128 * 1024, blob)).map_err(blob_err)?;
-    let report = unpack(reader, tmp.path(), &UnpackOptions::LAYER_ALONE)?;
-    if report.diff_id != *diff_id {
-        return Err(UnpackError::DiffId {
-            expected: *diff_id,
-            got: report.diff_id,
-        });
-    }
-    store.commit_dir(tmp, &dest, true)?;
-    Ok(dest)
 }
 
 struct Unpacker {
@@ -340,7 +292,7 @@ impl Unpacker {
             if last == comps {
                 return fd.try_clone().map_err(|source| UnpackError::Io {
                     entry: lossy(entry),
-                    source,
+                    error: source,
                 });
             }
         }
@@ -350,7 +302,7 @@ impl Unpacker {
             .map_err(|e| walk_refusal(entry, e))?;
         let copy = fd.try_clone().map_err(|source| UnpackError::Io {
             entry: lossy(entry),
-            source,
+            error: source,
         })?;
         self.last = Some((comps.to_vec(), copy));
         Ok(fd)
@@ -435,7 +387,7 @@ impl Unpacker {
                     file.write_all(&self.buf[..n])
                         .map_err(|source| UnpackError::Io {
                             entry: lossy(&entry),
-                            source,
+                            error: source,
                         })?;
                 }
                 let mode = match self.opts.set_id {

@@ -57,6 +57,18 @@ fn busybox_shell_and_a_fetched_source_become_images() {
         file_in_image(&out, "greet:1.0", "share/greet/GREETING").as_deref(),
         Some(&b"HELLO FROM A LOOPBACK SERVER\n"[..])
     );
+    // out/ holds copies: editing one of its blobs leaves the store's as it is.
+    for entry in fs::read_dir(out.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let stored = fx.store_path(&format!("blobs/sha256/{name}"));
+        assert_ne!(
+            stamp(&path).0,
+            stamp(&stored).0,
+            "{name} is the store's file"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().nlink(), 1, "{name}");
+    }
     // The verified source is in the store under its hash, nothing in tmp/.
     let greet_sha = Digest::of(&tarball("greet-1.0", GREET_FILES, Compression::Gzip));
     assert!(fx
@@ -80,6 +92,15 @@ fn busybox_shell_and_a_fetched_source_become_images() {
         }
         Err(e) => eprintln!("SKIPPED: skopeo cross-check ({e}); install skopeo"),
     }
+    // A manifest rewritten in place in out/ (as an editor saves) is out/'s
+    // business: the store keeps its own, and the next build is still right.
+    let greet = find(&built, "greet").manifest;
+    fs::write(out.join(format!("blobs/sha256/{}", greet.hex())), b"edited").unwrap();
+    let stored = fs::read(fx.store_path(&format!("blobs/sha256/{}", greet.hex()))).unwrap();
+    assert_eq!(Digest::of(&stored), greet, "the store's manifest is intact");
+    let again = fx.build(&["greet"]);
+    assert_eq!(find(&again, "greet").manifest, greet);
+    assert!(again.iter().all(|b| b.cached));
 }
 
 #[test]

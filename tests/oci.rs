@@ -159,6 +159,43 @@ fn refs_are_replaced_and_sorted() {
 }
 
 #[test]
+fn a_copied_blob_is_a_file_of_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Layout::create(&tmp.path().join("store")).unwrap();
+    let out = Layout::create(&tmp.path().join("out")).unwrap();
+    let (d, _) = store.put_blob(b"layer bytes").unwrap();
+    out.copy_blob(&store, &d).unwrap();
+    let (src, dst) = (store.blob_path(&d), out.blob_path(&d));
+    let (ms, md) = (fs::metadata(&src).unwrap(), fs::metadata(&dst).unwrap());
+    assert_ne!(
+        (ms.dev(), ms.ino()),
+        (md.dev(), md.ino()),
+        "not a hard link"
+    );
+    assert_eq!((ms.nlink(), md.nlink()), (1, 1));
+    assert_eq!(md.mode() & 0o777, 0o644);
+    // Editing out/ in place leaves the store's blob as it was.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&dst)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b" edited"))
+        .unwrap();
+    assert_eq!(Digest::of(&fs::read(&src).unwrap()), d);
+    // A blob already there is kept (it is complete, or the user's business)...
+    out.copy_blob(&store, &d).unwrap();
+    assert_eq!(fs::read(&dst).unwrap(), b"layer bytes edited");
+    // ...unless it is the store's own file, linked by an older imgrep.
+    fs::remove_file(&dst).unwrap();
+    fs::hard_link(&src, &dst).unwrap();
+    out.copy_blob(&store, &d).unwrap();
+    let md = fs::metadata(&dst).unwrap();
+    assert_ne!(fs::metadata(&src).unwrap().ino(), md.ino());
+    assert_eq!(fs::metadata(&src).unwrap().nlink(), 1);
+    assert_eq!(Digest::of(&fs::read(&dst).unwrap()), d);
+}
+
+#[test]
 fn same_inputs_give_same_layout_bytes_anywhere() {
     let tmp = tempfile::tempdir().unwrap();
     tree(&tmp.path().join("x/root"), "same");

@@ -73,14 +73,12 @@ kind = "debs"
 fn unknown_keys_at_every_level() {
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\nnmae = \"y\"\n[build]\nscript = \"true\"\n",
-        &["4:1: unknown key `nmae` in [package]; expected one of: name, version, description, license, homepage, kind, runtime"],
+        &["4:1: unknown key `nmae` in [package]; did you mean `name`?"],
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[biuld]\nscript = \"true\"\n",
-        &[
-            "1:1: missing [build] section: a kind = \"build\" recipe needs `script` or `steps`",
-            "4:2: unknown key `biuld` in the top level; expected one of: package, source, build, debs, image, output",
-        ],
+        // One typo, one error: not also "missing [build]".
+        &["4:2: unknown key `biuld` in the top level; did you mean `build`?"],
     );
     case(
         &format!("[package]\nname = \"x\"\nversion = \"1\"\n[[source]]\nurl = \"https://h/x.tar\"\nsha256 = \"{SHA}\"\nstrip = 1\n[build]\nscript = \"true\"\n"),
@@ -98,14 +96,33 @@ fn unknown_keys_at_every_level() {
     case(
         "package.name = \"x\"\npackage.version = \"1\"\npackage.nam = 1\nbuild = { script = \"true\", dep = [] }\n",
         &[
-            "3:9: unknown key `nam` in [package]; expected one of: name, version, description, license, homepage, kind, runtime",
-            "4:28: unknown key `dep` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, build_dir, script, steps",
+            "3:9: unknown key `nam` in [package]; did you mean `name`?",
+            "4:28: unknown key `dep` in [build]; did you mean `deps`?",
         ],
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\nkind = \"debs\"\n[debs]\nlinks = {}\n",
         &["6:1: unknown key `links` in [debs]; expected one of: symlinks, dirs"],
     );
+}
+
+#[test]
+fn a_misspelled_required_key_is_one_error_with_a_suggestion() {
+    // Each would also have been reported missing: the typo is the one problem.
+    case(
+        "[package]\nname = \"x\"\nverison = \"1\"\n[build]\nscript = \"true\"\n",
+        &["3:1: unknown key `verison` in [package]; did you mean `version`?"],
+    );
+    case(
+        "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscritp = \"true\"\n",
+        &["5:1: unknown key `scritp` in [build]; did you mean `script`?"],
+    );
+    case(
+        &format!("[package]\nname = \"x\"\nversion = \"1\"\n[[source]]\nurl = \"https://h/x.tar\"\nsha265 = \"{SHA}\"\n[build]\nscript = \"true\"\n"),
+        &["6:1: unknown key `sha265` in [[source]] (source[0]); did you mean `sha256`?"],
+    );
+    // A key missing with no typo of it is still reported missing
+    // (hashes_missing_malformed_or_both, and `version` below).
 }
 
 #[test]

@@ -19,7 +19,6 @@ use imgrep::digest::Digest;
 use imgrep::fetch::{FetchConfig, Fetcher, Pin, SourceRequest};
 use imgrep::nar::{self, NarHash};
 use imgrep::store::{GcRoots, Store};
-use imgrep::unpack;
 
 const CHILD_ENV: &str = "IMGREP_STORE_TEST_CHILD";
 
@@ -60,13 +59,14 @@ fn run_child(role: &str) {
             let blob = PathBuf::from(env::var("BLOB").unwrap());
             let diff_id: Digest = env::var("DIFF_ID").unwrap().parse().unwrap();
             let mut opened = false;
-            unpack::cached_layer(&store, &diff_id, || {
-                opened = true;
-                // Slow enough that the other process arrives meanwhile.
-                std::thread::sleep(Duration::from_millis(300));
-                fs::File::open(&blob)
-            })
-            .unwrap();
+            store
+                .cached_layer(&diff_id, || {
+                    opened = true;
+                    // Slow enough that the other process arrives meanwhile.
+                    std::thread::sleep(Duration::from_millis(300));
+                    fs::File::open(&blob)
+                })
+                .unwrap();
             println!("LAYER opened={opened}");
         }
         "hold" => {

@@ -11,7 +11,7 @@ use std::process::Command;
 use imgrep::beneath;
 use imgrep::digest::Digest;
 use imgrep::nar;
-use imgrep::store::Store;
+use imgrep::store::{Store, StoreError};
 use imgrep::unpack::{self, UnpackError, UnpackOptions};
 
 /// A tar stream built block by block.
@@ -538,20 +538,21 @@ fn layer_cache_verifies_diff_id_and_is_read_only() {
     };
 
     let wrong = Digest::of(b"another layer");
-    let err = unpack::cached_layer(&store, &wrong, || Ok(&gz[..])).unwrap_err();
-    assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
+    let err = store.cached_layer(&wrong, || Ok(&gz[..])).unwrap_err();
+    assert!(matches!(err, StoreError::DiffId { .. }), "{err}");
     assert!(err.to_string().contains(&wrong.to_string()));
     assert!(!store.layer_path(&wrong).exists());
 
-    let path = unpack::cached_layer(&store, &diff_id, || Ok(&gz[..])).unwrap();
+    let path = store.cached_layer(&diff_id, || Ok(&gz[..])).unwrap();
     assert_eq!(path, store.layer_path(&diff_id));
     assert_eq!(fs::read(path.join("etc/hostname")).unwrap(), b"imgrep\n");
     let mode = fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o555);
-    let again = unpack::cached_layer(&store, &diff_id, || -> std::io::Result<&[u8]> {
-        panic!("a cached layer must not be read again")
-    })
-    .unwrap();
+    let again = store
+        .cached_layer(&diff_id, || -> std::io::Result<&[u8]> {
+            panic!("a cached layer must not be read again")
+        })
+        .unwrap();
     assert_eq!(again, path);
     assert!(fs::read_dir(store.root().join("tmp"))
         .unwrap()

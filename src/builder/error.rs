@@ -1,6 +1,7 @@
 //! What a build reports when it fails: one typed error per cause, and the
 //! two failures a user acts on (a step that failed, a fixed output that
-//! differs) with what to run next.
+//! differs) with what to run next. Each message names its cause itself,
+//! which is therefore not also chained as `source()` (printed once).
 
 use std::io;
 use std::path::PathBuf;
@@ -17,26 +18,26 @@ pub enum BuildError {
     Fetch(#[from] crate::fetch::FetchError),
     #[error("{package}: {message}")]
     Source { package: String, message: String },
-    #[error("{package}: {source}")]
+    #[error("{package}: {error}")]
     Oci {
         package: String,
-        source: crate::oci::Error,
+        error: crate::oci::Error,
     },
-    #[error("{package}: unpacking the build root: {source}")]
+    #[error("{package}: unpacking the build root: {error}")]
     Unpack {
         package: String,
-        source: crate::unpack::UnpackError,
+        error: crate::store::StoreError,
     },
-    #[error("{package}: {what}: {source}")]
+    #[error("{package}: {what}: {error}")]
     Io {
         package: String,
         what: String,
-        source: io::Error,
+        error: io::Error,
     },
-    #[error("{package}: the sandbox refused the step: {source}")]
+    #[error("{package}: the sandbox refused the step: {error}")]
     Sandbox {
         package: String,
-        source: sandbox::Error,
+        error: sandbox::Error,
     },
     #[error("{0}")]
     StepFailed(Box<StepFailure>),

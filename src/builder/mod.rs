@@ -46,8 +46,9 @@ use crate::store::Store;
 
 pub use env::Variation;
 pub use error::{BuildError, OutputMismatch, StepFailure};
+pub use failed::{failed_dir, kept_failure};
 pub use plan::PlanItem;
-pub use steps::{describe_status, Lowers};
+pub use steps::{describe_status, step_spec, Lowers};
 
 /// How to build.
 #[derive(Debug, Clone)]
@@ -124,7 +125,7 @@ impl<'a> Builder<'a> {
     ) -> Result<Self, BuildError> {
         let layout = Layout::create(store.root()).map_err(|source| BuildError::Oci {
             package: "(store)".into(),
-            source,
+            error: source,
         })?;
         let registry = if opts.cache_from.is_empty() && opts.cache_to.is_none() {
             None
@@ -196,7 +197,7 @@ impl<'a> Builder<'a> {
             BuildError::Io {
                 package: recipe.name.clone(),
                 what: format!("writing {}", inputs_path.display()),
-                source,
+                error: source,
             }
         })?;
         self.store.write_record(
@@ -204,7 +205,7 @@ impl<'a> Builder<'a> {
             &to_digest(manifest.digest()).map_err(|e| BuildError::Io {
                 package: recipe.name.clone(),
                 what: "reading the manifest digest".into(),
-                source: invalid(e),
+                error: invalid(e),
             })?,
         )?;
         let built = Built::new(recipe, input, (manifest, diff_ids), false, start.elapsed());
@@ -234,7 +235,7 @@ impl<'a> Builder<'a> {
             move |source| BuildError::Io {
                 package,
                 what,
-                source,
+                error: source,
             }
         };
         let ready = sources::fetch_all(recipe, self.graph.set().root(), self.store, self.fetcher)?;
@@ -268,7 +269,7 @@ impl<'a> Builder<'a> {
         };
         let oci_err = |source| BuildError::Oci {
             package: recipe.name.clone(),
-            source,
+            error: source,
         };
         let info = self.layout.add_layer(&out, &opts).map_err(oci_err)?;
         if let Some(o) = recipe.output.as_ref().filter(|o| o.diff_id != info.diff_id) {

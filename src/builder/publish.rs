@@ -14,7 +14,7 @@ impl Builder<'_> {
             .read_manifest(&manifest_digest, built.manifest.size(), &built.name, false)
             .map_err(|source| BuildError::Oci {
                 package: built.name.clone(),
-                source,
+                error: source,
             })?;
         let mut blobs = vec![manifest_digest, image.config_digest];
         for l in image.manifest.layers() {
@@ -30,7 +30,7 @@ impl Builder<'_> {
         };
         let oci_err = |source| BuildError::Oci {
             package: built.name.clone(),
-            source,
+            error: source,
         };
         let layout = Layout::create(out).map_err(oci_err)?;
         let ref_name = format!("{}:{}", built.name, built.version);
@@ -64,7 +64,7 @@ impl Builder<'_> {
                 .map_err(|source| BuildError::Io {
                     package: built.name.clone(),
                     what: format!("copying blob {d} to {}", out.display()),
-                    source,
+                    error: source,
                 })?;
         }
         layout.set_ref(&ref_name, &manifest).map_err(oci_err)?;

@@ -125,7 +125,7 @@ pub fn place(
     let root = Dir::open(build_dir).map_err(|source| BuildError::Io {
         package: recipe.name.clone(),
         what: format!("opening {}", build_dir.display()),
-        source,
+        error: source,
     })?;
     for (i, (source, got)) in recipe.sources.iter().zip(ready).enumerate() {
         let err = |e: io::Error| BuildError::Source {
@@ -177,7 +177,7 @@ pub fn place(
             let clash = first_overlap(other, tree, Path::new("")).map_err(|e| BuildError::Io {
                 package: recipe.name.clone(),
                 what: format!("comparing source {} with the others", i + 1),
-                source: e,
+                error: e,
             })?;
             if let Some(rel) = clash {
                 return Err(BuildError::Source {

@@ -8,10 +8,64 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::failed::SAVED_BUILD_DIR;
-use super::{env, to_digest, BuildError, Builder, Built, StepFailure};
+use super::{env, to_digest, BuildError, Builder, Built, Options, StepFailure};
 use crate::digest::Digest;
 use crate::recipe::{Action, BuildDir, Recipe};
-use crate::unpack;
+
+/// The sandbox spec of one step of `recipe` in the work directory
+/// `work`, with `/build` in `build_dir` (`imgrep shell` enters a kept
+/// failure on disk, whatever the recipe asks for).
+pub fn step_spec(
+    recipe: &Recipe,
+    lowers: &Lowers,
+    work: &Path,
+    argv: Vec<String>,
+    cwd: &str,
+    build_dir: BuildDir,
+    opts: &Options,
+) -> sandbox::Spec {
+    let build = recipe.build.as_ref().expect("build recipes have [build]");
+    let v = &opts.variation;
+    let mut spec = sandbox::Spec::new(work.join("scratch"), argv);
+    spec.lowers = lowers.root.clone();
+    let placed = work.join("build");
+    match build_dir {
+        // The trees below, then what place() put in the work directory
+        // on top: the overlay's order, so the same file wins.
+        BuildDir::Memory => spec.memory_dirs.push(sandbox::MemoryDir {
+            sources: lowers.build.iter().cloned().chain([placed]).collect(),
+            dst: env::BUILD_DIR.into(),
+            size: None,
+            save: Some(work.join(SAVED_BUILD_DIR)),
+        }),
+        BuildDir::Disk if lowers.build.is_empty() => spec.binds.push(sandbox::Bind {
+            src: placed,
+            dst: env::BUILD_DIR.into(),
+            readonly: false,
+        }),
+        BuildDir::Disk => spec.overlays.push(sandbox::Overlay {
+            lowers: lowers.build.clone(),
+            upper: placed,
+            work: work.join("build-work"),
+            dst: env::BUILD_DIR.into(),
+        }),
+    }
+    spec.binds.push(sandbox::Bind {
+        src: work.join("out"),
+        dst: env::OUT_DIR.into(),
+        readonly: false,
+    });
+    spec.tmpfs = vec!["/tmp".into()];
+    spec.env = env::environment(recipe, build, v);
+    spec.cwd = cwd.into();
+    spec.hostname = v.hostname.clone();
+    spec.umask = v.umask;
+    spec.idmap = v.idmap.clone();
+    spec.reclaim = v.idmap != sandbox::IdMap::Caller;
+    spec.limits = opts.limits;
+    spec.timeout = opts.timeout;
+    spec
+}
 
 /// The read-only trees a package's sandbox is assembled from; kept beside a
 /// failed build (`lowers.json`) for `imgrep shell`.
@@ -39,77 +93,23 @@ impl Builder<'_> {
                 .read_manifest(&built.manifest_digest(), built.manifest.size(), dep, false)
                 .map_err(|source| BuildError::Oci {
                     package: recipe.name.clone(),
-                    source,
+                    error: source,
                 })?;
             for (layer, diff_id) in manifest.manifest.layers().iter().zip(&built.diff_ids) {
                 let blob = self.store.blob_path(
                     &to_digest(layer.digest()).expect("read_manifest verified the digest"),
                 );
-                let dir = unpack::cached_layer(self.store, diff_id, || File::open(&blob)).map_err(
-                    |source| BuildError::Unpack {
+                let dir = self
+                    .store
+                    .cached_layer(diff_id, || File::open(&blob))
+                    .map_err(|error| BuildError::Unpack {
                         package: recipe.name.clone(),
-                        source,
-                    },
-                )?;
+                        error,
+                    })?;
                 lowers.push(dir);
             }
         }
         Ok(lowers)
-    }
-
-    /// The sandbox spec of one step of `recipe` in the work directory
-    /// `work`, with `/build` in `build_dir` (`imgrep shell` enters a kept
-    /// failure on disk, whatever the recipe asks for).
-    pub fn step_spec(
-        &self,
-        recipe: &Recipe,
-        lowers: &Lowers,
-        work: &Path,
-        argv: Vec<String>,
-        cwd: &str,
-        build_dir: BuildDir,
-    ) -> sandbox::Spec {
-        let build = recipe.build.as_ref().expect("build recipes have [build]");
-        let v = &self.opts.variation;
-        let mut spec = sandbox::Spec::new(work.join("scratch"), argv);
-        spec.lowers = lowers.root.clone();
-        let placed = work.join("build");
-        match build_dir {
-            // The trees below, then what place() put in the work directory
-            // on top: the overlay's order, so the same file wins.
-            BuildDir::Memory => spec.memory_dirs.push(sandbox::MemoryDir {
-                sources: lowers.build.iter().cloned().chain([placed]).collect(),
-                dst: env::BUILD_DIR.into(),
-                size: None,
-                save: Some(work.join(SAVED_BUILD_DIR)),
-            }),
-            BuildDir::Disk if lowers.build.is_empty() => spec.binds.push(sandbox::Bind {
-                src: placed,
-                dst: env::BUILD_DIR.into(),
-                readonly: false,
-            }),
-            BuildDir::Disk => spec.overlays.push(sandbox::Overlay {
-                lowers: lowers.build.clone(),
-                upper: placed,
-                work: work.join("build-work"),
-                dst: env::BUILD_DIR.into(),
-            }),
-        }
-        spec.binds.push(sandbox::Bind {
-            src: work.join("out"),
-            dst: env::OUT_DIR.into(),
-            readonly: false,
-        });
-        spec.tmpfs = vec!["/tmp".into()];
-        spec.env = env::environment(recipe, build, v);
-        spec.cwd = cwd.into();
-        spec.hostname = v.hostname.clone();
-        spec.umask = v.umask;
-        spec.idmap = v.idmap.clone();
-        spec.reclaim = v.idmap != sandbox::IdMap::Caller;
-        spec.limits = self.opts.limits;
-        spec.timeout = self.opts.timeout;
-        spec
     }
 
     pub(super) fn run_steps(
@@ -140,21 +140,29 @@ impl Builder<'_> {
             fs::create_dir_all(dir).map_err(|source| BuildError::Io {
                 package: recipe.name.clone(),
                 what: format!("creating {}", dir.display()),
-                source,
+                error: source,
             })?;
         }
         // A fresh log per build attempt: the tail shown on failure is this run's.
         File::create(&log).map_err(|source| BuildError::Io {
             package: recipe.name.clone(),
             what: format!("creating {}", log.display()),
-            source,
+            error: source,
         })?;
         // One sandbox runs every step in order (sandbox::Spec::then): steps
         // share /build, /out, the root and /tmp anyway, and a sandbox per
         // step cost ~50 ms each, 5 s over stage0's hundred steps.
         let (first, rest) = steps.split_first().expect("a recipe has a step");
         let build_dir = env::build_dir(build, &self.opts.variation);
-        let mut spec = self.step_spec(recipe, lowers, work, first.0.clone(), &first.1, build_dir);
+        let mut spec = step_spec(
+            recipe,
+            lowers,
+            work,
+            first.0.clone(),
+            &first.1,
+            build_dir,
+            &self.opts,
+        );
         spec.then = rest
             .iter()
             .map(|(argv, cwd)| sandbox::Step {
@@ -167,7 +175,7 @@ impl Builder<'_> {
         spec.stderr = sandbox::Stdio::File(log.clone());
         let report = sandbox::run(&spec).map_err(|source| BuildError::Sandbox {
             package: recipe.name.clone(),
-            source,
+            error: source,
         })?;
         if !report.status.success() {
             return Err(BuildError::StepFailed(Box::new(StepFailure {

@@ -1,6 +1,7 @@
 //! `imgrep bootstrap --seed FILE [PKG...]`: build from a seed tarball with
 //! no network, then check the images against the statements it carries
-//! (docs/air-gap.md).
+//! (docs/air-gap.md). The workflow is `seedtar::bootstrap`; this file holds
+//! the arguments and the report.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,15 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::{Global, Outcome};
-use crate::builder::{self, Builder, Built};
+use crate::builder;
 use crate::digest::Digest;
-use crate::fetch::{FetchConfig, Fetcher};
-use crate::recipe::RecipeSet;
-use crate::seedtar::{self, StatementCheck};
-use crate::sign::manifests::{Manifests, PackageVersion};
-use crate::sign::policy::Policy;
-use crate::sign::trust::Trust;
-use crate::sign::verify::{verify_package, PackageReport};
+use crate::seedtar::{self, BootstrapOptions, PackageResult, SeedError, StatementCheck};
 
 /// Build from a seed tarball on a machine with no network, and check the
 /// images against the statements inside.
@@ -55,130 +50,48 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     #[command(flatten)]
-    pub steps: super::build::StepArgs,
-}
-
-/// Removes the unpacked tarball at the end (its trees may be read-only).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = crate::store::remove_tree(&self.0);
-    }
-}
-
-#[derive(serde::Serialize)]
-struct PackageResult<'a> {
-    name: &'a str,
-    version: &'a str,
-    input_digest: Digest,
-    manifest_digest: Digest,
-    diff_ids: &'a [Digest],
-    cached: bool,
-    statement: StatementCheck,
-    signatures: Option<PackageReport>,
+    pub steps: super::args::StepArgs,
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
-    let expected = args
+    let sha256 = args
         .sha256
         .as_deref()
         .map(|h| Digest::from_hex(h.strip_prefix("sha256:").unwrap_or(h)))
         .transpose()
         .context("--sha256: expected 64 hex digits")?;
-    if let Some(expected) = expected {
-        // Before unpacking anything: a stranger's file never reaches the disk.
-        let (got, _) = std::fs::File::open(&args.seed)
-            .and_then(crate::digest::hash_reader)
-            .with_context(|| format!("reading {}", args.seed.display()))?;
-        refuse_other(&args.seed, got, expected)?;
-    }
-    let store = super::open_store(global)?;
-    let (work, _scratch) = match &args.workdir {
-        Some(dir) => (empty_dir(dir)?, None),
-        None => {
-            let dir = store.temp_dir()?.keep();
-            (dir.clone(), Some(Scratch(dir)))
-        }
+    let workdir = args.workdir.as_deref().map(empty_dir).transpose()?;
+    let store = crate::store::Store::default_root(global.store.as_deref())?;
+    let opts = BootstrapOptions {
+        packages: args.packages.clone(),
+        sha256,
+        workdir,
+        keyring: args.keyring.clone(),
+        policy: args.policy.clone(),
+        build: builder::Options {
+            jobs: args.steps.jobs.max(1),
+            limits: args.steps.limits(),
+            timeout: args.steps.timeout,
+            out: Some(args.out.clone()),
+            ..builder::Options::default()
+        },
     };
-    let opened = seedtar::open(&args.seed, &work)?;
-    if let Some(expected) = expected {
-        // Again for what was unpacked: the file may have changed meanwhile.
-        refuse_other(&args.seed, opened.digest, expected)?;
-    }
-    eprintln!(
-        "imgrep: {}: verified {} members ({} bytes, sha256 {})",
-        args.seed.display(),
-        opened.index.members.len() + 2,
-        opened.size,
-        opened.digest.hex()
-    );
-
-    let set = RecipeSet::load(&work).context("the seed tarball's recipes")?;
-    for p in &args.packages {
-        if set.get(p).is_none() {
-            bail!(
-                "{p}: not in the seed tarball (it holds: {})",
-                opened.index.closure.join(", ")
-            );
-        }
-    }
-    let fetcher = Fetcher::new(FetchConfig {
-        source_dirs: opened.source_dirs(),
-        offline: true,
-        progress: false,
-        ..FetchConfig::default()
-    });
-    let opts = builder::Options {
-        jobs: args.steps.jobs.max(1),
-        limits: args.steps.limits(),
-        timeout: args.steps.timeout(),
-        out: Some(args.out.clone()),
-        ..builder::Options::default()
+    let done = match seedtar::bootstrap(&args.seed, &store, &opts) {
+        Ok(done) => done,
+        Err(SeedError::Build(e)) => return Err(super::build::into_cli_error(*e)),
+        Err(e) => return Err(e.into()),
     };
-    let builder = Builder::new(&set, &store, &fetcher, opts)?;
-    let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
-    let built = builder
-        .build(&roots)
-        .map_err(super::build::into_cli_error)?;
-
-    let manifests = Manifests::new(work.join("manifests"));
-    let signatures = signature_check(&args, &manifests)?;
-    let mut results = Vec::new();
-    for b in &built {
-        let statement = seedtar::check_statement(&manifests, b)?;
-        let report = match (&signatures, &statement) {
-            (Some((trust, policy)), StatementCheck::Match | StatementCheck::Mismatch(_)) => {
-                let pv = PackageVersion {
-                    name: b.name.clone(),
-                    version: b.version.clone(),
-                };
-                Some(verify_package(
-                    &manifests,
-                    &pv,
-                    trust,
-                    policy,
-                    Some(&args.out),
-                )?)
-            }
-            _ => None,
-        };
-        results.push(result(b, statement, report));
-    }
-    let ok = results.iter().all(|r| {
-        !matches!(r.statement, StatementCheck::Mismatch(_))
-            && r.signatures.as_ref().is_none_or(|s| s.ok)
-    });
+    let ok = done.ok();
     if global.json {
         let doc = serde_json::json!({
             "ok": ok,
-            "seed": {"path": args.seed, "sha256": opened.digest, "size": opened.size},
-            "signatures_checked": signatures.is_some(),
-            "packages": results,
+            "seed": {"path": args.seed, "sha256": done.digest, "size": done.size},
+            "signatures_checked": done.signatures_checked,
+            "packages": done.packages,
         });
         super::print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        eprint!("{}", table(&results, signatures.is_some()));
+        eprint!("{}", table(&done.packages, done.signatures_checked));
     }
     Ok(if ok {
         Outcome::Success
@@ -187,50 +100,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     })
 }
 
-fn result<'a>(
-    b: &'a Built,
-    statement: StatementCheck,
-    signatures: Option<PackageReport>,
-) -> PackageResult<'a> {
-    PackageResult {
-        name: &b.name,
-        version: &b.version,
-        input_digest: b.input,
-        manifest_digest: b.manifest_digest(),
-        diff_ids: &b.diff_ids,
-        cached: b.cached,
-        statement,
-        signatures,
-    }
-}
-
-/// The trust anchors and policy to check signatures with: the user's, else
-/// the tarball's own keys and policy when it carries both; None otherwise.
-fn signature_check(args: &Args, manifests: &Manifests) -> anyhow::Result<Option<(Trust, Policy)>> {
-    let mut trust = Trust::default();
-    if args.keyring.is_empty() {
-        let keys = manifests.keys_dir();
-        if keys.is_dir() {
-            trust.add_keyring(&keys)?;
-        }
-    } else {
-        for dir in &args.keyring {
-            trust.add_keyring(dir)?;
-        }
-    }
-    let policy_path = args
-        .policy
-        .clone()
-        .unwrap_or_else(|| manifests.policy_path());
-    if trust.is_empty() || !policy_path.is_file() {
-        return Ok(None);
-    }
-    let policy = Policy::load(&policy_path)?;
-    policy.check(&policy_path.display().to_string())?;
-    Ok(Some((trust, policy)))
-}
-
-fn table(results: &[PackageResult<'_>], signatures: bool) -> String {
+fn table(results: &[PackageResult], signatures: bool) -> String {
     let mut out = String::new();
     for r in results {
         let verdict = match &r.statement {
@@ -258,18 +128,6 @@ fn table(results: &[PackageResult<'_>], signatures: bool) -> String {
         );
     }
     out
-}
-
-fn refuse_other(seed: &Path, got: Digest, expected: Digest) -> anyhow::Result<()> {
-    if got != expected {
-        bail!(
-            "{}: refused, nothing was built: its sha256 is {}, --sha256 expects {}",
-            seed.display(),
-            got.hex(),
-            expected.hex()
-        );
-    }
-    Ok(())
 }
 
 /// `dir`, created if needed; it must be empty.

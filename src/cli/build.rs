@@ -1,9 +1,5 @@
 //! `imgrep build PKG...`: the main job (docs/recipes.md, docs/ARCHITECTURE.md).
 
-use std::time::Duration;
-
-use anyhow::Context;
-
 use super::{Failure, Global, Outcome};
 use crate::builder::{self, BuildError, Builder};
 
@@ -24,42 +20,11 @@ pub struct Args {
     pub run: RunArgs,
 }
 
-/// How build steps run: shared by `build`, `reproduce` and `bootstrap`.
-#[derive(Debug, clap::Args)]
-pub struct StepArgs {
-    /// Build up to N independent packages at once.
-    #[arg(short, long, default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
-    /// Memory limit of each step, in bytes or with a K/M/G suffix.
-    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub memory: Option<u64>,
-    /// Maximum number of processes of each step.
-    #[arg(long, value_name = "N")]
-    pub pids: Option<u64>,
-    /// Kill a package's steps when together they run longer than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
-}
-
-impl StepArgs {
-    pub fn limits(&self) -> sandbox::Limits {
-        sandbox::Limits {
-            memory: self.memory,
-            pids: self.pids,
-            cpus: None,
-        }
-    }
-
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout.map(Duration::from_secs)
-    }
-}
-
 /// Options of `imgrep build`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub steps: StepArgs,
+    pub steps: super::args::StepArgs,
     /// Rebuild even what the store has built for the same input digest.
     #[arg(long)]
     pub rebuild: bool,
@@ -87,7 +52,7 @@ impl RunArgs {
             jobs: self.steps.jobs.max(1),
             rebuild: self.rebuild,
             limits: self.steps.limits(),
-            timeout: self.steps.timeout(),
+            timeout: self.steps.timeout,
             out: Some(
                 self.out
                     .clone()
@@ -98,20 +63,6 @@ impl RunArgs {
             ..builder::Options::default()
         }
     }
-}
-
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{s:?} is not a size: expected bytes, or a number with K, M or G"))
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
@@ -162,11 +113,4 @@ pub fn into_cli_error(e: BuildError) -> anyhow::Error {
         }
         other => anyhow::Error::from(other).context("build failed"),
     }
-}
-
-/// Reads the build root a failed build kept (for `imgrep shell`).
-pub fn kept_lowers(dir: &std::path::Path) -> anyhow::Result<crate::builder::Lowers> {
-    let path = dir.join("lowers.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }

@@ -87,9 +87,9 @@ pub struct Args {
     /// The OCI image layout holding the image.
     #[arg(long, value_name = "DIR", default_value = "out")]
     pub layout: PathBuf,
-    /// Upload every blob in chunks of this many bytes (suffixes K, M, G);
+    /// Upload every blob in chunks of this many bytes (suffixes K, M, G, T);
     /// by default only blobs above 64 MiB go in 16 MiB chunks.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = super::args::parse_size)]
     pub chunk_size: Option<u64>,
     /// Ask the registry to mount missing blobs from this repository of the
     /// same registry (e.g. `imgrep/musl`) before uploading them.
@@ -105,24 +105,6 @@ pub struct Args {
     pub password_file: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
-}
-
-/// `123`, `64K`, `16M`, `1G` (powers of 1024), at least 1.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            format!("{s:?}: expected a positive size in bytes, e.g. 5242880, 512K or 16M")
-        })
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
@@ -193,21 +175,5 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     } else {
         eprintln!("pushed {} to {pushed}", args.image);
         super::print(&format!("{digest}\n"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("5242880"), Ok(5_242_880));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size("16m"), Ok(16 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        for bad in ["", "0", "K", "1T", "-1", "99999999999999G"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     #[command(flatten)]
-    pub steps: super::build::StepArgs,
+    pub steps: super::args::StepArgs,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         keep: args.keep,
         jobs: args.steps.jobs,
         limits: args.steps.limits(),
-        timeout: args.steps.timeout(),
+        timeout: args.steps.timeout,
     };
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
     let report = match reproduce::reproduce(&set, &store, fetch, &roots, &opts) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use sandbox::{Bind, Limits, MemoryDir, Spec, Status};
 
-use super::{Global, Outcome};
+use super::{args, Global, Outcome};
 
 /// The environment of `imgrep run` unless --env adds to or overrides it.
 const DEFAULT_ENV: [(&str, &str); 4] = [
@@ -52,17 +52,17 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     scratch: Option<PathBuf>,
     /// Memory limit: bytes, or with a K, M, G suffix (powers of 1024).
-    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
-    memory: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE", value_parser = args::parse_size)]
+    memory: Option<u64>,
     /// Maximum number of processes.
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pids: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_name = "N", value_parser = args::parse_count)]
+    pids: Option<u64>,
     /// CPU quota in CPUs, e.g. 0.5 or 2.
-    #[arg(long, allow_hyphen_values = true, value_name = "CPUS")]
-    cpus: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_name = "CPUS", value_parser = args::parse_cpus)]
+    cpus: Option<f64>,
     /// Kill the whole tree after this long: seconds, or with ms, s, m, h.
-    #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
-    timeout: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = args::parse_duration)]
+    timeout: Option<Duration>,
     /// Refuse to run unless a cgroup enforces every limit.
     #[arg(long)]
     strict_limits: bool,
@@ -95,27 +95,11 @@ enum RootFsArg {
 
 pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let limits = Limits {
-        memory: args
-            .memory
-            .as_deref()
-            .map(|s| parse_size(s).context("--memory"))
-            .transpose()?,
-        pids: args
-            .pids
-            .as_deref()
-            .map(|s| parse_count(s).context("--pids"))
-            .transpose()?,
-        cpus: args
-            .cpus
-            .as_deref()
-            .map(|s| parse_cpus(s).context("--cpus"))
-            .transpose()?,
+        memory: args.memory,
+        pids: args.pids,
+        cpus: args.cpus,
     };
-    let timeout = args
-        .timeout
-        .as_deref()
-        .map(|s| parse_duration(s).context("--timeout"))
-        .transpose()?;
+    let timeout = args.timeout;
     let binds = args
         .binds
         .iter()
@@ -267,81 +251,9 @@ fn parse_copy(s: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
 }
 
-fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
-        Some((i, 't' | 'T')) => (&t[..i], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: u64 = num.parse().ok().filter(|n| *n > 0).with_context(|| {
-        format!(
-            "invalid size {s:?}: expected a positive integer with an optional K, M, G or T suffix"
-        )
-    })?;
-    n.checked_mul(mult)
-        .with_context(|| format!("size {s:?} is too large"))
-}
-
-fn parse_count(s: &str) -> anyhow::Result<u64> {
-    s.trim()
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .with_context(|| format!("invalid process count {s:?}: expected a positive integer"))
-}
-
-fn parse_cpus(s: &str) -> anyhow::Result<f64> {
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|c| c.is_finite() && *c >= 0.01)
-        .with_context(|| {
-            format!("invalid CPU quota {s:?}: expected a number of CPUs of at least 0.01")
-        })
-}
-
-fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let t = s.trim();
-    let (num, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((t, "s"), |i| (&t[..i], &t[i..]));
-    let secs: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n > 0.0).with_context(|| {
-        format!("invalid duration {s:?}: expected a positive number with an optional ms, s, m or h unit")
-    })?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => bail!("invalid duration {s:?}: unknown unit {unit:?} (expected ms, s, m or h)"),
-    };
-    Ok(Duration::from_secs_f64(secs * scale))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("12QB").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("-1G").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("5 days").is_err());
-        assert!(parse_duration("0").is_err());
-    }
 
     #[test]
     fn binds() {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 
 use super::{Global, Outcome};
-use crate::builder::{Builder, Options};
+use crate::builder;
 use crate::recipe::BuildDir;
 
 /// Enter the sandbox of the last failed build of PKG, for debugging.
@@ -23,8 +23,6 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let set = super::load_recipes(global)?;
     let store = super::open_store(global)?;
-    let fetcher = super::fetcher(global)?;
-    let builder = Builder::new(&set, &store, &fetcher, Options::default())?;
     let recipe = set
         .get(&args.package)
         .with_context(|| format!("no package {:?} in this recipe tree", args.package))?;
@@ -34,16 +32,14 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             recipe.name
         );
     }
-    let dir = builder.failed_dir(&recipe.name);
-    if !dir.is_dir() {
+    let Some((dir, lowers)) = builder::kept_failure(&store, &recipe.name)? else {
         bail!(
             "{}: no failed build is kept (looked in {}); `imgrep build {}` keeps one when a step fails",
             recipe.name,
-            dir.display(),
+            builder::failed_dir(&store, &recipe.name).display(),
             recipe.name
         );
-    }
-    let lowers = super::build::kept_lowers(&dir)?;
+    };
     let argv = if args.command.is_empty() {
         vec!["/bin/sh".to_owned()]
     } else {
@@ -55,7 +51,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .map(|b| b.workdir.clone())
         .unwrap_or_default();
     // On disk: what the shell changes stays in the kept directory.
-    let spec = builder.step_spec(recipe, &lowers, &dir, argv, &workdir, BuildDir::Disk);
+    let spec = builder::step_spec(
+        recipe,
+        &lowers,
+        &dir,
+        argv,
+        &workdir,
+        BuildDir::Disk,
+        &builder::Options::default(),
+    );
     eprintln!(
         "imgrep: entering the failed build of {} (exit to leave)",
         recipe.name

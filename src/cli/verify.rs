@@ -69,6 +69,15 @@ fn parse_role_min(s: &str) -> Result<(String, usize), String> {
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let base = global.directory.as_deref().unwrap_or(Path::new(""));
     let manifests = Manifests::new(base.join(&args.manifests));
+    // What the user asked about first: a package with no statement is the
+    // real problem, whatever else is missing.
+    let packages = manifests.resolve(&args.packages)?;
+    if packages.is_empty() {
+        bail!(
+            "no statements under {}",
+            manifests.root().join("packages").display()
+        );
+    }
     let policy = policy(&args, base, &manifests)?;
     let trust = trust(&args, base, &manifests)?;
     let layout =
@@ -85,13 +94,6 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 layout.display()
             );
         }
-    }
-    let packages = manifests.resolve(&args.packages)?;
-    if packages.is_empty() {
-        bail!(
-            "no statements under {}",
-            manifests.root().join("packages").display()
-        );
     }
     let mut reports = Vec::new();
     for pv in &packages {

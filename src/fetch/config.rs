@@ -17,15 +17,15 @@ pub const FALLBACK_MIRRORS_ENV: &str = "IMGREP_MIRRORS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         path: PathBuf,
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     #[error("{var}={value:?}: expected 0 or 1")]
     Bool { var: &'static str, value: String },
@@ -145,13 +145,13 @@ fn read_config(path: &Path, named: bool) -> Result<ConfigFile, ConfigError> {
         Err(source) => {
             return Err(ConfigError::Read {
                 path: path.to_owned(),
-                source,
+                error: source,
             })
         }
     };
     toml::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
-        source,
+        error: source,
     })
 }
 

@@ -1,10 +1,10 @@
 //! HTTP and HTTPS downloads (ureq with rustls), streamed to a writer, with
-//! a progress bar that indicatif hides when stderr is not a terminal.
+//! a progress bar (`crate::progress`).
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::progress::CopyError;
 
 pub struct Http {
     agent: ureq::Agent,
@@ -34,43 +34,12 @@ impl Http {
             other => other.to_string(),
         })?;
         let mut body = response.into_body();
-        let bar = self.bar(label, body.content_length());
-        let mut reader = body.as_reader();
-        let mut buf = vec![0u8; 128 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    bar.abandon();
-                    return Err(format!("reading the body after {total} bytes: {e}"));
-                }
-            };
-            out.write_all(&buf[..n])
-                .map_err(|e| format!("writing to the store: {e}"))?;
-            total += n as u64;
-            bar.inc(n as u64);
-        }
-        bar.finish_and_clear();
-        Ok(total)
-    }
-
-    fn bar(&self, label: &str, len: Option<u64>) -> ProgressBar {
-        if !self.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
-        let template = if len.is_some() {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
-        } else {
-            "{msg} {bytes} {bytes_per_sec}"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(label.to_owned());
-        bar
+        let bar = crate::progress::bar(label, body.content_length(), self.progress);
+        crate::progress::copy(&mut body.as_reader(), out, &bar).map_err(|e| match e {
+            CopyError::Read { read, error } => {
+                format!("reading the body after {read} bytes: {error}")
+            }
+            CopyError::Write(e) => format!("writing to the store: {e}"),
+        })
     }
 }

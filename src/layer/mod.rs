@@ -67,8 +67,8 @@ pub struct LayerInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("{}: {kind} cannot be stored in a layer (only files, directories and symlinks)", path.display())]
     Unsupported { path: PathBuf, kind: &'static str },
     #[error("{}: {what} changed while it was being packed", path.display())]
@@ -82,7 +82,7 @@ pub enum Error {
     #[error("{}: not a directory", .0.display())]
     NotADirectory(PathBuf),
     #[error("writing the layer: {0}")]
-    Write(#[source] io::Error),
+    Write(io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -104,7 +104,7 @@ pub fn pack<W: Write + Send>(dir: &Path, opts: &PackOptions, out: W) -> Result<L
     }
     let meta = fs::metadata(dir).map_err(|source| Error::Io {
         path: dir.to_owned(),
-        source,
+        error: source,
     })?;
     if !meta.is_dir() {
         return Err(Error::NotADirectory(dir.to_owned()));
@@ -152,7 +152,10 @@ pub fn pack<W: Write + Send>(dir: &Path, opts: &PackOptions, out: W) -> Result<L
 pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Result<LayerInfo> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
-        move |source| Error::Io { path, source }
+        move |source| Error::Io {
+            path,
+            error: source,
+        }
     };
     fs::create_dir_all(blob_dir).map_err(io_err(blob_dir))?;
     let tmp = tempfile::Builder::new()
@@ -167,7 +170,7 @@ pub fn pack_to_blob_dir(dir: &Path, opts: &PackOptions, blob_dir: &Path) -> Resu
     let dest = blob_dir.join(info.digest.hex());
     tmp.persist(&dest).map_err(|e| Error::Io {
         path: dest.clone(),
-        source: e.error,
+        error: e.error,
     })?;
     crate::fsutil::sync_dir(blob_dir).map_err(io_err(blob_dir))?;
     Ok(info)
@@ -196,7 +199,7 @@ impl<'scope, W: Write + Send + 'scope> Packer<'_, 'scope, W> {
     fn dir(&mut self, dir: &Path, prefix: &mut Vec<u8>) -> Result<()> {
         let io_err = |source| Error::Io {
             path: dir.to_owned(),
-            source,
+            error: source,
         };
         let mut children = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err)? {
@@ -204,7 +207,7 @@ impl<'scope, W: Write + Send + 'scope> Packer<'_, 'scope, W> {
             let path = entry.path();
             let meta = fs::symlink_metadata(&path).map_err(|source| Error::Io {
                 path: path.clone(),
-                source,
+                error: source,
             })?;
             let mut key = entry.file_name().as_bytes().to_vec();
             if meta.is_dir() {
@@ -293,7 +296,7 @@ impl<'scope, W: Write + Send + 'scope> Packer<'_, 'scope, W> {
                 target = fs::read_link(path)
                     .map_err(|source| Error::Io {
                         path: path.clone(),
-                        source,
+                        error: source,
                     })?
                     .into_os_string()
                     .into_vec();
@@ -336,7 +339,7 @@ impl<'scope, W: Write + Send + 'scope> Packer<'_, 'scope, W> {
     fn copy_file(&mut self, path: &Path, size: u64) -> Result<()> {
         let io_err = |source| Error::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         };
         let mut file = File::open(path).map_err(io_err)?;
         let mut left = size;

@@ -40,12 +40,12 @@ pub const MAX_JSON_BLOB: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{}: invalid JSON: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("{}: invalid JSON: {error}", path.display())]
     Json {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("{}: not an OCI image layout: {reason}", path.display())]
     NotALayout { path: PathBuf, reason: String },
@@ -70,7 +70,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     }
 }
 
@@ -115,7 +115,7 @@ impl BlobWriter {
         tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
         tmp.persist(&path).map_err(|e| Error::Io {
             path: path.clone(),
-            source: e.error,
+            error: e.error,
         })?;
         crate::fsutil::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok((digest, size))
@@ -163,7 +163,7 @@ impl Layout {
         let v: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|source| Error::Json {
                 path: marker.clone(),
-                source,
+                error: source,
             })?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(Error::NotALayout {
@@ -213,24 +213,42 @@ impl Layout {
         w.commit()
     }
 
-    /// Copies the blob `digest` of `from` into this layout (hard-linked when
-    /// both are on one file system); a blob already here is complete (blobs
-    /// are written atomically).
+    /// Copies the blob `digest` of `from` into this layout: a file of its
+    /// own, never a hard link, so that editing one layout cannot change the
+    /// other (the store's blobs are what every digest is checked against).
+    /// A reflink where the file system shares extents (btrfs, XFS), else
+    /// the kernel's copy (`copy_file_range`). A blob already here is
+    /// complete (blobs are written atomically), unless it is `from`'s own
+    /// file, hard-linked by an older imgrep: that one is replaced by a copy.
     pub fn copy_blob(&self, from: &Layout, digest: &Digest) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let (from, to) = (from.blob_path(digest), self.blob_path(digest));
-        if to.exists() {
-            return Ok(());
-        }
-        if fs::hard_link(&from, &to).is_ok() {
-            return Ok(());
+        let src = File::open(&from)?;
+        match fs::metadata(&to) {
+            Ok(m) => {
+                let s = src.metadata()?;
+                if (m.dev(), m.ino()) != (s.dev(), s.ino()) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let dir = to.parent().expect("blob paths have a parent");
-        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-        fs::copy(&from, tmp.path())?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)?;
+        // SAFETY: FICLONE on two descriptors this function owns; on any
+        // error nothing was written and the copy below does the work.
+        let cloned =
+            unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0;
+        if !cloned {
+            io::copy(&mut &src, &mut tmp.as_file())?;
+        }
         tmp.as_file().sync_all()?;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
         tmp.persist(&to).map_err(|e| e.error)?;
-        Ok(())
+        crate::fsutil::sync_dir(dir)
     }
 
     /// Packs `dir` as a layer straight into this layout's blobs.
@@ -295,7 +313,10 @@ impl Layout {
     pub fn index(&self) -> Result<ImageIndex> {
         let path = self.index_path();
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Json { path, source })
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path,
+            error: source,
+        })
     }
 
     /// The ref names in index.json, sorted.
@@ -337,7 +358,7 @@ impl Layout {
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(Error::Io {
                 path: self.root.clone(),
-                source: io::Error::last_os_error(),
+                error: io::Error::last_os_error(),
             });
         }
         Ok(IndexLock(f))
@@ -482,7 +503,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     tmp.persist(path).map_err(|e| Error::Io {
         path: path.to_owned(),
-        source: e.error,
+        error: e.error,
     })?;
     crate::fsutil::sync_dir(dir).map_err(io_err(dir))
 }

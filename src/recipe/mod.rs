@@ -3,12 +3,14 @@
 //! that keys the build cache.
 
 mod check;
+mod cycles;
 mod diag;
 mod input;
 mod node;
 mod output;
 mod parse;
 mod set;
+mod suggest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

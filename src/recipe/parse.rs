@@ -7,6 +7,7 @@ use std::path::Path;
 use super::check;
 use super::diag::{Diagnostic, Position};
 use super::node::{self, LineIndex, Node, Span, Spanned};
+use super::suggest::suggest;
 use super::{
     Action, Build, BuildDir, Debs, Image, Kind, Output, Pin, Recipe, Source, Step, SECTIONS,
 };
@@ -45,6 +46,16 @@ const STEP_KEYS: &[&str] = &["argv", "workdir"];
 const DEBS_KEYS: &[&str] = &["symlinks", "dirs"];
 const IMAGE_KEYS: &[&str] = &["entrypoint", "cmd", "env", "workdir"];
 const OUTPUT_KEYS: &[&str] = &["image", "diff_id"];
+
+/// Whether an unknown key of `entries` is a typo of one of `keys`: then
+/// [`Cx::known_keys`] said so, and "missing `key`" would say it twice.
+fn misspelled(entries: &Entries, allowed: &[&str], keys: &[&str]) -> bool {
+    entries.iter().any(|(k, _)| {
+        let k = k.get_ref().as_str();
+        !allowed.contains(&k)
+            && suggest(k, allowed.iter().copied()).is_some_and(|s| keys.contains(&s))
+    })
+}
 
 type Entries = [(Spanned<String>, Spanned<Node>)];
 
@@ -151,19 +162,22 @@ impl Cx<'_> {
         }
     }
 
-    /// Reports every key not in `allowed`, naming the allowed ones.
+    /// Reports every key not in `allowed`: the allowed key it is a typo
+    /// of, else every allowed key.
     fn known_keys(&mut self, entries: &Entries, allowed: &[&str], section: &str) {
         for (key, _) in entries {
-            if !allowed.contains(&key.get_ref().as_str()) {
-                self.error(
-                    &key.span(),
-                    format!(
-                        "unknown key `{}` in {section}; expected one of: {}",
-                        key.get_ref(),
-                        allowed.join(", ")
-                    ),
-                );
+            let key_str = key.get_ref().as_str();
+            if allowed.contains(&key_str) {
+                continue;
             }
+            let message = match suggest(key_str, allowed.iter().copied()) {
+                Some(s) => format!("unknown key `{key_str}` in {section}; did you mean `{s}`?"),
+                None => format!(
+                    "unknown key `{key_str}` in {section}; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            };
+            self.error(&key.span(), message);
         }
     }
 
@@ -229,7 +243,9 @@ impl Cx<'_> {
         self.known_keys(top, SECTIONS, "the top level");
 
         let Some(package) = get(top, "package") else {
-            self.error(&(0..0), "missing [package] section");
+            if !misspelled(top, SECTIONS, &["package"]) {
+                self.error(&(0..0), "missing [package] section");
+            }
             return None;
         };
         let package = self.table(package, "[package]")?;
@@ -244,7 +260,9 @@ impl Cx<'_> {
                 name
             }
             None => {
-                self.error(&header(doc, "package"), "missing key `name` in [package]");
+                if !misspelled(package, PACKAGE_KEYS, &["name"]) {
+                    self.error(&header(doc, "package"), "missing key `name` in [package]");
+                }
                 return None;
             }
         };
@@ -257,10 +275,12 @@ impl Cx<'_> {
                 version
             }
             None => {
-                self.error(
-                    &header(doc, "package"),
-                    "missing key `version` in [package]",
-                );
+                if !misspelled(package, PACKAGE_KEYS, &["version"]) {
+                    self.error(
+                        &header(doc, "package"),
+                        "missing key `version` in [package]",
+                    );
+                }
                 None
             }
         };
@@ -296,10 +316,12 @@ impl Cx<'_> {
         let build = match (kind, get(top, "build")) {
             (Kind::Build, Some(b)) => self.build(b),
             (Kind::Build, None) => {
-                self.error(
-                    &(0..0),
-                    "missing [build] section: a kind = \"build\" recipe needs `script` or `steps`",
-                );
+                if !misspelled(top, SECTIONS, &["build"]) {
+                    self.error(
+                        &(0..0),
+                        "missing [build] section: a kind = \"build\" recipe needs `script` or `steps`",
+                    );
+                }
                 None
             }
             (Kind::Debs, Some(b)) => {
@@ -480,6 +502,7 @@ impl Cx<'_> {
         if ["url", "urls", "path"]
             .iter()
             .all(|k| get(entries, k).is_none())
+            && !misspelled(entries, SOURCE_KEYS, &["url", "urls", "path"])
         {
             self.error(
                 &start,
@@ -499,10 +522,14 @@ impl Cx<'_> {
                 None
             }
             (None, None) => {
-                self.error(
-                    &start,
-                    format!("{what}: missing `sha256` or `tree`: every source is pinned by a hash"),
-                );
+                if !misspelled(entries, SOURCE_KEYS, &["sha256", "tree"]) {
+                    self.error(
+                        &start,
+                        format!(
+                            "{what}: missing `sha256` or `tree`: every source is pinned by a hash"
+                        ),
+                    );
+                }
                 None
             }
             (Some(s), None) => {
@@ -785,10 +812,12 @@ impl Cx<'_> {
                 None
             }
             (None, None) => {
-                self.error(
-                    &node.span(),
-                    "[build]: missing `script` or `steps`: a build recipe says what runs",
-                );
+                if !misspelled(entries, BUILD_KEYS, &["script", "steps"]) {
+                    self.error(
+                        &node.span(),
+                        "[build]: missing `script` or `steps`: a build recipe says what runs",
+                    );
+                }
                 None
             }
             (Some(s), None) => match self.string(s, "build.script") {
@@ -850,7 +879,9 @@ impl Cx<'_> {
                     match get(entries, "argv") {
                         Some(a) => (a, workdir),
                         None => {
-                            self.error(&item.span(), format!("{what}: missing `argv`"));
+                            if !misspelled(entries, STEP_KEYS, &["argv"]) {
+                                self.error(&item.span(), format!("{what}: missing `argv`"));
+                            }
                             ok = false;
                             continue;
                         }
@@ -1007,10 +1038,12 @@ impl Cx<'_> {
             None => name.to_owned(),
         };
         let Some(d) = get(entries, "diff_id") else {
-            self.error(
-                &node.span(),
-                "missing key `diff_id` in [output]: the `sha256:<hex>` of the layer the build must produce",
-            );
+            if !misspelled(entries, OUTPUT_KEYS, &["diff_id"]) {
+                self.error(
+                    &node.span(),
+                    "missing key `diff_id` in [output]: the `sha256:<hex>` of the layer the build must produce",
+                );
+            }
             return None;
         };
         let text = self.string(d, "output.diff_id")?;

@@ -3,7 +3,7 @@
 //! renamed only once digest and size match.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -14,6 +14,7 @@ use super::transport::{query_escape, Body, Req};
 use super::{Client, Error, Repository, Result};
 use crate::digest::{Digest, HashingWriter};
 use crate::oci::{Layout, MAX_JSON_BLOB};
+use crate::progress::CopyError;
 
 impl Client {
     /// Uploads the blob at `path` (digest and size already verified):
@@ -90,7 +91,7 @@ impl Client {
     ) -> Result<()> {
         let io = |source| Error::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         };
         let mut file = File::open(path).map_err(io)?;
         let chunked = size > self.options.chunk_threshold;
@@ -185,7 +186,7 @@ impl Client {
         let dir = layout.blobs_dir();
         let io = |source| Error::Io {
             path: dir.clone(),
-            source,
+            error: source,
         };
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
@@ -195,25 +196,14 @@ impl Client {
         let mut out = HashingWriter::new(tmp);
         let bar = self.bar(&format!("pulling {kind} {}", &digest.hex()[..12]), size);
         let mut reader = resp.into_body().into_reader().take(size + 1);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    bar.abandon();
-                    return Err(Error::Connection {
-                        host: repo.registry.host.clone(),
-                        what: format!("downloading {what}"),
-                        detail: e.to_string(),
-                    });
-                }
-            };
-            out.write_all(&buf[..n]).map_err(io)?;
-            bar.inc(n as u64);
-        }
-        bar.finish_and_clear();
+        crate::progress::copy(&mut reader, &mut out, &bar).map_err(|e| match e {
+            CopyError::Read { error, .. } => Error::Connection {
+                host: repo.registry.host.clone(),
+                what: format!("downloading {what}"),
+                detail: error.to_string(),
+            },
+            CopyError::Write(e) => io(e),
+        })?;
         let (tmp, actual, actual_size) = out.finish();
         if actual_size != size {
             return Err(Error::SizeMismatch {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use oci_spec::image::{Descriptor, DescriptorBuilder};
 use ureq::http::Method;
 
@@ -243,7 +243,7 @@ impl Client {
         let manifest_path = layout.blob_path(&image.manifest_digest);
         let bytes = fs::read(&manifest_path).map_err(|source| Error::Io {
             path: manifest_path,
-            source,
+            error: source,
         })?;
         let media_type = serde_json::from_slice::<Document>(&bytes)
             .ok()
@@ -353,13 +353,13 @@ impl Client {
         Ok(desc)
     }
 
-    /// The manifest digest and the config's diff_ids of `repo:reference`,
-    /// as `imgrep verify --registry` compares them with a signed statement.
+    /// The manifest digest and the config's diff_ids of `repo:reference`
+    /// (which `imgrep verify --registry` compares with a signed statement).
     pub fn image_digests(
         &self,
         repo: &Repository,
         reference: &str,
-    ) -> Result<crate::statement::ImageDigests> {
+    ) -> Result<(Digest, Vec<Digest>)> {
         let (bytes, digest, media_type) = self.get_manifest(repo, reference)?;
         let what = format!("manifest {repo}:{reference}");
         if !manifest::is_image(&media_type) {
@@ -382,10 +382,7 @@ impl Client {
                 what: format!("config {} of {what}", config.digest),
                 reason: format!("no readable rootfs.diff_ids: {e}"),
             })?;
-        Ok(crate::statement::ImageDigests {
-            manifest: digest,
-            diff_ids: parsed.rootfs.diff_ids,
-        })
+        Ok((digest, parsed.rootfs.diff_ids))
     }
 
     /// PUTs a manifest under a tag or digest; the registry's
@@ -425,17 +422,7 @@ impl Client {
     }
 
     pub(super) fn bar(&self, label: &str, len: u64) -> ProgressBar {
-        if !self.options.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(label.to_owned());
-        bar
+        crate::progress::bar(label, Some(len), self.options.progress)
     }
 }
 
@@ -459,11 +446,11 @@ pub(super) fn has_blob(layout: &Layout, digest: &Digest, size: u64) -> bool {
 fn read_ca_file(path: &Path) -> Result<ureq::tls::RootCerts> {
     let bad = |reason: String| Error::Io {
         path: path.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidData, reason),
+        error: io::Error::new(io::ErrorKind::InvalidData, reason),
     };
     let pem = fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {

@@ -135,10 +135,10 @@ pub enum Error {
     NoTag { reference: String, action: String },
     #[error(transparent)]
     Layout(#[from] crate::oci::Error),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

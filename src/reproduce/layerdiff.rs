@@ -24,10 +24,10 @@ const CONTEXT: usize = 3;
 const MAX_SHOWN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: reading the layer: {source}")]
+#[error("{path}: reading the layer: {error}")]
 pub struct LayerDiffError {
     pub path: PathBuf,
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 /// What the tar header and contents of one path say.
@@ -225,7 +225,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 fn index(path: &Path) -> Result<BTreeMap<String, Entry>, LayerDiffError> {
     let err = |source| LayerDiffError {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut archive = tar::Archive::new(open(path).map_err(err)?);
     let mut out = BTreeMap::new();
@@ -308,7 +308,7 @@ fn contents(
 ) -> Result<BTreeMap<String, String>, LayerDiffError> {
     let err = |source| LayerDiffError {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut archive = tar::Archive::new(open(path).map_err(err)?);
     let mut out = BTreeMap::new();

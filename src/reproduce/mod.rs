@@ -67,16 +67,16 @@ pub enum ReproduceError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Statement(#[from] crate::sign::manifests::ManifestError),
-    #[error("{layout}: {source}")]
+    #[error("{layout}: {error}")]
     Layout {
         layout: PathBuf,
-        source: crate::oci::Error,
+        error: crate::oci::Error,
     },
-    #[error("{layout}: image {reference}: diff_id: {source}")]
+    #[error("{layout}: image {reference}: diff_id: {error}")]
     DiffId {
         layout: PathBuf,
         reference: String,
-        source: crate::digest::DigestParseError,
+        error: crate::digest::DigestParseError,
     },
     #[error(
         "{package}: nothing to compare with: no statement {statement} and no image tagged {package} in {layout}{hint}"
@@ -87,10 +87,10 @@ pub enum ReproduceError {
         layout: String,
         hint: &'static str,
     },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("pinning the rebuild to CPU {cpu}: {source}")]
-    Pin { cpu: usize, source: nix::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error("pinning the rebuild to CPU {cpu}: {error}")]
+    Pin { cpu: usize, error: nix::Error },
 }
 
 impl From<BuildError> for ReproduceError {
@@ -229,14 +229,14 @@ pub fn reproduce(
 
     fs::create_dir_all(&opts.work_parent).map_err(|source| ReproduceError::Io {
         path: opts.work_parent.clone(),
-        source,
+        error: source,
     })?;
     let work = tempfile::Builder::new()
         .prefix("imgrep-reproduce-")
         .tempdir_in(&opts.work_parent)
         .map_err(|source| ReproduceError::Io {
             path: opts.work_parent.clone(),
-            source,
+            error: source,
         })?
         .keep();
     let result = rebuild_and_compare(
@@ -303,7 +303,7 @@ fn rebuild_and_compare(
     let built = {
         let _pinned = conditions::pin(cond.cpu).map_err(|source| ReproduceError::Pin {
             cpu: cond.cpu.unwrap_or_default(),
-            source,
+            error: source,
         })?;
         let _umask = conditions::process_umask(cond.variation.umask);
         builder.build(roots)?
@@ -343,7 +343,7 @@ fn reference(
     let ref_name = format!("{name}:{version}");
     let layout_err = |source| ReproduceError::Layout {
         layout: layout.to_owned(),
-        source,
+        error: source,
     };
     let l = Layout::open(layout).map_err(layout_err)?;
     let image = match l.read_image(&ref_name, false) {
@@ -361,7 +361,7 @@ fn reference(
         .map_err(|source| ReproduceError::DiffId {
             layout: layout.to_owned(),
             reference: ref_name.clone(),
-            source,
+            error: source,
         })?;
     let input = image
         .config
@@ -405,12 +405,7 @@ fn compare(
     let Some(reference) = reference else {
         return Ok(row);
     };
-    row.reasons = reference
-        .image
-        .differences(&row.got)
-        .into_iter()
-        .map(|d| d.replace("signed", "expected").replace("local", "got"))
-        .collect();
+    row.reasons = reference.image.differences(&row.got, "expected", "got");
     if let Some(input) = reference.input.filter(|i| *i != built.input) {
         row.reasons.push(format!(
             "input digest: expected {input}, got {}: the reference was built from another recipe tree or other dependency images",
@@ -475,7 +470,7 @@ fn explain(
             (Some(a), Some(b)) => {
                 report.changes = diff_layers(&a, &b).map_err(|e| ReproduceError::Io {
                     path: e.path,
-                    source: e.source,
+                    error: e.error,
                 })?;
             }
             (None, _) => {

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::builder::Built;
 use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
+use crate::statement::ImageDigests;
 
 /// How one built package compares with its statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,26 +41,16 @@ pub fn check_statement(
             stored.statement.input_digest, built.input
         ));
     }
-    let image = &stored.statement.image;
-    if image.manifest != built.manifest_digest() {
-        diffs.push(format!(
-            "manifest digest: statement {}, built {}",
-            image.manifest,
-            built.manifest_digest()
-        ));
-    }
-    if image.diff_ids.len() != built.diff_ids.len() {
-        diffs.push(format!(
-            "layer count: statement {}, built {}",
-            image.diff_ids.len(),
-            built.diff_ids.len()
-        ));
-    }
-    for (i, (s, b)) in image.diff_ids.iter().zip(&built.diff_ids).enumerate() {
-        if s != b {
-            diffs.push(format!("layer {i} diff_id: statement {s}, built {b}"));
-        }
-    }
+    let built_image = ImageDigests {
+        manifest: built.manifest_digest(),
+        diff_ids: built.diff_ids.clone(),
+    };
+    diffs.extend(
+        stored
+            .statement
+            .image
+            .differences(&built_image, "statement", "built"),
+    );
     Ok(if diffs.is_empty() {
         StatementCheck::Match
     } else {

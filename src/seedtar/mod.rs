@@ -12,11 +12,13 @@
 //! in `sha256sum -c` format. A reader accepts the tarball only when all of it
 //! holds (module [`open`]).
 
+mod bootstrap;
 mod check;
 mod export;
 mod index;
 mod open;
 
+pub use bootstrap::{bootstrap, BootstrapOptions, Bootstrapped, PackageResult};
 pub use check::{check_statement, StatementCheck};
 pub use export::{export, ExportOptions, Exported};
 pub use index::{Index, Member, MemberKind, SourceEntry, INDEX, INDEX_SHA256, INDEX_TYPE};
@@ -53,10 +55,28 @@ pub enum SeedError {
     #[error("{package}: {message}")]
     Source { package: String, message: String },
     #[error("packing the seed tarball: {0}")]
-    Pack(#[from] crate::layer::Error),
+    Pack(crate::layer::Error),
+    #[error("the seed tarball's recipes: {0}")]
+    Recipes(crate::recipe::RecipeError),
+    #[error("{package}: not in the seed tarball (it holds: {closure})")]
+    NotInSeed { package: String, closure: String },
+    #[error(transparent)]
+    Manifest(#[from] crate::sign::manifests::ManifestError),
+    #[error(transparent)]
+    Trust(#[from] crate::sign::trust::TrustError),
+    #[error(transparent)]
+    Policy(#[from] crate::sign::policy::PolicyError),
+    #[error(transparent)]
+    Verify(#[from] crate::sign::verify::VerifyError),
     /// The tarball is not what its index says: nothing from it may be used.
     #[error("{}: refused, nothing was built: {reason}", file.display())]
     Corrupt { file: PathBuf, reason: String },
+}
+
+impl From<crate::layer::Error> for SeedError {
+    fn from(e: crate::layer::Error) -> Self {
+        SeedError::Pack(e)
+    }
 }
 
 impl From<crate::builder::BuildError> for SeedError {

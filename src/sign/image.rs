@@ -15,10 +15,10 @@ const MAX_JSON_BLOB: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Json { path: PathBuf, message: String },
@@ -83,7 +83,7 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
     use std::io::Read as _;
     let io = |source| ImageError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut bytes = Vec::new();
     std::fs::File::open(path)

@@ -66,10 +66,10 @@ impl serde::Serialize for KeyId {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a minisign public key: {reason}")]
     MalformedPublic { path: String, reason: String },
@@ -95,7 +95,7 @@ pub enum KeyError {
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     }
 }
 
@@ -162,18 +162,9 @@ pub fn load_secret_key(path: &Path, password: &PasswordSource) -> Result<Signing
         path: path.to_owned(),
         reason: reason.to_owned(),
     };
-    let mut lines = text.lines();
-    if !lines
-        .next()
-        .is_some_and(|l| l.starts_with("untrusted comment:"))
-    {
-        return Err(malformed("line 1: expected `untrusted comment: ...`"));
-    }
-    let encoded = lines
-        .next()
-        .ok_or_else(|| malformed("line 2: missing the encoded key"))?;
+    let encoded = key_line(&text).map_err(malformed)?;
     let raw = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+        .decode(encoded)
         .map_err(|e| malformed(&format!("line 2: not base64: {e}")))?;
     if raw.len() != SECRET_KEY_LEN || &raw[..2] != b"Ed" {
         return Err(malformed(&format!(
@@ -220,17 +211,24 @@ pub fn read_public_key(path: &Path) -> Result<minisign::PublicKey, KeyError> {
         path: path.display().to_string(),
         reason: reason.to_owned(),
     };
+    let encoded = key_line(&text).map_err(malformed)?;
+    parse_public_key(encoded).map_err(|reason| malformed(&format!("line 2: {reason}")))
+}
+
+/// The encoded key of a minisign key file (secret or public): line 1
+/// `untrusted comment: ...`, line 2 the key in base64.
+fn key_line(text: &str) -> Result<&str, &'static str> {
     let mut lines = text.lines();
     if !lines
         .next()
         .is_some_and(|l| l.starts_with("untrusted comment:"))
     {
-        return Err(malformed("line 1: expected `untrusted comment: ...`"));
+        return Err("line 1: expected `untrusted comment: ...`");
     }
-    let encoded = lines
+    lines
         .next()
-        .ok_or_else(|| malformed("line 2: missing the encoded key"))?;
-    parse_public_key(encoded.trim()).map_err(|reason| malformed(&format!("line 2: {reason}")))
+        .map(str::trim)
+        .ok_or("line 2: missing the encoded key")
 }
 
 /// Parses a public key as `minisign -P` takes it (base64, `RW...`).

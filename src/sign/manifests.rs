@@ -18,12 +18,12 @@ use crate::statement::{valid_name, valid_version, Statement, StatementError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error("{path}: {error}")]
     Statement {
         path: PathBuf,
-        source: StatementError,
+        error: StatementError,
     },
     #[error("invalid package {0:?}: expected NAME or NAME:VERSION")]
     Spec(String),
@@ -126,7 +126,10 @@ impl Manifests {
         let bytes = st.to_bytes();
         let io = |path: &Path| {
             let path = path.to_owned();
-            move |source| ManifestError::Io { path, source }
+            move |source| ManifestError::Io {
+                path,
+                error: source,
+            }
         };
         match fs::read(&path) {
             Ok(old) if old == bytes => return Ok(path),
@@ -149,17 +152,17 @@ impl Manifests {
         let path = self.statement_path(pv);
         let bytes = fs::read(&path).map_err(|source| ManifestError::Io {
             path: path.clone(),
-            source,
+            error: source,
         })?;
         let statement =
             Statement::from_bytes(&bytes).map_err(|source| ManifestError::Statement {
                 path: path.clone(),
-                source,
+                error: source,
             })?;
         if statement.name != pv.name || statement.version != pv.version {
             return Err(ManifestError::Statement {
                 path,
-                source: StatementError::Name(format!(
+                error: StatementError::Name(format!(
                     "{}:{} (the directory says {pv})",
                     statement.name, statement.version
                 )),
@@ -243,7 +246,7 @@ impl Manifests {
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, ManifestError> {
     let io = |source| ManifestError::Io {
         path: dir.to_owned(),
-        source,
+        error: source,
     };
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

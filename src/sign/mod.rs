@@ -27,10 +27,10 @@ pub enum SignError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Signature(#[from] SignatureError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid role {0:?}: expected [a-z][a-z0-9_-]*")]
     Role(String),
@@ -68,7 +68,10 @@ pub fn sign_package(
     }
     let stored = manifests.read_statement(pv)?;
     let local = image::local_image(layout, &pv.name, &pv.version)?;
-    let differences = stored.statement.image.differences(&local);
+    let differences = stored
+        .statement
+        .image
+        .differences(&local, "signed", "local");
     if !differences.is_empty() {
         return Err(SignError::Mismatch {
             package: pv.clone(),
@@ -86,13 +89,13 @@ pub fn sign_package(
         if other != path && SignatureFile::read(&other).is_ok_and(|s| s.key_id == key.id) {
             std::fs::remove_file(&other).map_err(|source| SignError::Io {
                 path: other.clone(),
-                source,
+                error: source,
             })?;
         }
     }
     write_published(&path, text.as_bytes()).map_err(|source| SignError::Io {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     Ok(Signed {
         package: pv.to_string(),

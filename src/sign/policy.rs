@@ -25,10 +25,10 @@ pub struct Policy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -41,7 +41,7 @@ impl Policy {
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         let policy: Policy = toml::from_str(&text).map_err(|e| PolicyError::Parse {
             path: path.to_owned(),

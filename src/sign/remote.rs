@@ -6,6 +6,7 @@
 use crate::registry::{version_tag, Client, Repository};
 use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
 use crate::sign::verify::{ImageCheck, PackageReport};
+use crate::statement::ImageDigests;
 
 /// Where the image of `pv` is looked up under `prefix`.
 pub fn image_reference(prefix: &Repository, pv: &PackageVersion) -> (Repository, String) {
@@ -31,14 +32,13 @@ pub fn check_registry(
     let reference = format!("{repo}:{tag}");
     report.image = match client.image_digests(&repo, &tag) {
         Err(e) => ImageCheck::Fail(vec![e.to_string()]),
-        Ok(remote) => match signed.differences(&remote) {
-            d if d.is_empty() => ImageCheck::Ok,
-            d => ImageCheck::Fail(
-                d.into_iter()
-                    .map(|r| r.replace(", local ", ", registry "))
-                    .collect(),
-            ),
-        },
+        Ok((manifest, diff_ids)) => {
+            let remote = ImageDigests { manifest, diff_ids };
+            match signed.differences(&remote, "signed", "registry") {
+                d if d.is_empty() => ImageCheck::Ok,
+                d => ImageCheck::Fail(d),
+            }
+        }
     };
     if let ImageCheck::Fail(reasons) = &report.image {
         report.failures.extend(

@@ -40,10 +40,10 @@ pub struct TrustedKey {
 pub enum TrustError {
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Roles { path: PathBuf, message: String },
@@ -121,7 +121,7 @@ impl Trust {
     pub fn add_keyring(&mut self, dir: &Path) -> Result<(), TrustError> {
         let io = |source| TrustError::Io {
             path: dir.to_owned(),
-            source,
+            error: source,
         };
         let mut roles = read_roles(&dir.join("roles.toml"))?;
         let mut files = Vec::new();
@@ -196,7 +196,7 @@ fn read_roles(path: &Path) -> Result<BTreeMap<String, String>, TrustError> {
         Err(source) => {
             return Err(TrustError::Io {
                 path: path.to_owned(),
-                source,
+                error: source,
             })
         }
     };

@@ -146,7 +146,11 @@ pub fn verify_package(
         None => ImageCheck::NotChecked,
         Some(layout) => match image::local_image(layout, &pv.name, &pv.version) {
             Err(e) => ImageCheck::Fail(vec![e.to_string()]),
-            Ok(local) => match stored.statement.image.differences(&local) {
+            Ok(local) => match stored
+                .statement
+                .image
+                .differences(&local, "signed", "local")
+            {
                 d if d.is_empty() => ImageCheck::Ok,
                 d => ImageCheck::Fail(d),
             },

@@ -22,8 +22,8 @@ pub enum TarError {
         entry: Option<String>,
         reason: String,
     },
-    #[error("reading the archive at byte {offset}: {source}")]
-    Read { offset: u64, source: io::Error },
+    #[error("reading the archive at byte {offset}: {error}")]
+    Read { offset: u64, error: io::Error },
 }
 
 fn entry_suffix(entry: &Option<String>) -> String {
@@ -120,7 +120,7 @@ impl<R: Read> TarStream<R> {
                 Err(source) => {
                     return Err(TarError::Read {
                         offset: self.offset + got as u64,
-                        source,
+                        error: source,
                     })
                 }
             }
@@ -258,7 +258,7 @@ impl<R: Read> TarStream<R> {
                 Err(source) => {
                     return Err(TarError::Read {
                         offset: self.offset,
-                        source,
+                        error: source,
                     })
                 }
                 Ok(n) => break n,
@@ -289,7 +289,7 @@ impl<R: Read> TarStream<R> {
             if !self.read_full(&mut pad)? {
                 return Err(TarError::Read {
                     offset: self.offset,
-                    source: io::ErrorKind::UnexpectedEof.into(),
+                    error: io::ErrorKind::UnexpectedEof.into(),
                 });
             }
             self.pending_pad = 0;
@@ -312,7 +312,7 @@ impl<R: Read> TarStream<R> {
                 Err(source) => {
                     return Err(TarError::Read {
                         offset: self.offset,
-                        source,
+                        error: source,
                     })
                 }
             }
