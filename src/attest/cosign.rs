@@ -9,17 +9,15 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::digest::Digest;
+// Where cosign keeps signatures is the layout's and the registry's business
+// too: they live in oci, below both this module and the registry client.
+pub use crate::oci::{signature_tag, SignatureImage};
 use crate::sign::keys::SigningKey;
 use crate::sign::raw;
 
 pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const SIGNATURE_TYPE: &str = "cosign container image signature";
-
-/// The tag cosign's layout stores the signatures of `manifest` under.
-pub fn signature_tag(manifest: &Digest) -> String {
-    format!("sha256-{}.sig", manifest.hex())
-}
 
 /// The payload: `reference` is the image as users name it
 /// (`HOST/REPO:TAG`), which the policy's `signedIdentity` compares.
@@ -33,13 +31,6 @@ pub fn payload(reference: &str, manifest: &Digest) -> Vec<u8> {
         "optional": null,
     });
     crate::canonical::to_vec(&doc).expect("a payload serializes")
-}
-
-/// The blobs and manifest of a signature: (config, payload, manifest).
-pub struct SignatureImage {
-    pub config: Vec<u8>,
-    pub payload: Vec<u8>,
-    pub manifest: Vec<u8>,
 }
 
 /// Signs `payload` with `key` and lays it out as cosign does.

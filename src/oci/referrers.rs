@@ -11,6 +11,18 @@ use serde_json::json;
 use super::{descriptor, io_err, to_digest, Error, Layout, Result};
 use crate::digest::Digest;
 
+/// The tag cosign's layout stores the signatures of `manifest` under.
+pub fn signature_tag(manifest: &Digest) -> String {
+    format!("sha256-{}.sig", manifest.hex())
+}
+
+/// The blobs and manifest of a cosign signature: (config, payload, manifest).
+pub struct SignatureImage {
+    pub config: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub manifest: Vec<u8>,
+}
+
 /// The empty config of an artifact manifest (image-spec 1.1).
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_JSON: &[u8] = b"{}";

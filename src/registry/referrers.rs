@@ -11,9 +11,8 @@ use ureq::http::Method;
 use super::manifest::{OCI_INDEX, OCI_MANIFEST};
 use super::transport::{header, Body, Req};
 use super::{Client, Error, Repository, Result};
-use crate::attest::cosign::{signature_tag, SignatureImage};
 use crate::digest::Digest;
-use crate::oci::Layout;
+use crate::oci::{signature_tag, Layout, SignatureImage};
 
 /// How the registry came to list the artifacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -212,11 +211,11 @@ impl Client {
             if !self.blob_exists(repo, &digest)? {
                 let tmp = tempfile::NamedTempFile::new().map_err(|source| Error::Io {
                     path: std::env::temp_dir(),
-                    source,
+                    error: source,
                 })?;
                 std::fs::write(tmp.path(), blob).map_err(|source| Error::Io {
                     path: tmp.path().to_owned(),
-                    source,
+                    error: source,
                 })?;
                 self.upload_blob(repo, tmp.path(), &digest, blob.len() as u64, "signature")?;
             }

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask ci`, `cargo xtask bench <name>`.
+//! Developer tasks: `cargo xtask ci`, `cargo xtask tidy`, `cargo xtask bench <name>`.
 
 mod bench_cache;
 
@@ -9,14 +9,16 @@ use anyhow::{bail, Context, Result};
 mod bench_layers;
 mod bench_sandbox;
 mod bench_stage0;
+mod tidy;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("tidy") => tidy::run(&workspace_root()),
         Some("bench") => bench(&args[1..]),
         Some("man") => man(),
-        _ => bail!("usage: cargo xtask ci | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0>"),
+        _ => bail!("usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0>"),
     }
 }
 
@@ -83,9 +85,11 @@ fn man() -> Result<()> {
     Ok(())
 }
 
-/// The gate every change passes: formatting, lints as errors, the whole
-/// test suite (real sandbox, real OCI consumers; see README.md).
+/// The gate every change passes: the layering and error-message checks,
+/// formatting, lints as errors, the whole test suite (real sandbox, real
+/// OCI consumers; see README.md).
 fn ci() -> Result<()> {
+    tidy::run(&workspace_root())?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run(
         "cargo",
