@@ -139,19 +139,25 @@ pub fn check_layers(file: &Path, text: &str) -> Vec<Finding> {
             ),
         }];
     };
+    // The code without comments, each line kept (so offsets give lines).
+    let code: String = code_lines(text)
+        .map(|(_, l)| l)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
     let mut out = Vec::new();
-    for (n, line) in code_lines(text) {
-        let mut rest = line;
-        while let Some(i) = rest.find("crate::") {
-            let before = rest[..i].chars().last();
-            rest = &rest[i + "crate::".len()..];
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                continue;
-            }
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
+    let mut from = 0;
+    while let Some(i) = code[from..].find("crate::") {
+        let at = from + i;
+        from = at + "crate::".len();
+        if code[..at]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        for name in imported(&code[from..]) {
             if name == module {
                 continue;
             }
@@ -163,7 +169,7 @@ pub fn check_layers(file: &Path, text: &str) -> Vec<Finding> {
                 let how = if theirs == own { "beside" } else { "above" };
                 out.push(Finding {
                     file: file.to_owned(),
-                    line: n,
+                    line: line_of(at),
                     message: format!(
                         "`{module}` (layer \"{}\") uses `crate::{name}`, a module {how} it \
                          (layer \"{}\"): move the shared piece down, or the caller up",
@@ -174,6 +180,39 @@ pub fn check_layers(file: &Path, text: &str) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// The first path segments named right after `crate::`: one name, or each
+/// of a group `{a::b, c}` (which may span lines).
+fn imported(rest: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let Some(group) = rest.strip_prefix('{') else {
+        return vec![ident(rest)];
+    };
+    let mut names = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                names.push(ident(&group[start..i]));
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                names.push(ident(&group[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 /// Lines of code with their numbers (1-based): `//` comments and doc
@@ -259,6 +298,15 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].line, 2);
         assert!(found[0].message.contains("crate::builder"), "{}", found[0]);
+        // A group, across lines as rustfmt writes it, is read name by name.
+        let grouped = "use crate::{\n    digest::Digest,\n    reproduce::{self, Row},\n};\n";
+        let found = check_layers(Path::new("src/store.rs"), grouped);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.contains("crate::reproduce"),
+            "{}",
+            found[0]
+        );
         // Downward imports, and the module's own paths, pass.
         let ok =
             "use crate::digest::Digest;\nuse crate::store::Store;\n// crate::cli in a comment\n";
