@@ -29,6 +29,7 @@ pub mod sign;
 pub mod statement;
 pub mod store;
 pub mod unpack;
+pub mod warn;
 
 /// SOURCE_DATE_EPOCH of every build unless a recipe overrides it:
 /// 1980-01-01T00:00:00Z, the earliest time every archive format (zip

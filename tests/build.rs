@@ -704,3 +704,54 @@ fn sigkill_during_a_store_write_then_the_next_run_finishes_identically() {
     );
     assert_eq!(fx.entries("tmp"), Vec::<String>::new());
 }
+
+#[test]
+fn a_saved_in_memory_build_keeps_holes_and_is_capped() {
+    let Some((fx, _)) = greet_tree_fixture() else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    // A 3 GiB file that is all hole but one byte: saved, it stays a hole.
+    let path = fx.recipe_path("mem-fail");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(
+        &path,
+        text.replace(
+            "echo failing; exit 7",
+            "dd if=/dev/zero of=sparse bs=1 count=1 seek=3221225471 2>/dev/null; exit 7",
+        ),
+    )
+    .unwrap();
+    let out = fx.run(&["build", "mem-fail"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let saved = fx.store_path("failed/mem-fail/build/sparse");
+    let meta = fs::metadata(&saved).unwrap();
+    assert_eq!(meta.len(), 3 << 30);
+    assert!(
+        meta.blocks() * 512 <= 1 << 20,
+        "{} bytes allocated",
+        meta.blocks() * 512
+    );
+
+    // Hard links are copied as separate files: 6 links to 8 MiB exceed the
+    // 32 MiB the directory could hold under --memory 64M. The save fails,
+    // says so, and leaves nothing partial.
+    fs::write(
+        &path,
+        text.replace(
+            "echo failing; exit 7",
+            "dd if=/dev/zero of=f bs=1M count=8 2>/dev/null; for i in 1 2 3 4 5; do ln f f$i; done; exit 7",
+        ),
+    )
+    .unwrap();
+    let out = fx.run(&["build", "--memory", "64M", "mem-fail"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("more than 33554432 bytes of file data to copy"),
+        "{err}"
+    );
+    let kept = fx.store_path("failed/mem-fail/build");
+    assert!(!kept.join("f").exists() && !kept.join("f5").exists());
+    assert!(!fx.store_path("failed/mem-fail/build-saved").exists());
+}

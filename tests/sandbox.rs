@@ -937,3 +937,354 @@ fn sigterm_to_imgrep_kills_the_tree() {
         );
     }
 }
+
+/// tests/sandbox_support/probe.c, built static into `DIR/tools/usr/bin/probe`
+/// (a layer to add with `--ro`); None (with SKIPPED printed) without a C
+/// compiler.
+fn probe_layer(fx: &Fixture, test: &str) -> Option<std::path::PathBuf> {
+    let tools = fx.dir.path().join("tools");
+    std::fs::create_dir_all(tools.join("usr/bin")).unwrap();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sandbox_support/probe.c");
+    match Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(tools.join("usr/bin/probe"))
+        .arg(src)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(tools),
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED: {test}: cc -static failed (install gcc and libc6-dev): {}",
+                stderr(&o)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {test}: no C compiler (install gcc and libc6-dev): {e}");
+            None
+        }
+    }
+}
+
+/// The probe's "NAME/ABI RESULT" lines.
+fn probe_results(o: &std::process::Output) -> std::collections::BTreeMap<String, String> {
+    stdout(o)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn seccomp_denies_shared_kernel_state_under_both_abis() {
+    let test = "seccomp_denies_shared_kernel_state_under_both_abis";
+    if !ready(test) {
+        return;
+    }
+    let fx = Fixture::new();
+    let Some(tools) = probe_layer(&fx, test) else {
+        return;
+    };
+    let tools = tools.to_str().unwrap();
+    // What the default filter answers, under the x86_64 and the i386 ABI.
+    let denied = [
+        ("keyctl", "EPERM"),
+        ("add_key", "EPERM"),
+        ("request_key", "EPERM"),
+        ("bpf", "EPERM"),
+        ("perf_event_open", "EPERM"),
+        ("userfaultfd", "EPERM"),
+        ("io_uring_setup", "EPERM"),
+        ("mount", "EPERM"),
+        ("open_tree", "EPERM"),
+        ("fsopen", "EPERM"),
+        ("personality_addr_no_randomize", "EPERM"),
+        ("socket_vsock", "EAFNOSUPPORT"),
+        ("socket_alg", "EAFNOSUPPORT"),
+        ("socket_packet", "EAFNOSUPPORT"),
+        ("ioctl_tiocsti", "EPERM"),
+        ("ioctl_tioclinux", "EPERM"),
+        ("clone3", "ENOSYS"),
+        ("unshare_newuser", "EPERM"),
+        ("clone_newuser", "EPERM"),
+    ];
+    let allowed = [
+        "getpid",
+        "personality_query",
+        "personality_linux32",
+        "personality_linux",
+        "socket_unix",
+        "socket_inet",
+    ];
+    for who in identities("seccomp") {
+        let o = fx.run(&who, &["--ro", tools, "--", "/usr/bin/probe"]);
+        assert!(o.status.success(), "{}: {}", who.label(), describe(&o));
+        let got = probe_results(&o);
+        let mut want = std::collections::BTreeMap::new();
+        for abi in ["x86_64", "i386"] {
+            for (name, errno) in &denied {
+                want.insert(format!("{name}/{abi}"), errno.to_string());
+            }
+            for name in allowed {
+                want.insert(format!("{name}/{abi}"), "ok".to_owned());
+            }
+        }
+        // A request with bits above the 32 the kernel reads is the same request.
+        want.insert("ioctl_tiocsti_high/x86_64".into(), "EPERM".into());
+        // i386 socket() through socketcall(2), whose arguments no filter reads.
+        want.insert("socketcall_vsock/i386".into(), "EAFNOSUPPORT".into());
+        // x32 is refused, not killed.
+        want.insert("getpid_x32/x86_64".into(), "ENOSYS".into());
+        assert_eq!(got, want, "{}: {}", who.label(), describe(&o));
+
+        // Relaxed: every group allowed; what no group covers stays denied.
+        let o = fx.run(
+            &who,
+            &[
+                "--seccomp-allow",
+                "relaxed",
+                "--ro",
+                tools,
+                "--",
+                "/usr/bin/probe",
+            ],
+        );
+        assert!(o.status.success(), "{}: {}", who.label(), describe(&o));
+        let got = probe_results(&o);
+        for abi in ["x86_64", "i386"] {
+            for name in [
+                "userfaultfd",
+                "personality_addr_no_randomize",
+                "unshare_newuser",
+                "clone_newuser",
+                "keyctl",
+            ] {
+                assert_eq!(
+                    got[&format!("{name}/{abi}")],
+                    "ok",
+                    "{}: {name}/{abi}: {}",
+                    who.label(),
+                    describe(&o)
+                );
+            }
+            // Unfiltered, the kernel reads the null pointers.
+            for name in ["io_uring_setup", "perf_event_open", "add_key"] {
+                assert_eq!(
+                    got[&format!("{name}/{abi}")],
+                    "EFAULT",
+                    "{}: {name}/{abi}: {}",
+                    who.label(),
+                    describe(&o)
+                );
+            }
+            for name in ["bpf", "ioctl_tiocsti"] {
+                assert_eq!(
+                    got[&format!("{name}/{abi}")],
+                    "EPERM",
+                    "{}: {name}/{abi}: {}",
+                    who.label(),
+                    describe(&o)
+                );
+            }
+            assert_eq!(
+                got[&format!("socket_vsock/{abi}")],
+                "EAFNOSUPPORT",
+                "{}",
+                describe(&o)
+            );
+            assert_eq!(got[&format!("clone3/{abi}")], "ENOSYS", "{}", describe(&o));
+        }
+    }
+    let o = fx.run(&Who::Me, &["--seccomp-allow", "everything", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("unknown group \"everything\""),
+        "{}",
+        describe(&o)
+    );
+}
+
+#[test]
+fn each_sandbox_has_a_fresh_session_keyring() {
+    let test = "each_sandbox_has_a_fresh_session_keyring";
+    if !ready(test) {
+        return;
+    }
+    let fx = Fixture::new();
+    let Some(tools) = probe_layer(&fx, test) else {
+        return;
+    };
+    let probe = tools.join("usr/bin/probe");
+    for who in identities("keys") {
+        // The caller's own session keyring holds a secret; the step may use
+        // keyctl (relaxed) and still sees neither keyring nor secret.
+        let mut cmd = Command::new(&probe);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("TMPDIR", "/tmp")
+            .current_dir(fx.dir.path())
+            .arg("plant")
+            .arg(env!("CARGO_BIN_EXE_imgrep"))
+            .args(["run", "--root"])
+            .arg(&fx.root)
+            .args(["--seccomp-allow", "keyring", "--ro"])
+            .arg(&tools)
+            .args(["--", "/usr/bin/probe", "keyring"]);
+        if let Some((u, g)) = who.ids() {
+            std::os::unix::process::CommandExt::uid(&mut cmd, u);
+            std::os::unix::process::CommandExt::gid(&mut cmd, g);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}: {}", who.label(), describe(&o));
+        let out = stdout(&o);
+        let host = out
+            .lines()
+            .find_map(|l| l.strip_prefix("host session "))
+            .unwrap_or_else(|| panic!("{}: {}", who.label(), describe(&o)));
+        let inside = out
+            .lines()
+            .find_map(|l| l.strip_prefix("session ok "))
+            .unwrap_or_else(|| panic!("{}: {}", who.label(), describe(&o)));
+        assert_ne!(host, inside, "{}: {}", who.label(), describe(&o));
+        assert!(
+            out.contains("secret ENOKEY"),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+    }
+}
+
+#[test]
+fn fd_refuses_a_directory() {
+    if !ready("fd_refuses_a_directory") {
+        return;
+    }
+    let fx = Fixture::new();
+    let dir = std::fs::File::open(&fx.root).unwrap();
+    let fd = dir.as_raw_fd();
+    // SAFETY: clearing close-on-exec on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let fd_arg = fd.to_string();
+    for who in identities("fddir") {
+        let o = fx.run(&who, &["--fd", &fd_arg, "--", "ls", "/proc/self/fd/3/.."]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert!(
+            stderr(&o).contains("a directory"),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert!(
+            !stdout(&o).contains("root"),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+    }
+    drop(dir);
+}
+
+#[test]
+fn init_shows_nothing_of_the_host() {
+    if !ready("init_shows_nothing_of_the_host") {
+        return;
+    }
+    let fx = Fixture::new();
+    let host_path = fx.dir.path().to_str().unwrap().to_owned();
+    let script = "tr '\\0' '\\n' < /proc/1/cmdline; echo; cat /proc/1/environ; \
+                  readlink /proc/1/exe; head -c 16 /proc/1/mem && echo MEM; echo done";
+    for who in identities("init") {
+        let o = fx
+            .command(&who, &["--", "sh", "-c", script])
+            .env("IMGREP_TEST_SECRET", "HOST-ENV-SECRET")
+            .output()
+            .unwrap();
+        let out = stdout(&o);
+        assert!(
+            out.starts_with("imgrep-init\n"),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert!(out.ends_with("done\n"), "{}: {}", who.label(), describe(&o));
+        for leak in [
+            host_path.as_str(),
+            "--root",
+            "HOST-ENV-SECRET",
+            "imgrep run",
+            "MEM",
+        ] {
+            assert!(
+                !out.contains(leak),
+                "{}: {leak}: {}",
+                who.label(),
+                describe(&o)
+            );
+        }
+    }
+}
+
+#[test]
+fn dev_nodes_and_proc_masks_are_read_only() {
+    if !ready("dev_nodes_and_proc_masks_are_read_only") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new();
+    let paths = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/urandom",
+        "/proc/kcore",
+        "/proc/timer_list",
+    ];
+    let modes = |ps: &[&str]| -> Vec<u32> {
+        ps.iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.mode()))
+            .collect()
+    };
+    let before = modes(&paths);
+    // o+x is harmless on the host if it lands there, and visible.
+    let script = "for p in /dev/null /dev/zero /dev/urandom /proc/kcore /proc/timer_list /proc/kmsg; do \
+                  chmod o+x $p && echo CHANGED $p; done; \
+                  head -c 1 /proc/kmsg | wc -c; head -c 1 /proc/timer_list | wc -c; echo x > /dev/null && echo WRITES";
+    for who in identities("devro") {
+        let o = fx.run(&who, &["--", "sh", "-c", script]);
+        let out = stdout(&o);
+        let after = modes(&paths);
+        // Put back anything a failing run changed before asserting.
+        for (p, (b, a)) in paths.iter().zip(before.iter().zip(&after)) {
+            if a != b {
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(*b & 0o7777));
+            }
+        }
+        assert_eq!(
+            after,
+            before,
+            "{}: host modes changed: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert!(
+            !out.contains("CHANGED"),
+            "{}: {}",
+            who.label(),
+            describe(&o)
+        );
+        assert_eq!(out, "0\n0\nWRITES\n", "{}: {}", who.label(), describe(&o));
+        if who.ids().is_none() && is_root() {
+            assert!(
+                stderr(&o).contains("Read-only file system"),
+                "{}",
+                describe(&o)
+            );
+        }
+    }
+}

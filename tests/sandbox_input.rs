@@ -65,7 +65,7 @@ fn rejects(fx: &Fixture, who: &Who, args: &[&str], expect: &str) {
     // A warning that limits cannot be enforced may come first; the error is one line.
     let err: String = stderr(&o)
         .lines()
-        .filter(|l| !l.starts_with("warning: "))
+        .filter(|l| !l.starts_with("imgrep: warning: "))
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(

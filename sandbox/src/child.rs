@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::idmap::Maps;
 use crate::mounts;
 use crate::proto::{send, InitMsg};
+use crate::seccomp::Program;
 use crate::spec::{Spec, Status};
 
 /// Capabilities the command keeps in its bounding set: what a build running
@@ -52,6 +53,7 @@ pub(crate) enum Start<'a> {
 /// descriptors to put on 0-2 (None: keep the one there).
 pub(crate) fn main(
     spec: &Spec,
+    filter: &Program,
     start: Start,
     report: OwnedFd,
     rlimits: bool,
@@ -91,7 +93,7 @@ pub(crate) fn main(
         unsafe { libc::_exit(1) }
     }
     let report = std::fs::File::from(report);
-    let msg = match init(spec, rlimits, &report) {
+    let msg = match init(spec, filter, rlimits, &report) {
         Ok(status) => InitMsg::Ended(status),
         Err(e) => InitMsg::Failed(e),
     };
@@ -100,7 +102,11 @@ pub(crate) fn main(
     unsafe { libc::_exit(0) }
 }
 
-fn init(spec: &Spec, rlimits: bool, report: &std::fs::File) -> Result<Status> {
+fn init(spec: &Spec, filter: &Program, rlimits: bool, report: &std::fs::File) -> Result<Status> {
+    // Only now: the helper has written our maps (and opened our namespaces)
+    // through /proc/PID, which a non-dumpable process keeps from it.
+    hide_init()?;
+    new_session_keyring()?;
     // Only now: the helper has moved us into our cgroup, which becomes the
     // namespace's root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
@@ -115,7 +121,7 @@ fn init(spec: &Spec, rlimits: bool, report: &std::fs::File) -> Result<Status> {
             kill_leftovers();
         }
         let _ = send(report, &InitMsg::Started(k));
-        status = run_command(spec, argv, cwd, rlimits)?;
+        status = run_command(spec, filter, argv, cwd, rlimits)?;
         if let Some(i) = mounts::full_memory_dir(spec) {
             status = Status::Full(i);
         }
@@ -134,7 +140,13 @@ fn kill_leftovers() {
 }
 
 /// Starts one command and waits for it, reaping orphans meanwhile.
-fn run_command(spec: &Spec, argv: &[String], cwd: &Path, rlimits: bool) -> Result<Status> {
+fn run_command(
+    spec: &Spec,
+    filter: &Program,
+    argv: &[String],
+    cwd: &Path,
+    rlimits: bool,
+) -> Result<Status> {
     let program = resolve(spec, &argv[0])?;
 
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
@@ -143,7 +155,7 @@ fn run_command(spec: &Spec, argv: &[String], cwd: &Path, rlimits: bool) -> Resul
         ForkResult::Child => {
             drop(err_r);
             let mut err_fd = err_w.as_raw_fd();
-            let err = exec_command(spec, argv, cwd, &program, rlimits, &mut err_fd);
+            let err = exec_command(spec, filter, argv, cwd, &program, rlimits, &mut err_fd);
             let mut line = serde_json::to_vec(&err).unwrap_or_default();
             line.push(b'\n');
             // SAFETY: err_fd is the error pipe's write end; then leave without
@@ -184,6 +196,7 @@ fn reap_until(cmd: Pid) -> Result<Status> {
 /// only on failure.
 fn exec_command(
     spec: &Spec,
+    filter: &Program,
     args: &[String],
     cwd: &Path,
     program: &Path,
@@ -197,7 +210,7 @@ fn exec_command(
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect();
     let path = cstring(&program.to_string_lossy());
-    if let Err(e) = prepare_process(spec, cwd, rlimits, err_fd) {
+    if let Err(e) = prepare_process(spec, cwd, rlimits, err_fd).and_then(|()| filter.install()) {
         return e;
     }
     let e = execve(&path, &argv, &envp).unwrap_err();
@@ -366,6 +379,71 @@ fn resolve(spec: &Spec, name: &str) -> Result<PathBuf> {
 fn cstring(s: &str) -> CString {
     // NUL bytes were rejected when the spec was checked.
     CString::new(s).unwrap_or_default()
+}
+
+/// pid 1 of the sandbox is a copy of the process that cloned it: imgrep's
+/// own command line and environment would show in /proc/1/cmdline and
+/// /proc/1/environ, and the command, with init's uid, could read init's
+/// memory or ptrace it. Non-dumpable, init's /proc files other than
+/// cmdline and stat need CAP_SYS_PTRACE over the host's user namespace;
+/// its argument and environment areas are overwritten (`imgrep-init`, then
+/// zeros) for what stays readable.
+fn hide_init() -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(Error::setup("make init non-dumpable", Errno::last()));
+    }
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| Error::setup("read /proc/self/stat", e))?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<usize> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    for (start, end, name) in [
+        (field(48), field(49), &b"imgrep-init"[..]),
+        (field(50), field(51), &b""[..]),
+    ] {
+        if start == 0 || end <= start {
+            continue;
+        }
+        // SAFETY: [start, end) is this process's own argument or
+        // environment area on its stack, as the kernel reports it; nothing
+        // in init reads argv or the environment strings any more.
+        unsafe {
+            let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+            area.fill(0);
+            let n = name.len().min(area.len().saturating_sub(1));
+            area[..n].copy_from_slice(&name[..n]);
+        }
+    }
+    Ok(())
+}
+
+/// A new, empty session keyring for init and everything it starts:
+/// otherwise the command would share the caller's (read its keys, plant
+/// keys the host uses). The user keyrings are per user namespace already.
+fn new_session_keyring() -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a null name: join a new anonymous keyring.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    match Errno::result(r) {
+        Ok(_) => Ok(()),
+        // A kernel without keys has no keyring to share.
+        Err(Errno::ENOSYS) => Ok(()),
+        Err(e) => Err(Error::setup("join a new session keyring", e)),
+    }
 }
 
 /// lo starts down in a new network namespace.

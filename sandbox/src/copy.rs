@@ -23,8 +23,39 @@ pub(crate) enum Specials {
 
 /// Copy `src` over `dst`: directories merge, anything else replaces what is
 /// there, as a later layer does. Modes, owners (where mapped) and mtimes are
-/// kept; hard links become separate files.
+/// kept; holes stay holes; hard links become separate files.
 pub(crate) fn merge_tree(src: &Path, dst: &Path, specials: Specials) -> io::Result<()> {
+    merge(src, dst, specials, &mut { u64::MAX })
+}
+
+/// [`merge_tree`] writing at most `limit` bytes of file data (holes are
+/// free): a tree of hard links to one large file would otherwise expand on
+/// the host without bound. Over the limit it fails with
+/// [`io::ErrorKind::FileTooLarge`] and leaves the copy partial: the caller
+/// removes it.
+pub(crate) fn merge_tree_capped(
+    src: &Path,
+    dst: &Path,
+    specials: Specials,
+    limit: u64,
+) -> io::Result<()> {
+    let mut left = limit;
+    merge(src, dst, specials, &mut left).map_err(|e| {
+        if e.kind() == io::ErrorKind::FileTooLarge {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "more than {limit} bytes of file data to copy (hard links are copied \
+                     as separate files); nothing was kept"
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn merge(src: &Path, dst: &Path, specials: Specials, left: &mut u64) -> io::Result<()> {
     let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", src.display()));
     let meta = src.symlink_metadata().map_err(named)?;
     let ft = meta.file_type();
@@ -58,12 +89,15 @@ pub(crate) fn merge_tree(src: &Path, dst: &Path, specials: Specials) -> io::Resu
         }
         for entry in fs::read_dir(src).map_err(named)? {
             let entry = entry.map_err(named)?;
-            merge_tree(&entry.path(), &dst.join(entry.file_name()), specials)?;
+            merge(&entry.path(), &dst.join(entry.file_name()), specials, left)?;
         }
     } else if ft.is_symlink() {
         symlink(fs::read_link(src).map_err(named)?, dst).map_err(named)?;
     } else {
-        fs::copy(src, dst).map_err(named)?;
+        copy_sparse(src, dst, left).map_err(|e| match e.kind() {
+            io::ErrorKind::FileTooLarge => e,
+            _ => named(e),
+        })?;
     }
     // Owners outside the mapping cannot be set: the entry stays ours.
     let _ = lchown(dst, Some(meta.uid()), Some(meta.gid()));
@@ -75,6 +109,63 @@ pub(crate) fn merge_tree(src: &Path, dst: &Path, specials: Specials) -> io::Resu
     let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
     utimensat(None, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
         .map_err(|e| named(e.into()))
+}
+
+/// Copy the regular file `src` to the new file `dst`, only its data
+/// extents (SEEK_DATA/SEEK_HOLE): a sparse file stays sparse. Each data
+/// byte is taken from `left`.
+fn copy_sparse(src: &Path, dst: &Path, left: &mut u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let from = fs::File::open(src)?;
+    let len = from.metadata()?.len();
+    let to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)?;
+    let mut pos: i64 = 0;
+    while (pos as u64) < len {
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(from.as_raw_fd(), pos, libc::SEEK_DATA) };
+        let data = match data {
+            d if d >= 0 => d,
+            _ => match io::Error::last_os_error().raw_os_error() {
+                // No data after pos: the rest is a hole.
+                Some(libc::ENXIO) => break,
+                // No hole support: the whole rest is data.
+                Some(libc::EINVAL) => pos,
+                _ => return Err(io::Error::last_os_error()),
+            },
+        };
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
+        let end = if hole > data { hole } else { len as i64 };
+        let n = (end - data) as u64;
+        if n > *left {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "copy limit"));
+        }
+        *left -= n;
+        copy_range(&from, &to, data, n)?;
+        pos = end;
+    }
+    to.set_len(len)
+}
+
+/// Copy `n` bytes at `offset` of `from` to the same offset of `to`.
+fn copy_range(from: &fs::File, to: &fs::File, offset: i64, n: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; n.min(1 << 20) as usize];
+    let mut done = 0u64;
+    while done < n {
+        let want = (n - done).min(buf.len() as u64) as usize;
+        let at = offset as u64 + done;
+        let got = from.read_at(&mut buf[..want], at)?;
+        if got == 0 {
+            break; // the file shrank: what is left is copied
+        }
+        to.write_all_at(&buf[..got], at)?;
+        done += got as u64;
+    }
+    Ok(())
 }
 
 /// Copy into `dst` what it lacks of `src`: directories merge, an entry `dst`

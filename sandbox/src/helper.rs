@@ -27,6 +27,7 @@ use crate::copy::{self, Specials};
 use crate::error::{Error, Result};
 use crate::idmap::Maps;
 use crate::proto::{recv, send, HelperMsg, InitMsg};
+use crate::seccomp::Program;
 use crate::spec::{Enforcement, MemoryDir, Report, Spec, Stats, Status};
 
 pub(crate) fn main(fd: RawFd) -> i32 {
@@ -54,8 +55,8 @@ fn serve(spec: &Spec, sock: &UnixStream) -> i32 {
 
 /// Who asked for the sandbox.
 pub(crate) enum Caller<'a> {
-    /// Another process (this one is the exec'd helper): warnings go over the
-    /// socket, and the socket closing means the caller is gone.
+    /// Another process (this one is the exec'd helper): the socket closing
+    /// means the caller is gone.
     Remote(&'a UnixStream),
     /// This very process. The sandbox's init puts these descriptors (the
     /// spec's stdio, None: keep ours) on 0-2.
@@ -66,17 +67,9 @@ pub(crate) enum Caller<'a> {
 /// must be single-threaded: it clones the sandbox's init.
 pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     let maps = Maps::resolve(&spec.idmap)?;
+    let filter = Program::compile(&spec.seccomp_allow)?;
     let _mount_point = prepare_scratch(spec)?;
     let mut warnings = Vec::new();
-    let mut warn = |w: String| {
-        match caller {
-            Caller::Remote(sock) => {
-                let _ = send(*sock, &HelperMsg::Warning(w.clone()));
-            }
-            Caller::Local(_) => crate::launch::warn_once(&w),
-        }
-        warnings.push(w);
-    };
     let (cgroup, enforcement) = if spec.limits.any() {
         match Cgroup::create(&spec.limits) {
             Ok(cg) => {
@@ -85,7 +78,7 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
             }
             Err(why) if spec.strict_limits => return Err(Error::Limits(why)),
             Err(why) => {
-                warn(format!(
+                warnings.push(format!(
                     "resource limits are not enforced by a cgroup ({why}); running with \
                      per-process rlimits only (processes, address space; no CPU quota)"
                 ));
@@ -126,7 +119,10 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     // SAFETY: this process is single-threaded (see the module docs).
     // Without a cgroup to join and with maps it may write itself, the child
     // need not wait for us.
-    let on_its_own = cgroup.is_none() && maps.self_writable();
+    // Nor when its namespaces must be opened through /proc/PID before init
+    // makes itself non-dumpable.
+    let saves = spec.memory_dirs.iter().any(|m| m.save.is_some());
+    let on_its_own = cgroup.is_none() && maps.self_writable() && !saves;
     let pid = match unsafe { fork_into(flags) }.map_err(|e| Error::setup("clone", e))? {
         None => {
             drop(sync_w);
@@ -142,7 +138,7 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
             } else {
                 child::Start::AfterHelper(sync_r)
             };
-            child::main(spec, start, report_w, rlimits, stdio)
+            child::main(spec, &filter, start, report_w, rlimits, stdio)
         }
         Some(pid) => pid,
     };
@@ -150,7 +146,7 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     drop(report_w);
     // In-memory directories to save on failure must outlive the sandbox's
     // processes: holding its namespaces keeps its mounts.
-    let held = if spec.memory_dirs.iter().any(|m| m.save.is_some()) {
+    let held = if saves {
         match Namespaces::of(pid) {
             Ok(ns) => Some(ns),
             Err(e) => {
@@ -205,8 +201,11 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     if let (Some(ns), false) = (&held, succeeded) {
         for m in &spec.memory_dirs {
             if let Some(to) = &m.save {
-                if let Err(e) = ns.save(m, to) {
-                    warn(e.to_string());
+                // At most what the directory could hold: hard links would
+                // otherwise multiply it on the host's disk.
+                let limit = m.mounted_size(&spec.limits);
+                if let Err(e) = ns.save(m, to, limit) {
+                    warnings.push(e.to_string());
                 }
             }
         }
@@ -230,7 +229,7 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     drop(cgroup);
     if spec.reclaim {
         if let Err(e) = reclaim(spec, &maps) {
-            warn(format!("reclaiming the run's files failed: {e}"));
+            warnings.push(format!("reclaiming the run's files failed: {e}"));
         }
     }
     let status = match (report, ended_by) {
@@ -482,7 +481,7 @@ impl Namespaces {
     /// (where it may read every file, whatever its owner and mode) with
     /// `to` as its working directory, the one host path it can reach. On
     /// failure `to` is removed again.
-    fn save(&self, m: &MemoryDir, to: &Path) -> Result<()> {
+    fn save(&self, m: &MemoryDir, to: &Path, limit: u64) -> Result<()> {
         let what = || {
             format!(
                 "saving the in-memory {} to {}",
@@ -504,7 +503,9 @@ impl Namespaces {
                     .and_then(|()| setns(&self.mnt, CloneFlags::CLONE_NEWNS))
                     .and_then(|()| fchdir(dir.as_raw_fd()))
                     .map_err(std::io::Error::from)
-                    .and_then(|()| copy::merge_tree(&m.dst, Path::new("."), Specials::Skip));
+                    .and_then(|()| {
+                        copy::merge_tree_capped(&m.dst, Path::new("."), Specials::Skip, limit)
+                    });
                 let code = match copied {
                     Ok(()) => 0,
                     Err(e) => {

@@ -4,7 +4,6 @@
 //! it has more: clone() with namespace flags from a multithreaded process can
 //! deadlock the child.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::BufReader;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -13,7 +12,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path};
 use std::process::Command;
-use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::helper::Caller;
@@ -91,30 +89,10 @@ fn exec_helper(
         .map_err(|e| Error::Helper(format!("cannot start /proc/self/exe: {e}")))
 }
 
-/// Send the spec to the exec'd helper, then relay warnings until the report.
+/// Send the spec to the exec'd helper and wait for its report.
 fn converse(sock: &UnixStream, spec: &Spec) -> std::io::Result<Option<Result<Report>>> {
     send(sock, spec)?;
-    let mut reader = BufReader::new(sock);
-    loop {
-        match recv::<HelperMsg>(&mut reader)? {
-            None => return Ok(None),
-            Some(HelperMsg::Warning(w)) => warn_once(&w),
-            Some(HelperMsg::Done(done)) => return Ok(Some(done)),
-        }
-    }
-}
-
-/// Each distinct warning is printed once per process: a build of many steps
-/// says "no limits" once, not once per step.
-pub(crate) fn warn_once(warning: &str) {
-    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    if seen
-        .get_or_insert_with(HashSet::new)
-        .insert(warning.to_owned())
-    {
-        eprintln!("warning: {warning}");
-    }
+    Ok(recv::<HelperMsg>(BufReader::new(sock))?.map(|HelperMsg::Done(done)| done))
 }
 
 /// A standard stream of the helper: the caller's own, or an opened file.

@@ -20,13 +20,14 @@ mod idmap;
 mod launch;
 mod mounts;
 mod proto;
+mod seccomp;
 mod spec;
 
 pub use error::{Error, Result};
 pub use launch::run;
 pub use spec::{
-    Bind, Enforcement, IdMap, IdRange, Limits, MemoryDir, Overlay, Report, RootFs, Spec, Stats,
-    Status, Stdio, Step,
+    Bind, Enforcement, IdMap, IdRange, Limits, MemoryDir, Overlay, Report, RootFs, SeccompGroup,
+    Spec, Stats, Status, Stdio, Step,
 };
 
 /// argv[1] that turns the current executable into the sandbox helper.

@@ -2,7 +2,7 @@
 //! pivot_root. docs/sandbox.md lists every mount and why.
 
 use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -15,14 +15,20 @@ use crate::spec::{MemoryDir, RootFs, Spec};
 
 /// Host device nodes bind-mounted into /dev (mknod is impossible in a user namespace).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-/// /proc files that leak host state or act on the host: /dev/null over them.
-const PROC_MASKED_FILES: [&str; 6] = [
+/// /proc files that leak host state or act on the host, hidden under a
+/// read-only /dev/null: runc's and podman's masked paths. Every other file
+/// directly in /proc that not everyone may read (0400 and the like: kmsg,
+/// kpage*, slabinfo, vmallocinfo, ...) is masked too, whatever the kernel
+/// has.
+const PROC_MASKED_FILES: [&str; 8] = [
     "kcore",
     "keys",
     "timer_list",
+    "timer_stats",
     "sched_debug",
     "latency_stats",
     "sysrq-trigger",
+    "interrupts",
 ];
 /// /proc directories hidden under an empty read-only tmpfs.
 const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
@@ -38,8 +44,9 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| Error::setup("make / private", e))?;
+    let tmpfs_size = spec.tmpfs_size();
     if spec.scratch_in_memory {
-        scratch_tmpfs(&spec.scratch)?;
+        scratch_tmpfs(&spec.scratch, tmpfs_size)?;
     }
     let root = spec.scratch.join("root");
     assemble_root(spec, &root)?;
@@ -61,8 +68,9 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
             )
         })?;
     }
+    mount_dev(&root, tmpfs_size.min(Spec::SHM_SIZE))?;
     mount_proc(&root)?;
-    mount_dev(&root)?;
+    let data = format!("mode=1777,size={tmpfs_size}");
     for t in &spec.tmpfs {
         let target = target(&root, t, true)?;
         mount(
@@ -70,7 +78,7 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
             &target,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
+            Some(data.as_str()),
         )
         .map_err(|e| Error::setup(format!("tmpfs on {}", t.display()), e))?;
     }
@@ -79,13 +87,13 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
 
 /// A tmpfs on the scratch directory, visible only in this mount namespace,
 /// with the layout the root assembly expects.
-fn scratch_tmpfs(scratch: &Path) -> Result<()> {
+fn scratch_tmpfs(scratch: &Path, size: u64) -> Result<()> {
     mount(
         Some("tmpfs"),
         scratch,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
+        Some(format!("mode=0755,size={size}").as_str()),
     )
     .map_err(|e| Error::setup("tmpfs on the scratch directory", e))?;
     for sub in ["upper", "work", "root"] {
@@ -138,15 +146,9 @@ fn mount_overlay(spec: &Spec, o: &crate::spec::Overlay, target: &Path) -> Result
 /// One of [`Spec::memory_dirs`] on `target`: a tmpfs of the size the spec
 /// gives, filled with its sources in order.
 fn memory_dir(spec: &Spec, m: &MemoryDir, target: &Path) -> Result<()> {
-    let size = m.size_under(&spec.limits);
-    let what = || match size {
-        Some(n) => format!("in-memory directory {} ({n} bytes)", m.dst.display()),
-        None => format!("in-memory directory {}", m.dst.display()),
-    };
-    let data = match size {
-        Some(n) => format!("mode=0755,size={n}"),
-        None => "mode=0755".to_owned(),
-    };
+    let size = m.mounted_size(&spec.limits);
+    let what = || format!("in-memory directory {} ({size} bytes)", m.dst.display());
+    let data = format!("mode=0755,size={size}");
     mount(
         Some("tmpfs"),
         target,
@@ -248,17 +250,32 @@ fn mount_proc(root: &Path) -> Result<()> {
     mount(Some("proc"), &proc_dir, Some("proc"), nsx, None::<&str>)
         .map_err(|e| Error::setup("mount /proc", e))?;
     let fail = |what: &str, e| Error::setup(format!("protect /proc/{what}"), e);
-    for f in PROC_MASKED_FILES {
+    // The sandbox's /dev/null is a read-only bind: each bind of it is
+    // read-only too, in one mount call (chmod cannot reach the host's node).
+    let null = target(root, Path::new("/dev/null"), false)?;
+    let restricted = std::fs::read_dir(&proc_dir)
+        .map_err(|e| Error::setup("list /proc", e))?
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o004 == 0)
+        })
+        .map(|e| e.file_name());
+    let mut masked: Vec<std::ffi::OsString> = PROC_MASKED_FILES.iter().map(|f| f.into()).collect();
+    masked.extend(restricted);
+    masked.sort();
+    masked.dedup();
+    for f in &masked {
         let p = proc_dir.join(f);
-        if p.exists() {
+        if p.is_file() {
             mount(
-                Some("/dev/null"),
+                Some(&null),
                 &p,
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|e| fail(f, e))?;
+            .map_err(|e| fail(&f.to_string_lossy(), e))?;
         }
     }
     for d in PROC_MASKED_DIRS {
@@ -298,7 +315,7 @@ fn mount_proc(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_dev(root: &Path) -> Result<()> {
+fn mount_dev(root: &Path, shm_size: u64) -> Result<()> {
     let dev = target(root, Path::new("/dev"), true)?;
     let fail = |what: &str, e: nix::Error| Error::setup(format!("populate /dev: {what}"), e);
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
@@ -326,14 +343,8 @@ fn mount_dev(root: &Path) -> Result<()> {
                     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
                 )
             })?;
-        mount(
-            Some(&host),
-            &node,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| fail(d, e))?;
+        // Read-only: chmod and chown of the node would change the host's.
+        bind(&host, &node, true).map_err(|e| fail(d, e))?;
     }
     let mkdir = |name: &str, mode| {
         DirBuilder::new()
@@ -361,7 +372,7 @@ fn mount_dev(root: &Path) -> Result<()> {
         &dev.join("shm"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        Some(format!("mode=1777,size={shm_size}").as_str()),
     )
     .map_err(|e| fail("shm", e))?;
     for (link, to) in [

@@ -11,7 +11,6 @@ use crate::spec::{Report, Status};
 /// Helper to caller.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum HelperMsg {
-    Warning(String),
     Done(Result<Report, Error>),
 }
 

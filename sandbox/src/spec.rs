@@ -39,6 +39,11 @@ pub struct Spec {
     pub memory_dirs: Vec<MemoryDir>,
     /// Fresh, empty tmpfs mounts (mode 1777) inside, e.g. `/tmp`.
     pub tmpfs: Vec<PathBuf>,
+    /// The size of each of `tmpfs` and of the in-memory scratch, in bytes;
+    /// `None`: [`Spec::DEFAULT_TMPFS_SIZE`], or half the memory limit if
+    /// that is smaller. /dev/shm gets [`Spec::SHM_SIZE`] or this if smaller.
+    #[serde(default)]
+    pub tmpfs_size: Option<u64>,
     /// argv; `argv[0]` without a `/` is looked up in `PATH` of `env` inside the root.
     pub argv: Vec<String>,
     /// The complete environment of the command, in order; nothing is inherited.
@@ -74,6 +79,10 @@ pub struct Spec {
     /// in this order. Every other descriptor is closed. (The helper inherits
     /// them under the same numbers.)
     pub fds: Vec<RawFd>,
+    /// Groups of system calls the default seccomp filter denies that this
+    /// run may use after all (docs/sandbox.md). Empty: the default filter.
+    #[serde(default)]
+    pub seccomp_allow: Vec<SeccompGroup>,
 }
 
 impl Spec {
@@ -90,6 +99,7 @@ impl Spec {
             overlays: Vec::new(),
             memory_dirs: Vec::new(),
             tmpfs: Vec::new(),
+            tmpfs_size: None,
             argv,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
@@ -105,7 +115,73 @@ impl Spec {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             fds: Vec::new(),
+            seccomp_allow: Vec::new(),
         }
+    }
+}
+
+/// A group of system calls the default seccomp filter denies and a run may
+/// allow ([`Spec::seccomp_allow`]). What is never allowed (kernel modules,
+/// kexec, eBPF, AF_VSOCK and other socket families, TIOCSTI, ...) has no
+/// group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SeccompGroup {
+    /// Nested user namespaces (clone/unshare with CLONE_NEWUSER) and the
+    /// mount system calls a nested sandbox makes in them.
+    Userns,
+    /// io_uring_setup, io_uring_enter, io_uring_register.
+    IoUring,
+    /// perf_event_open.
+    Perf,
+    /// userfaultfd.
+    Userfaultfd,
+    /// keyctl, add_key, request_key (on the run's own session keyring).
+    Keyring,
+    /// Every personality(2) value, e.g. ADDR_NO_RANDOMIZE (`setarch -R`).
+    Personality,
+}
+
+impl SeccompGroup {
+    pub const ALL: [SeccompGroup; 6] = [
+        SeccompGroup::Userns,
+        SeccompGroup::IoUring,
+        SeccompGroup::Perf,
+        SeccompGroup::Userfaultfd,
+        SeccompGroup::Keyring,
+        SeccompGroup::Personality,
+    ];
+
+    /// The name recipes and `imgrep run --seccomp-allow` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeccompGroup::Userns => "userns",
+            SeccompGroup::IoUring => "io_uring",
+            SeccompGroup::Perf => "perf",
+            SeccompGroup::Userfaultfd => "userfaultfd",
+            SeccompGroup::Keyring => "keyring",
+            SeccompGroup::Personality => "personality",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SeccompGroup> {
+        SeccompGroup::ALL.into_iter().find(|g| g.name() == name)
+    }
+}
+
+impl Spec {
+    /// The default size of each tmpfs a run asks for (`tmpfs`, the
+    /// in-memory scratch): not the kernel's half of the RAM, which several
+    /// mounts could each fill.
+    pub const DEFAULT_TMPFS_SIZE: u64 = 1 << 30;
+    /// The size of /dev/shm, as Docker and podman give it.
+    pub const SHM_SIZE: u64 = 64 << 20;
+
+    /// The size `tmpfs` entries and the in-memory scratch are mounted with.
+    pub fn tmpfs_size(&self) -> u64 {
+        self.tmpfs_size.unwrap_or_else(|| {
+            let half = self.limits.memory.map_or(u64::MAX, |m| (m / 2).max(1));
+            Spec::DEFAULT_TMPFS_SIZE.min(half)
+        })
     }
 }
 
@@ -182,6 +258,19 @@ impl MemoryDir {
     pub fn size_under(&self, limits: &Limits) -> Option<u64> {
         self.size
             .or(limits.memory.map(|m| (m / Self::DEFAULT_SHARE).max(1)))
+    }
+
+    /// [`MemoryDir::size_under`], or the kernel's default made explicit:
+    /// half the RAM. Also the most a failed run's save may write.
+    pub(crate) fn mounted_size(&self, limits: &Limits) -> u64 {
+        self.size_under(limits).unwrap_or_else(|| {
+            // SAFETY: sysinfo fills a plain struct.
+            let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+            if unsafe { libc::sysinfo(&mut info) } != 0 {
+                return u64::MAX;
+            }
+            (info.totalram as u64).saturating_mul(info.mem_unit as u64) / 2
+        })
     }
 }
 
@@ -286,8 +375,8 @@ pub struct Report {
     pub command: usize,
     pub stats: Stats,
     pub enforcement: Enforcement,
-    /// Human-readable warnings (e.g. limits not enforced); already printed once
-    /// per process on stderr.
+    /// Human-readable warnings (e.g. limits not enforced, a failed save),
+    /// for the caller to show: the library prints nothing itself.
     pub warnings: Vec<String>,
 }
 

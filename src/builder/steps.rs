@@ -64,6 +64,7 @@ pub fn step_spec(
     spec.reclaim = v.idmap != sandbox::IdMap::Caller;
     spec.limits = opts.limits;
     spec.timeout = opts.timeout;
+    spec.seccomp_allow = build.seccomp_allow.clone();
     spec
 }
 
@@ -149,6 +150,7 @@ impl Builder<'_> {
             what: format!("creating {}", log.display()),
             error: source,
         })?;
+        report.warnings.iter().for_each(|w| crate::warn::once(w));
         // One sandbox runs every step in order (sandbox::Spec::then): steps
         // share /build, /out, the root and /tmp anyway, and a sandbox per
         // step cost ~50 ms each, 5 s over stage0's hundred steps.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sandbox::{Bind, Limits, MemoryDir, Spec, Status};
+use sandbox::{Bind, Limits, MemoryDir, SeccompGroup, Spec, Status};
 
 use super::{args, Global, Outcome};
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// Fresh tmpfs at DIR inside.
     #[arg(long, value_name = "DIR")]
     tmpfs: Vec<PathBuf>,
+    /// Size of each --tmpfs and of the in-memory scratch (K, M, G, T
+    /// suffixes); default 1G, or half the --memory limit if smaller.
+    #[arg(long, value_name = "SIZE")]
+    tmpfs_size: Option<String>,
     /// A tmpfs at DST inside holding a copy of host directory SRC; several
     /// SRC for one DST merge in order, later ones winning. Sized half the
     /// --memory limit, else the kernel's default (half the RAM).
@@ -81,6 +85,13 @@ pub struct Args {
     /// Map ids 1..65536 inside to the caller's /etc/subuid and /etc/subgid range.
     #[arg(long)]
     subids: bool,
+    /// Allow a group of system calls the default seccomp filter denies:
+    /// userns (nested user namespaces and mounting in them), io_uring,
+    /// perf, userfaultfd, keyring, personality; `relaxed` allows them all.
+    /// What no group covers (kernel modules, kexec, eBPF, socket families
+    /// other than unix, inet, inet6 and netlink, TIOCSTI) stays denied.
+    #[arg(long = "seccomp-allow", value_name = "GROUP", value_parser = parse_seccomp_group)]
+    seccomp_allow: Vec<Vec<SeccompGroup>>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -137,6 +148,11 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.lowers = lowers;
     spec.binds = binds;
     spec.tmpfs = args.tmpfs;
+    spec.tmpfs_size = args
+        .tmpfs_size
+        .as_deref()
+        .map(|s| parse_size(s).context("--tmpfs-size"))
+        .transpose()?;
     for c in &args.copies {
         let (src, dst) = parse_copy(c)?;
         match spec.memory_dirs.iter_mut().find(|m| m.dst == dst) {
@@ -161,17 +177,28 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.strict_limits = args.strict_limits;
     spec.timeout = timeout;
     for &fd in &args.fds {
-        // SAFETY: F_GETFD only inspects the descriptor table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        // SAFETY: fstat fills a plain struct about a descriptor number.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } == -1 {
             bail!("--fd {fd}: not an open file descriptor of imgrep");
+        }
+        // A directory descriptor is a way out of the root: `..` from
+        // /proc/self/fd/N walks the host's tree above it.
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            bail!("--fd {fd}: a directory; pass a directory with --bind instead");
         }
     }
     spec.fds = args.fds;
+    let mut allow: Vec<SeccompGroup> = args.seccomp_allow.into_iter().flatten().collect();
+    allow.sort();
+    allow.dedup();
+    spec.seccomp_allow = allow;
     if args.subids {
         spec.idmap = sandbox::IdMap::Subordinate;
         spec.reclaim = true;
     }
     let report = sandbox::run(&spec)?;
+    report.warnings.iter().for_each(|w| crate::warn::once(w));
     Ok(match report.status {
         Status::Exited(code) => Outcome::Code((code & 0xff) as u8),
         Status::Signaled(sig) => {
@@ -217,6 +244,20 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
 
 fn signal_name(sig: i32) -> &'static str {
     nix::sys::signal::Signal::try_from(sig).map_or("unknown", |s| s.as_str())
+}
+
+/// One `--seccomp-allow` value: a group name or `relaxed` (all groups).
+fn parse_seccomp_group(s: &str) -> Result<Vec<SeccompGroup>, String> {
+    if s == "relaxed" {
+        return Ok(SeccompGroup::ALL.to_vec());
+    }
+    SeccompGroup::from_name(s).map(|g| vec![g]).ok_or_else(|| {
+        let names: Vec<&str> = SeccompGroup::ALL.iter().map(|g| g.name()).collect();
+        format!(
+            "unknown group {s:?}; expected relaxed or one of {}",
+            names.join(", ")
+        )
+    })
 }
 
 fn parse_bind(s: &str) -> anyhow::Result<Bind> {

@@ -65,6 +65,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         recipe.name
     );
     let report = sandbox::run(&spec)?;
+    report.warnings.iter().for_each(|w| crate::warn::once(w));
     Ok(match report.status {
         sandbox::Status::Exited(c) => super::Outcome::Code(c.clamp(0, 255) as u8),
         sandbox::Status::Signaled(s) | sandbox::Status::Interrupted(s) => {

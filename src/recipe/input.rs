@@ -67,6 +67,12 @@ impl Recipe {
             // `build_dir` is left out: it says how the steps run, not what
             // they produce, and `imgrep reproduce` checks that by running
             // each recipe with the other one.
+            // The default seccomp filter adds nothing, so that every recipe
+            // that keeps it keeps its digest.
+            if !b.seccomp_allow.is_empty() {
+                let names: Vec<&str> = b.seccomp_allow.iter().map(|g| g.name()).collect();
+                m.insert("seccomp_allow".into(), json!(names));
+            }
             match &b.action {
                 Action::Script(s) => m.insert("script".into(), json!(s)),
                 Action::Steps(steps) => m.insert(

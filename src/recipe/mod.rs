@@ -137,6 +137,10 @@ pub struct Build {
     /// Where `/build` lives while the steps run. Not part of the input
     /// digest: it changes how a build runs, never what it produces.
     pub build_dir: BuildDir,
+    /// Groups of system calls the sandbox's default filter denies that the
+    /// steps may use (`[build].seccomp`), sorted; empty: the default filter.
+    /// Part of the input digest when not empty: it widens what a build can do.
+    pub seccomp_allow: Vec<sandbox::SeccompGroup>,
     pub action: Action,
 }
 

@@ -39,6 +39,7 @@ const BUILD_KEYS: &[&str] = &[
     "jobs",
     "source_date_epoch",
     "build_dir",
+    "seccomp",
     "script",
     "steps",
 ];
@@ -803,6 +804,17 @@ impl Cx<'_> {
             None => BuildDir::Disk,
         };
 
+        let seccomp_allow = match get(entries, "seccomp") {
+            Some(node) => match self.seccomp(node) {
+                Some(groups) => groups,
+                None => {
+                    ok = false;
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+
         let action = match (get(entries, "script"), get(entries, "steps")) {
             (Some(s), Some(_)) => {
                 self.error(
@@ -839,8 +851,62 @@ impl Cx<'_> {
             jobs,
             source_date_epoch,
             build_dir,
+            seccomp_allow,
             action,
         })
+    }
+
+    /// `build.seccomp`: "default", "relaxed" (every group) or a list of the
+    /// groups of system calls to allow (docs/recipes.md); sorted, once each.
+    fn seccomp(&mut self, node: &Spanned<Node>) -> Option<Vec<sandbox::SeccompGroup>> {
+        let names: Vec<&str> = sandbox::SeccompGroup::ALL
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        let mut groups = match node.get_ref() {
+            Node::String(s) if s == "default" => Vec::new(),
+            Node::String(s) if s == "relaxed" => sandbox::SeccompGroup::ALL.to_vec(),
+            Node::String(other) => {
+                let msg = format!(
+                    "build.seccomp: unknown policy `{other}`; expected \"default\", \"relaxed\" or a list of groups ({})",
+                    names.join(", ")
+                );
+                self.error(&node.span(), msg);
+                return None;
+            }
+            Node::Array(_) => {
+                let mut groups = Vec::new();
+                let mut ok = true;
+                for (name, span) in self.strings(node, "build.seccomp")? {
+                    match sandbox::SeccompGroup::from_name(name) {
+                        Some(g) => groups.push(g),
+                        None => {
+                            let msg = format!(
+                                "build.seccomp: unknown group `{name}`; expected one of {}",
+                                names.join(", ")
+                            );
+                            self.error(&span, msg);
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                groups
+            }
+            _ => {
+                self.expected(
+                    node,
+                    "build.seccomp",
+                    "\"default\", \"relaxed\" or an array of group names",
+                );
+                return None;
+            }
+        };
+        groups.sort();
+        groups.dedup();
+        Some(groups)
     }
 
     fn steps(&mut self, node: &Spanned<Node>) -> Option<Vec<Step>> {

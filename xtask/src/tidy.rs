@@ -23,7 +23,14 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     // from a concurrent branch.
     (
         "shared",
-        &["digest", "canonical", "fsutil", "progress", "beneath"],
+        &[
+            "digest",
+            "canonical",
+            "fsutil",
+            "progress",
+            "warn",
+            "beneath",
+        ],
     ),
     (
         "formats",
