@@ -86,7 +86,7 @@ fn unknown_keys_at_every_level() {
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\nshell = \"bash\"\n",
-        &["6:1: unknown key `shell` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, build_dir, script, steps"],
+        &["6:1: unknown key `shell` in [build]; expected one of: deps, workdir, env, jobs, source_date_epoch, build_dir, seccomp, script, steps"],
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nsteps = [{ argv = [\"/x\"], cwd = \"/\" }]\n",
@@ -393,6 +393,14 @@ fn build_settings() {
     case(
         &format!("{head}build_dir = true\n"),
         &["6:13: build.build_dir: expected a string, found a boolean"],
+    );
+    case(
+        &format!("{head}seccomp = \"off\"\n"),
+        &["6:11: build.seccomp: unknown policy `off`; expected \"default\", \"relaxed\" or a list of groups (userns, io_uring, perf, userfaultfd, keyring, personality)"],
+    );
+    case(
+        &format!("{head}seccomp = [\"userns\", \"bpf\"]\n"),
+        &["6:22: build.seccomp: unknown group `bpf`; expected one of userns, io_uring, perf, userfaultfd, keyring, personality"],
     );
 }
 

@@ -197,6 +197,39 @@ fn the_build_directory_is_not_an_input() {
 }
 
 #[test]
+fn a_relaxed_seccomp_filter_is_an_input_the_default_is_not() {
+    // The default filter adds nothing: every existing digest stays.
+    let base = parse(MUSL);
+    let default = parse(&MUSL.replace("[build]", "[build]\nseccomp = \"default\""));
+    assert!(default.build.as_ref().unwrap().seccomp_allow.is_empty());
+    assert_eq!(digest(&default), digest(&base));
+    assert_eq!(default.canonical_json(), base.canonical_json());
+    // A relaxation widens what the build can do: another build. The same
+    // groups however spelled give one digest.
+    let with = |v: &str| parse(&MUSL.replace("[build]", &format!("[build]\nseccomp = {v}")));
+    let userns = with(r#"["userns"]"#);
+    assert_eq!(
+        userns.build.as_ref().unwrap().seccomp_allow,
+        [sandbox::SeccompGroup::Userns]
+    );
+    assert_ne!(digest(&userns), digest(&base));
+    assert_eq!(digest(&with(r#"["userns", "userns"]"#)), digest(&userns));
+    let all = r#"["personality", "keyring", "userfaultfd", "perf", "io_uring", "userns"]"#;
+    assert_eq!(digest(&with("\"relaxed\"")), digest(&with(all)));
+    assert_ne!(digest(&with("\"relaxed\"")), digest(&userns));
+    let err = Recipe::parse(
+        Path::new("package.toml"),
+        &MUSL.replace("[build]", "[build]\nseccomp = [\"usern\"]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("build.seccomp: unknown group `usern`; expected one of userns, io_uring"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_semantic_change_changes_the_input_digest() {
     let r = parse(MUSL);
     let cc = Digest::of(b"cc image");

@@ -190,10 +190,10 @@ fn policy(allow: &[SeccompGroup]) -> std::result::Result<ScmpFilterContext, Secc
         };
         const TOP: u64 = 1 << 31;
         for b in (0..31).filter(|b| ![3, 17].contains(b)) {
-            ctx.add_rule_conditional(eperm, personality, &bits(1 << b | TOP, 1 << b))?;
+            ctx.add_rule_conditional(eperm, personality, &bits((1 << b) | TOP, 1 << b))?;
         }
         for b in 0..31 {
-            ctx.add_rule_conditional(eperm, personality, &bits(1 << b | TOP, TOP))?;
+            ctx.add_rule_conditional(eperm, personality, &bits((1 << b) | TOP, TOP))?;
         }
     }
 
