@@ -230,7 +230,7 @@ fn policy(allow: &[SeccompGroup]) -> std::result::Result<ScmpFilterContext, Secc
             &[ScmpArgCompare::new(
                 1,
                 ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                request as u64,
+                request,
             )],
         )?;
     }
