@@ -150,7 +150,6 @@ impl Builder<'_> {
             what: format!("creating {}", log.display()),
             error: source,
         })?;
-        report.warnings.iter().for_each(|w| crate::warn::once(w));
         // One sandbox runs every step in order (sandbox::Spec::then): steps
         // share /build, /out, the root and /tmp anyway, and a sandbox per
         // step cost ~50 ms each, 5 s over stage0's hundred steps.
@@ -179,6 +178,7 @@ impl Builder<'_> {
             package: recipe.name.clone(),
             error: source,
         })?;
+        report.warnings.iter().for_each(|w| crate::warn::once(w));
         if !report.status.success() {
             return Err(BuildError::StepFailed(Box::new(StepFailure {
                 package: recipe.name.clone(),

@@ -40,8 +40,8 @@ pub struct Args {
     tmpfs: Vec<PathBuf>,
     /// Size of each --tmpfs and of the in-memory scratch (K, M, G, T
     /// suffixes); default 1G, or half the --memory limit if smaller.
-    #[arg(long, value_name = "SIZE")]
-    tmpfs_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = args::parse_size)]
+    tmpfs_size: Option<u64>,
     /// A tmpfs at DST inside holding a copy of host directory SRC; several
     /// SRC for one DST merge in order, later ones winning. Sized half the
     /// --memory limit, else the kernel's default (half the RAM).
@@ -148,11 +148,7 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     spec.lowers = lowers;
     spec.binds = binds;
     spec.tmpfs = args.tmpfs;
-    spec.tmpfs_size = args
-        .tmpfs_size
-        .as_deref()
-        .map(|s| parse_size(s).context("--tmpfs-size"))
-        .transpose()?;
+    spec.tmpfs_size = args.tmpfs_size;
     for c in &args.copies {
         let (src, dst) = parse_copy(c)?;
         match spec.memory_dirs.iter_mut().find(|m| m.dst == dst) {
