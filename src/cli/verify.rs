@@ -216,6 +216,7 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             "(local image)"
         };
         let _ = writeln!(out, "{package:<28} {source:<34} {:<12} {image}", "");
+        let _ = writeln!(out, "  {} {}: {}", r.name, r.version, r.signatures);
         let _ = if r.ok {
             writeln!(
                 out,

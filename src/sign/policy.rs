@@ -78,31 +78,118 @@ impl Policy {
         Ok(())
     }
 
-    /// What this policy lacks given the roles of the distinct valid trusted
-    /// keys (`None` for a key without a role); empty when it is met.
-    pub fn shortfalls<'a>(&self, roles: impl IntoIterator<Item = Option<&'a str>>) -> Vec<String> {
-        let mut count = 0;
+    /// How far the distinct valid trusted keys (their roles; `None` for a
+    /// key without one) go toward this policy.
+    pub fn tally<'a>(&self, roles: impl IntoIterator<Item = Option<&'a str>>) -> Tally {
+        let mut counted = 0;
         let mut per_role: BTreeMap<&str, usize> = BTreeMap::new();
         for r in roles {
-            count += 1;
+            counted += 1;
             if let Some(r) = r {
                 *per_role.entry(r).or_default() += 1;
             }
         }
+        let roles: BTreeMap<String, RoleCount> = self
+            .roles
+            .iter()
+            .map(|(role, &required)| {
+                let counted = per_role.get(role.as_str()).copied().unwrap_or(0);
+                (role.clone(), RoleCount { counted, required })
+            })
+            .collect();
+        let state = if counted == 0 {
+            SigningState::Unsigned
+        } else if counted < self.threshold || roles.values().any(|r| r.counted < r.required) {
+            SigningState::UnderSigned
+        } else {
+            SigningState::Signed
+        };
+        Tally {
+            state,
+            counted,
+            required: self.threshold,
+            roles,
+        }
+    }
+}
+
+/// Whether a statement's valid trusted signatures meet the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigningState {
+    /// No valid signature by a trusted key.
+    Unsigned,
+    /// Some, but fewer than the threshold or a role minimum asks.
+    UnderSigned,
+    /// The threshold and every role minimum are met.
+    Signed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleCount {
+    pub counted: usize,
+    pub required: usize,
+}
+
+/// Distinct valid trusted signatures against the policy, per role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub state: SigningState,
+    /// Distinct trusted keys with a valid signature.
+    pub counted: usize,
+    /// The policy's threshold.
+    pub required: usize,
+    /// Each role minimum of the policy.
+    pub roles: BTreeMap<String, RoleCount>,
+}
+
+impl Tally {
+    /// What the policy still lacks, one reason each; empty when it is met.
+    pub fn shortfalls(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if count < self.threshold {
+        if self.counted < self.required {
             out.push(format!(
-                "threshold not met: {count} of {} trusted signatures",
-                self.threshold
+                "threshold not met: {} of {} trusted signatures",
+                self.counted, self.required
             ));
         }
-        for (role, &min) in &self.roles {
-            let have = per_role.get(role.as_str()).copied().unwrap_or(0);
-            if have < min {
-                out.push(format!("role {role}: {have} of {min} required signatures"));
+        for (role, r) in &self.roles {
+            if r.counted < r.required {
+                out.push(format!(
+                    "role {role}: {} of {} required signatures",
+                    r.counted, r.required
+                ));
             }
         }
         out
+    }
+}
+
+impl std::fmt::Display for Tally {
+    /// `1 of 2 required signatures (maintainer ok; no rebuilder): under-signed`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} required signatures",
+            self.counted, self.required
+        )?;
+        let roles: Vec<String> = self
+            .roles
+            .iter()
+            .map(|(role, r)| match (r.counted, r.required) {
+                (0, _) => format!("no {role}"),
+                (c, n) if c >= n => format!("{role} ok"),
+                (c, n) => format!("{role} {c} of {n}"),
+            })
+            .collect();
+        if !roles.is_empty() {
+            write!(f, " ({})", roles.join("; "))?;
+        }
+        f.write_str(match self.state {
+            SigningState::Unsigned => ": unsigned",
+            SigningState::UnderSigned => ": under-signed",
+            SigningState::Signed => ": policy met",
+        })
     }
 }
 
@@ -111,16 +198,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shortfalls_count_threshold_and_roles() {
+    fn tally_counts_threshold_and_roles() {
         let p: Policy = toml::from_str("threshold = 2\n[roles]\nmaintainer = 1\n").unwrap();
-        assert!(p.shortfalls([Some("maintainer"), None]).is_empty());
+        let t = p.tally([Some("maintainer"), None]);
+        assert!(t.shortfalls().is_empty());
+        assert_eq!(t.state, SigningState::Signed);
+        let t = p.tally([Some("rebuilder"), Some("rebuilder")]);
         assert_eq!(
-            p.shortfalls([Some("rebuilder"), Some("rebuilder")]),
+            t.shortfalls(),
             vec!["role maintainer: 0 of 1 required signatures"]
         );
+        assert_eq!(t.state, SigningState::UnderSigned);
+        let t = p.tally([Some("maintainer")]);
         assert_eq!(
-            p.shortfalls([Some("maintainer")]),
+            t.shortfalls(),
             vec!["threshold not met: 1 of 2 trusted signatures"]
+        );
+        let t = p.tally([]);
+        assert_eq!(t.state, SigningState::Unsigned);
+        assert_eq!(
+            t.to_string(),
+            "0 of 2 required signatures (no maintainer): unsigned"
+        );
+        let p: Policy =
+            toml::from_str("threshold = 2\n[roles]\nmaintainer = 1\nrebuilder = 1\n").unwrap();
+        assert_eq!(
+            p.tally([Some("maintainer")]).to_string(),
+            "1 of 2 required signatures (maintainer ok; no rebuilder): under-signed"
+        );
+        assert_eq!(
+            p.tally([Some("maintainer"), Some("rebuilder")]).to_string(),
+            "2 of 2 required signatures (maintainer ok; rebuilder ok): policy met"
         );
     }
 

@@ -12,7 +12,7 @@ use crate::digest::Digest;
 use crate::sign::image;
 use crate::sign::keys::{public_key_bytes, KeyId};
 use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
-use crate::sign::policy::Policy;
+use crate::sign::policy::{Policy, Tally};
 use crate::sign::signature::{SignatureError, SignatureFile};
 use crate::sign::trust::Trust;
 
@@ -69,6 +69,9 @@ pub struct PackageReport {
     pub signers: Vec<SignerReport>,
     /// Distinct trusted keys with a valid signature.
     pub trusted_signatures: usize,
+    /// Those keys against the policy: unsigned, under-signed or signed,
+    /// per role.
+    pub signatures: Tally,
     pub image: ImageCheck,
     /// The registry reference the image was checked at (`verify --registry`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +144,8 @@ pub fn verify_package(
         }
         signers.push(report);
     }
-    let mut failures = policy.shortfalls(counted_roles.iter().map(Option::as_deref));
+    let signatures = policy.tally(counted_roles.iter().map(Option::as_deref));
+    let mut failures = signatures.shortfalls();
     let image = match layout {
         None => ImageCheck::NotChecked,
         Some(layout) => match image::local_image(layout, &pv.name, &pv.version) {
@@ -166,6 +170,7 @@ pub fn verify_package(
         manifest: stored.statement.image.manifest,
         signers,
         trusted_signatures: counted.len(),
+        signatures,
         image,
         image_ref: None,
         ok: failures.is_empty(),
