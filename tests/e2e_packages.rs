@@ -13,6 +13,10 @@
 #[path = "oci_support/mod.rs"]
 mod oci_support;
 
+#[path = "e2e_support/mod.rs"]
+mod e2e_support;
+use e2e_support::debian_archive;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -35,29 +39,6 @@ fn imgrep(store: &Path, args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Whether the Debian archive that `mirror://debian/` resolves to answers
-/// at all (any HTTP status counts), and where it is, for the message.
-fn debian_archive() -> Result<String, String> {
-    let config = imgrep::fetch::FetchConfig::load().map_err(|e| e.to_string())?;
-    let urls = config
-        .mirrors
-        .resolve("mirror://debian/dists/")
-        .map_err(|e| e.to_string())?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(20)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut errors = Vec::new();
-    for url in urls {
-        match agent.get(&url).call() {
-            Ok(_) => return Ok(url),
-            Err(e) => errors.push(format!("{url}: {e}")),
-        }
-    }
-    Err(errors.join("; "))
 }
 
 fn phase<T>(name: &str, times: &mut Vec<(String, Duration)>, f: impl FnOnce() -> T) -> T {

@@ -1,0 +1,298 @@
+//! The repository's published manifests/ (issue 20, docs/signing.md
+//! "Published statements"): every statement reproduces on this machine,
+//! the repository's keys leave each statement under-signed until a
+//! rebuilder on another machine signs it, a second key meets the policy,
+//! and a statement edited by one byte fails. Signing and editing happen in
+//! scratch copies only, never in the repository.
+//!
+//! The rebuild needs the packages' sources: through `mirror://debian/` from
+//! the host's apt configuration (or the store). A package whose sources
+//! cannot be fetched (stage0's release tree is in no registry) is SKIPPED,
+//! printed with the reason; when the Debian archive answers, bookworm-cc
+//! must be among those rebuilt.
+
+#[path = "e2e_support/mod.rs"]
+mod e2e_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imgrep");
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn imgrep(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("imgrep runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `NAME:VERSION` of every published statement, sorted.
+fn published() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for pkg in std::fs::read_dir(repo().join("manifests/packages")).unwrap() {
+        let pkg = pkg.unwrap().path();
+        for version in std::fs::read_dir(&pkg).unwrap() {
+            let version = version.unwrap().path();
+            assert!(version.join("statement.json").is_file(), "{version:?}");
+            out.push((
+                pkg.file_name().unwrap().to_string_lossy().into_owned(),
+                version.file_name().unwrap().to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    out.sort();
+    assert!(!out.is_empty(), "manifests/packages holds no statement");
+    out
+}
+
+/// A scratch copy of the repository's manifests/, for what must never
+/// touch the repository.
+fn scratch_manifests() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(repo().join("manifests"))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+fn verify(dir: &Path, keyring: &Path, extra: &[&str]) -> Output {
+    let keyring = keyring.to_str().unwrap();
+    let mut args = vec![
+        "--json",
+        "verify",
+        "--keyring",
+        keyring,
+        "--policy",
+        "manifests/policy.toml",
+        "--signatures-only",
+    ];
+    args.extend(extra);
+    imgrep(dir, &args)
+}
+
+#[test]
+fn published_statements_reproduce_on_this_machine() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let mut buildable = Vec::new();
+    for (name, version) in published() {
+        let fetched = imgrep(repo(), &["--store", store_arg, "fetch", &name]);
+        if fetched.status.success() {
+            buildable.push(name);
+        } else {
+            eprintln!(
+                "SKIPPED: {name} {version}: its sources cannot be fetched here, so CI cannot \
+                 rebuild it: {}",
+                text(&fetched.stderr).trim_end()
+            );
+        }
+    }
+    if !buildable.iter().any(|n| n == "bookworm-cc") {
+        match e2e_support::debian_archive() {
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED: the Debian archive of the host's apt configuration is \
+                     unreachable ({why}): no published statement rebuilt"
+                );
+                return;
+            }
+            Ok(url) => panic!("bookworm-cc's sources could not be fetched although {url} answers"),
+        }
+    }
+    eprintln!(
+        "manifests: fetched in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let rebuild = Instant::now();
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut args = vec![
+        "--store",
+        store_arg,
+        "--json",
+        "reproduce",
+        "--against",
+        "manifests",
+        "--work-dir",
+        work.to_str().unwrap(),
+        "-j",
+        "2",
+    ];
+    args.extend(buildable.iter().map(String::as_str));
+    let out = imgrep(repo(), &args);
+    // On a mismatch, stderr holds imgrep's table and the file-level diff of
+    // every differing layer.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a published digest does not reproduce on this machine:\n{}",
+        text(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for name in &buildable {
+        let row = report["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} not in the report: {report}"));
+        assert_eq!(row["status"], "OK", "{row}");
+        eprintln!(
+            "manifests: {name} {} reproduced: {}",
+            row["version"].as_str().unwrap(),
+            row["got"]["manifest"].as_str().unwrap()
+        );
+    }
+    eprintln!(
+        "manifests: {} published package(s) rebuilt and compared in {:.1} s ({:.1} s in all)",
+        buildable.len(),
+        rebuild.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn repository_keys_leave_published_statements_under_signed() {
+    let out = verify(repo(), &repo().join("manifests/keys"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let packages = v["packages"].as_array().unwrap();
+    assert_eq!(packages.len(), published().len());
+    for p in packages {
+        let (name, version) = (p["name"].as_str().unwrap(), p["version"].as_str().unwrap());
+        // Exactly the maintainer's signature, valid: what this repository
+        // can vouch for on its own.
+        let s = &p["signatures"];
+        assert_eq!(s["state"], "under_signed", "{p}");
+        assert_eq!(s["counted"], 1, "{p}");
+        assert_eq!(s["required"], 2, "{p}");
+        assert_eq!(s["roles"]["maintainer"]["counted"], 1, "{p}");
+        assert_eq!(s["roles"]["rebuilder"]["counted"], 0, "{p}");
+        let signers = p["signers"].as_array().unwrap();
+        assert_eq!(signers.len(), 1, "{p}");
+        assert_eq!(signers[0]["status"], "ok", "{p}");
+        assert_eq!(signers[0]["role"], "maintainer", "{p}");
+        let line = format!(
+            "{name} {version}: 1 of 2 required signatures (maintainer ok; no rebuilder): under-signed"
+        );
+        let table = imgrep(
+            repo(),
+            &[
+                "verify",
+                "--keyring",
+                "manifests/keys",
+                "--policy",
+                "manifests/policy.toml",
+                "--signatures-only",
+                &format!("{name}:{version}"),
+            ],
+        );
+        assert_eq!(table.status.code(), Some(1));
+        assert!(
+            text(&table.stderr).contains(&line),
+            "{}",
+            text(&table.stderr)
+        );
+    }
+}
+
+/// Signs every statement of `manifests` with a fresh key (imgrep keygen) as
+/// a rebuilder, adds that key to the keyring `keys` with its role.
+fn sign_as_rebuilder(dir: &Path, keys: &Path) -> PathBuf {
+    let prefix = dir.join("second-machine");
+    let out = imgrep(
+        dir,
+        &["keygen", "--no-password", "--out", prefix.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = imgrep::sign::keys::load_secret_key(
+        &prefix.with_extension("key"),
+        &imgrep::sign::keys::PasswordSource { file: None },
+    )
+    .unwrap();
+    let manifests = imgrep::sign::manifests::Manifests::new(dir.join("manifests"));
+    for pv in manifests.list().unwrap() {
+        let stored = manifests.read_statement(&pv).unwrap();
+        let sig = imgrep::sign::signature::sign_statement(&key, &stored.bytes, "rebuilder", "test")
+            .unwrap();
+        std::fs::write(manifests.signature_path(&pv, key.id), sig).unwrap();
+    }
+    std::fs::copy(
+        prefix.with_extension("pub"),
+        keys.join("second-machine.pub"),
+    )
+    .unwrap();
+    let mut roles = std::fs::read_to_string(keys.join("roles.toml")).unwrap();
+    roles.push_str("second-machine = \"rebuilder\"\n");
+    std::fs::write(keys.join("roles.toml"), roles).unwrap();
+    prefix
+}
+
+#[test]
+fn a_second_key_meets_the_policy_and_a_one_byte_edit_fails() {
+    let scratch = scratch_manifests();
+    let dir = scratch.path();
+    let keys = dir.join("manifests/keys");
+    sign_as_rebuilder(dir, &keys);
+    let out = verify(dir, &keys, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for p in v["packages"].as_array().unwrap() {
+        assert_eq!(p["signatures"]["state"], "signed", "{p}");
+        assert_eq!(p["trusted_signatures"], 2, "{p}");
+    }
+
+    // One byte of one statement changed: a digit of its manifest digest,
+    // so that the statement is still canonical JSON and only the
+    // signatures can tell.
+    let (name, version) = published().remove(0);
+    let path = dir.join(format!(
+        "manifests/packages/{name}/{version}/statement.json"
+    ));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = text(&bytes).find("\"manifest\":\"sha256:").unwrap() + 19;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&path, &bytes).unwrap();
+    let out = verify(dir, &keys, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for p in v["packages"].as_array().unwrap() {
+        let edited = p["name"] == name.as_str() && p["version"] == version.as_str();
+        if !edited {
+            assert_eq!(p["ok"], true, "{p}");
+            continue;
+        }
+        assert_eq!(p["ok"], false, "{p}");
+        assert_eq!(p["signatures"]["state"], "unsigned", "{p}");
+        for s in p["signers"].as_array().unwrap() {
+            assert_eq!(s["status"], "fail", "{p}");
+        }
+    }
+    // The repository itself was never touched.
+    let original = std::fs::read(repo().join(format!(
+        "manifests/packages/{name}/{version}/statement.json"
+    )))
+    .unwrap();
+    assert_ne!(original, bytes);
+}
