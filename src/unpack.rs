@@ -8,6 +8,7 @@
 //! is refused with an error naming it.
 
 mod tarstream;
+pub mod zip;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

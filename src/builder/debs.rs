@@ -35,26 +35,40 @@ pub fn assemble(recipe: &Recipe, debs: &[Ready], out: &Path) -> Result<(), Build
             );
         }
     }
+    links_and_dirs(recipe, out)
+}
+
+/// Adds the declared empty directories and symbolic links of `[debs]` or
+/// `[wheel]` to the assembled image `out`, beneath it, never through a link.
+pub fn links_and_dirs(recipe: &Recipe, out: &Path) -> Result<(), BuildError> {
+    let fail = |message: String| BuildError::Source {
+        package: recipe.name.clone(),
+        message,
+    };
     let Some(spec) = &recipe.debs else {
         return Ok(());
     };
+    let table = recipe.kind.as_str();
     let root = Dir::open(out).map_err(|e| fail(format!("{}: {e}", out.display())))?;
-    let through = "; a path of [debs] is the path the packages ship, not one through their links";
+    let through = format!(
+        "; a path of [{table}] is the path the packages ship, not one through their links"
+    );
     for dir in &spec.dirs {
         root.create_dirs(Path::new(dir), 0o755)
-            .map_err(|e| fail(format!("debs.dirs {dir:?}: {e}{through}")))?;
+            .map_err(|e| fail(format!("{table}.dirs {dir:?}: {e}{through}")))?;
     }
     for (link, target) in &spec.symlinks {
         let p = Path::new(link);
         let (parent, name) = (p.parent().unwrap_or(Path::new("")), p.file_name());
-        let name = name.ok_or_else(|| fail(format!("debs.symlinks {link:?}: no file name")))?;
+        let name =
+            name.ok_or_else(|| fail(format!("{table}.symlinks {link:?}: no file name")))?;
         let dir = root
             .create_dirs(parent, 0o755)
-            .map_err(|e| fail(format!("debs.symlinks {link:?}: {e}{through}")))?;
+            .map_err(|e| fail(format!("{table}.symlinks {link:?}: {e}{through}")))?;
         dir.symlink(name.as_bytes(), target.as_bytes())
             .map_err(|e| {
                 fail(format!(
-                    "debs.symlinks {link:?} -> {target}: {e} (a package ships that path already?)"
+                    "{table}.symlinks {link:?} -> {target}: {e} (a package ships that path already?)"
                 ))
             })?;
     }

@@ -26,6 +26,7 @@ mod remote;
 mod schedule;
 pub mod sources;
 mod steps;
+pub mod wheel;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -245,6 +246,7 @@ impl<'a> Builder<'a> {
         let mut kept_lowers = None;
         match recipe.kind {
             Kind::Debs => debs::assemble(recipe, &ready, &out)?,
+            Kind::Wheel => wheel::assemble(recipe, &ready, &out)?,
             Kind::Build => {
                 let build_dir = work.path().join("build");
                 fs::create_dir_all(build_dir.join(".home")).map_err(io_err("creating /build"))?;

@@ -90,7 +90,7 @@ impl Recipe {
         }
         if let Some(d) = &self.debs {
             doc.insert(
-                "debs".into(),
+                self.kind.as_str().into(),
                 json!({ "symlinks": d.symlinks, "dirs": d.dirs }),
             );
         }

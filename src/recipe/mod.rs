@@ -24,7 +24,9 @@ pub use input::diff_inputs;
 pub use set::RecipeSet;
 
 /// Names of every top-level section a recipe may hold.
-pub const SECTIONS: &[&str] = &["package", "source", "build", "debs", "image", "output"];
+pub const SECTIONS: &[&str] = &[
+    "package", "source", "build", "debs", "wheel", "image", "output",
+];
 
 /// One package definition, with every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,8 @@ pub struct Recipe {
     pub sources: Vec<Source>,
     /// Present exactly when `kind` is `Build`.
     pub build: Option<Build>,
-    /// Present exactly when `kind` is `Debs`.
+    /// `[debs]` or `[wheel]`: present exactly when `kind` is `Debs` or
+    /// `Wheel`.
     pub debs: Option<Debs>,
     /// How the image runs: `[image]` (entrypoint, cmd, env, workdir).
     pub image: Image,
@@ -57,6 +60,9 @@ pub enum Kind {
     Build,
     /// The image is a set of pinned .deb files, unpacked by imgrep itself.
     Debs,
+    /// The image is a set of pinned Python wheels (zip), unpacked by imgrep
+    /// itself.
+    Wheel,
 }
 
 impl Kind {
@@ -64,6 +70,21 @@ impl Kind {
         match self {
             Kind::Build => "build",
             Kind::Debs => "debs",
+            Kind::Wheel => "wheel",
+        }
+    }
+
+    /// Assembled by imgrep from pinned binary archives, with no step.
+    pub fn assembled(self) -> bool {
+        matches!(self, Kind::Debs | Kind::Wheel)
+    }
+
+    /// The file name suffix of its sources, for an assembled kind.
+    pub fn archive_suffix(self) -> &'static str {
+        match self {
+            Kind::Build => "",
+            Kind::Debs => ".deb",
+            Kind::Wheel => ".whl",
         }
     }
 }

@@ -299,9 +299,10 @@ impl Cx<'_> {
                 match self.string(k, "package.kind") {
                     Some("build") => Kind::Build,
                     Some("debs") => Kind::Debs,
+                    Some("wheel") => Kind::Wheel,
                     Some(other) => {
                         let msg = format!(
-                            "package.kind: unknown kind `{other}`; expected \"build\" or \"debs\""
+                            "package.kind: unknown kind `{other}`; expected \"build\", \"debs\" or \"wheel\""
                         );
                         self.error(&k.span(), msg);
                         // What else is valid depends on the kind.
@@ -325,28 +326,37 @@ impl Cx<'_> {
                 }
                 None
             }
-            (Kind::Debs, Some(b)) => {
+            (k, Some(b)) => {
+                let k = k.as_str();
                 self.error(
                     &b.span(),
-                    "[build] in a kind = \"debs\" recipe: no step runs for debs; \
-                     remove [build] or drop kind = \"debs\"",
+                    format!(
+                        "[build] in a kind = \"{k}\" recipe: no step runs for {k}; \
+                         remove [build] or drop kind = \"{k}\""
+                    ),
                 );
                 None
             }
-            (Kind::Debs, None) => None,
+            (_, None) => None,
         };
-        let debs = match (kind, get(top, "debs")) {
-            (Kind::Debs, Some(d)) => self.debs(d),
-            (Kind::Debs, None) => Some(Debs::default()),
-            (Kind::Build, Some(d)) => {
-                self.error(
+        let mut debs = None;
+        for table in [Kind::Debs, Kind::Wheel] {
+            let t = table.as_str();
+            match (kind == table, get(top, t)) {
+                (true, Some(d)) => debs = self.debs(d, t),
+                (true, None) => debs = Some(Debs::default()),
+                (false, Some(d)) => self.error(
                     &d.span(),
-                    "[debs] is only for kind = \"debs\" recipes (set package.kind = \"debs\")",
-                );
-                None
+                    format!(
+                        "[{t}] is only for kind = \"{t}\" recipes (set package.kind = \"{t}\")"
+                    ),
+                ),
+                (false, None) => {}
             }
-            (Kind::Build, None) => None,
-        };
+        }
+        if kind.assembled() && debs.is_none() {
+            return None;
+        }
 
         let image = match get(top, "image") {
             Some(i) => self.image(i),
@@ -557,33 +567,43 @@ impl Cx<'_> {
             .unwrap_or_default()
             .to_owned();
 
-        if kind == Kind::Debs {
-            for key in ["unpack", "dest", "file", "executable"] {
-                if let Some((k, _)) = entries.iter().find(|(k, _)| k.get_ref() == key) {
+        if kind.assembled() {
+            // A wheel's files land under `dest`; a .deb's own paths are
+            // absolute in the image.
+            let fixed: &[&str] = if kind == Kind::Wheel {
+                &["unpack", "file", "executable"]
+            } else {
+                &["unpack", "dest", "file", "executable"]
+            };
+            for key in fixed {
+                if let Some((k, _)) = entries.iter().find(|(k, _)| k.get_ref() == *key) {
                     let msg = format!(
-                        "{what}: `{key}` does not apply to a kind = \"debs\" recipe, \
-                         whose .deb files imgrep unpacks itself"
+                        "{what}: `{key}` does not apply to a kind = \"{}\" recipe, \
+                         whose {} files imgrep unpacks itself",
+                        kind.as_str(),
+                        kind.archive_suffix()
                     );
                     self.error(&k.span(), msg);
                     ok = false;
                 }
             }
             for ((_, span, _), url) in url_spans.iter().zip(&urls) {
-                if !check::last_segment(url).ends_with(".deb") {
-                    self.error(span, not_a_deb(what, url));
+                if !check::last_segment(url).ends_with(kind.archive_suffix()) {
+                    self.error(span, not_an_archive(what, url, kind));
                     ok = false;
                 }
             }
             if let (Some(p), Some(n)) = (get(entries, "path"), &path) {
-                if !n.ends_with(".deb") {
-                    self.error(&p.span(), not_a_deb(what, n));
+                if !n.ends_with(kind.archive_suffix()) {
+                    self.error(&p.span(), not_an_archive(what, n, kind));
                     ok = false;
                 }
             }
             if let Some(t) = get(entries, "tree") {
                 let msg = format!(
-                    "{what}: a .deb is pinned by the `sha256` of the file that the \
-                     distribution's Packages index lists, not by `tree`"
+                    "{what}: a {} is pinned by the `sha256` of the file that the \
+                     distribution's index lists, not by `tree`",
+                    kind.archive_suffix()
                 );
                 self.error(&t.span(), msg);
                 ok = false;
@@ -653,7 +673,7 @@ impl Cx<'_> {
                 ok &= v.is_some();
                 v
             }
-            None if unpack || kind == Kind::Debs || !named => None,
+            None if unpack || kind.assembled() || !named => None,
             None => match check::file_name(&name) {
                 Ok(()) => Some(name.clone()),
                 Err(_) => {
@@ -983,16 +1003,17 @@ impl Cx<'_> {
         ok.then_some(steps)
     }
 
-    fn debs(&mut self, node: &Spanned<Node>) -> Option<Debs> {
-        let entries = self.table(node, "[debs]")?;
-        self.known_keys(entries, DEBS_KEYS, "[debs]");
+    /// `[debs]` or `[wheel]` (`table`): the same keys.
+    fn debs(&mut self, node: &Spanned<Node>, table: &str) -> Option<Debs> {
+        let entries = self.table(node, &format!("[{table}]"))?;
+        self.known_keys(entries, DEBS_KEYS, &format!("[{table}]"));
         let mut debs = Debs::default();
         let mut ok = true;
         if let Some(s) = get(entries, "symlinks") {
-            match self.table(s, "debs.symlinks") {
+            match self.table(s, &format!("{table}.symlinks")) {
                 Some(links) => {
                     for (link, target) in links {
-                        let w = format!("debs.symlinks.\"{}\"", link.get_ref());
+                        let w = format!("{table}.symlinks.\"{}\"", link.get_ref());
                         let l = self.check(&link.span(), &w, check::relative_path(link.get_ref()));
                         let t = self.string(target, &w);
                         match (l, t) {
@@ -1015,10 +1036,10 @@ impl Cx<'_> {
             }
         }
         if let Some(d) = get(entries, "dirs") {
-            match self.strings(d, "debs.dirs") {
+            match self.strings(d, &format!("{table}.dirs")) {
                 Some(dirs) => {
                     for (i, (dir, span)) in dirs.into_iter().enumerate() {
-                        let w = format!("debs.dirs[{i}]");
+                        let w = format!("{table}.dirs[{i}]");
                         match self.check(&span, &w, check::relative_path(dir)) {
                             Some(p) if p != "." => debs.dirs.push(p),
                             Some(_) => {
@@ -1118,8 +1139,12 @@ impl Cx<'_> {
     }
 }
 
-fn not_a_deb(what: &str, name: &str) -> String {
-    format!("{what}: `{name}` is not a .deb; a kind = \"debs\" recipe takes only .deb sources")
+fn not_an_archive(what: &str, name: &str, kind: Kind) -> String {
+    let suffix = kind.archive_suffix();
+    format!(
+        "{what}: `{name}` is not a {suffix}; a kind = \"{}\" recipe takes only {suffix} sources",
+        kind.as_str()
+    )
 }
 
 fn get<'n>(entries: &'n Entries, key: &str) -> Option<&'n Spanned<Node>> {
