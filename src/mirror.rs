@@ -4,7 +4,11 @@
 //! (`IMGREP_MIRROR_<NAME>="url1 url2"`, NAME upper-cased with `-` as `_`),
 //! the config file's `[mirrors]` table, and for `debian` alone, when nothing
 //! else names it, the main archive that the host's own apt configuration
-//! uses. No mirror host is built in.
+//! uses; for `pypi`, the package index that pip is configured with
+//! (`mirror://pypi/PROJECT/FILE`, src/mirror/pypi.rs). No mirror host is
+//! built in.
+
+pub mod pypi;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -32,6 +36,8 @@ pub enum MirrorError {
 #[derive(Debug, Clone, Default)]
 pub struct Mirrors {
     env: BTreeMap<String, Vec<String>>,
+    /// The variables pip's configuration depends on, for `mirror://pypi/`.
+    pip_env: BTreeMap<String, String>,
     config: BTreeMap<String, Vec<String>>,
     apt_dir: Option<PathBuf>,
 }
@@ -44,6 +50,12 @@ impl Mirrors {
     where
         I: IntoIterator<Item = (String, String)>,
     {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let pip_env = env
+            .iter()
+            .filter(|(k, _)| pypi::PIP_ENV.contains(&k.as_str()))
+            .cloned()
+            .collect();
         let env = env
             .into_iter()
             .filter_map(|(k, v)| {
@@ -54,9 +66,46 @@ impl Mirrors {
             .collect();
         Mirrors {
             env,
+            pip_env,
             config,
             apt_dir,
         }
+    }
+
+    /// Where to look for `url`: plain URLs, or for `mirror://pypi/PROJECT/FILE`
+    /// the project page of each configured index, to be read for FILE's URL.
+    pub fn resolve_all(&self, url: &str) -> Result<Vec<Resolved>, MirrorError> {
+        let Some(rest) = url.strip_prefix("mirror://pypi/") else {
+            return Ok(self.resolve(url)?.into_iter().map(Resolved::Url).collect());
+        };
+        let (project, file) = match rest.split_once('/') {
+            Some((p, f)) if !p.is_empty() && !f.is_empty() && !f.contains('/') => (p, f),
+            _ => {
+                return Err(MirrorError::Malformed {
+                    url: url.to_owned(),
+                })
+            }
+        };
+        let indexes = match (self.env.get("PYPI"), self.config.get("pypi")) {
+            (Some(b), _) => b.clone(),
+            (None, Some(b)) if !b.is_empty() => b.clone(),
+            _ => pypi::pip_index_urls(&self.pip_env),
+        };
+        if indexes.is_empty() {
+            return Err(MirrorError::Unconfigured {
+                url: url.to_owned(),
+                name: "pypi".to_owned(),
+                env: "PYPI".to_owned(),
+            });
+        }
+        let project = pypi::normalize_project(project);
+        Ok(indexes
+            .iter()
+            .map(|i| Resolved::Index {
+                page: format!("{}/{project}/", i.trim_end_matches('/')),
+                file: file.to_owned(),
+            })
+            .collect())
     }
 
     /// The URLs to try for `url`, in order: itself unless it is a
@@ -92,6 +141,17 @@ impl Mirrors {
         }
         Ok(bases.iter().map(|b| join_url(b, path)).collect())
     }
+}
+
+/// One place to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Url(String),
+    /// A package index's project page (PEP 503) that links to `file`.
+    Index {
+        page: String,
+        file: String,
+    },
 }
 
 fn split_urls(v: &str) -> Vec<String> {

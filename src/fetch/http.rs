@@ -6,6 +6,33 @@ use std::time::Duration;
 
 use crate::progress::CopyError;
 
+/// The host's trust store, as curl, apt and pip use it: the PEM bundle
+/// that `SSL_CERT_FILE` names, else the system bundle that
+/// update-ca-certificates maintains; the certificates built into imgrep
+/// (Mozilla's, through webpki-roots) only when neither has any.
+fn system_roots() -> ureq::tls::RootCerts {
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| SYSTEM_BUNDLE.into());
+    let certs: Vec<_> = std::fs::read(&path)
+        .map(|pem| {
+            ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if certs.is_empty() {
+        ureq::tls::RootCerts::WebPki
+    } else {
+        ureq::tls::RootCerts::new_with_certs(&certs)
+    }
+}
+
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 pub struct Http {
     agent: ureq::Agent,
     progress: bool,
@@ -19,6 +46,11 @@ impl Http {
             .timeout_per_read(Some(timeout))
             .max_redirects(10)
             .user_agent(concat!("imgrep/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(system_roots())
+                    .build(),
+            )
             .build();
         Http {
             agent: config.into(),

@@ -23,7 +23,7 @@ pub use config::{
 pub use local::{copy_tree, file_name_of};
 
 use crate::digest::{Digest, HashingWriter};
-use crate::mirror::join_url;
+use crate::mirror::{join_url, Resolved};
 use crate::nar::{self, NarHash};
 use crate::store::{Store, StoreError};
 use crate::unpack::{self, UnpackOptions};
@@ -194,8 +194,11 @@ impl Fetcher {
             local.into_iter().map(|p| Ok(Origin::Local(p))).collect();
         let mut urls = Vec::new();
         for url in &req.urls {
-            match self.config.mirrors.resolve(url) {
-                Ok(resolved) => urls.extend(resolved.into_iter().map(Ok)),
+            match self.config.mirrors.resolve_all(url) {
+                Ok(resolved) => urls.extend(resolved.into_iter().map(|r| match r {
+                    Resolved::Url(u) => Ok(u),
+                    Resolved::Index { page, file } => self.index_lookup(&page, &file),
+                })),
                 Err(e) => urls.push(Err(Attempt {
                     from: url.clone(),
                     error: e.to_string(),
@@ -223,6 +226,26 @@ impl Fetcher {
             Err(a) => Err(a),
         }));
         out
+    }
+
+    /// The URL of `file` as a package index's project page lists it
+    /// (`mirror://pypi/`), read now unless offline; the page is only a
+    /// pointer: what it points at is accepted by the pin alone.
+    fn index_lookup(&self, page: &str, file: &str) -> Result<String, Attempt> {
+        let fail = |error: String| Attempt {
+            from: page.to_owned(),
+            error,
+        };
+        if self.config.offline {
+            return Err(fail("not tried: offline mode".into()));
+        }
+        let mut html = Vec::new();
+        self.http
+            .download(page, "package index", &mut html)
+            .map_err(fail)?;
+        let html = String::from_utf8_lossy(&html);
+        crate::mirror::pypi::find_file(page, &html, file)
+            .ok_or_else(|| fail(format!("the project page lists no {file}")))
     }
 
     /// Streams `origin` into a temporary file, hashing; keeps it if it matches.
