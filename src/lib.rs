@@ -10,6 +10,7 @@ pub mod builder;
 pub mod canonical;
 pub mod cli;
 pub mod compress;
+pub mod ddc;
 pub mod deb;
 pub mod digest;
 pub mod doctor;

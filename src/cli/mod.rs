@@ -13,6 +13,7 @@ pub mod build;
 pub mod check;
 pub mod completions;
 pub mod doctor;
+pub mod ddc;
 pub mod fetch;
 pub mod gc;
 pub mod graph;
@@ -138,6 +139,8 @@ pub enum Command {
     /// Write man pages into DIR (used by `cargo xtask man`).
     #[command(hide = true)]
     Man(completions::ManArgs),
+    /// Diverse double compilation: each root builds a compiler, each result rebuilds it; stage 2 must agree.
+    Ddc(ddc::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -184,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Doctor(args) => doctor::run(&cli.global, args),
         Command::Completions(args) => completions::run(&cli.global, args),
         Command::Man(args) => completions::man(&cli.global, args),
+        Command::Ddc(args) => ddc::run(&cli.global, args),
     }
 }
 
