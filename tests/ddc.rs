@@ -72,8 +72,8 @@ fn derive(dir: &Path, from: &str, to: &str, edit: impl Fn(String) -> String) {
 }
 
 /// The subverted root: Debian's, with a `gcc` that, when it compiles
-/// TinyCC, compiles a copy whose i386 code generator emits a `nop` after
-/// every function prologue (a trusting-trust compiler inserting its
+/// TinyCC, compiles a copy whose i386 code generator emits a `nop` before
+/// every function's `leave` (a trusting-trust compiler inserting its
 /// payload), and compiles everything else faithfully.
 fn add_subverted_root(dir: &Path) {
     let pkg = dir.join("packages/evil-gcc");
@@ -95,7 +95,7 @@ for a; do
   case $a in
     */tcc.c)
       rm -rf /tmp/evil && cp -R "${a%/tcc.c}" /tmp/evil
-      sed -i 's|o(0xe58955);|o(0xe58955); o(0x90);|' /tmp/evil/i386-gen.c
+      sed -i 's|o(0xc9); /\* leave \*/|o(0x90); o(0xc9);|' /tmp/evil/i386-gen.c
       grep -q 'o(0x90);' /tmp/evil/i386-gen.c
       a=/tmp/evil/tcc.c ;;
   esac
