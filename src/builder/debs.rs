@@ -50,9 +50,8 @@ pub fn links_and_dirs(recipe: &Recipe, out: &Path) -> Result<(), BuildError> {
     };
     let table = recipe.kind.as_str();
     let root = Dir::open(out).map_err(|e| fail(format!("{}: {e}", out.display())))?;
-    let through = format!(
-        "; a path of [{table}] is the path the packages ship, not one through their links"
-    );
+    let through =
+        format!("; a path of [{table}] is the path the packages ship, not one through their links");
     for dir in &spec.dirs {
         root.create_dirs(Path::new(dir), 0o755)
             .map_err(|e| fail(format!("{table}.dirs {dir:?}: {e}{through}")))?;
@@ -60,8 +59,7 @@ pub fn links_and_dirs(recipe: &Recipe, out: &Path) -> Result<(), BuildError> {
     for (link, target) in &spec.symlinks {
         let p = Path::new(link);
         let (parent, name) = (p.parent().unwrap_or(Path::new("")), p.file_name());
-        let name =
-            name.ok_or_else(|| fail(format!("{table}.symlinks {link:?}: no file name")))?;
+        let name = name.ok_or_else(|| fail(format!("{table}.symlinks {link:?}: no file name")))?;
         let dir = root
             .create_dirs(parent, 0o755)
             .map_err(|e| fail(format!("{table}.symlinks {link:?}: {e}{through}")))?;

@@ -2,9 +2,9 @@
 //! archives), unpacked by imgrep itself through the safe unpacker, with no
 //! build step (docs/recipes.md).
 
-use std::fs;
 use std::path::Path;
 
+use crate::beneath::Dir;
 use crate::recipe::Recipe;
 use crate::unpack::{zip, UnpackOptions};
 
@@ -21,9 +21,12 @@ pub fn assemble(recipe: &Recipe, wheels: &[Ready], out: &Path) -> Result<(), Bui
         message,
     };
     for (source, got) in recipe.sources.iter().zip(wheels) {
-        // `dest` is the recipe's own, checked relative path without `..`.
+        // `dest` is the recipe's own relative path without `..`; an earlier
+        // wheel holds no links, and it is created beneath `out` regardless.
+        let root = Dir::open(out).map_err(|e| fail(format!("{}: {e}", out.display())))?;
+        root.create_dirs(Path::new(&source.dest), 0o755)
+            .map_err(|e| fail(format!("creating {}: {e}", source.dest)))?;
         let dest = out.join(&source.dest);
-        fs::create_dir_all(&dest).map_err(|e| fail(format!("creating {}: {e}", source.dest)))?;
         zip::unpack_zip(&got.path, &dest, &UnpackOptions::SOURCE).map_err(|e| {
             fail(format!(
                 "{} ({}): {}",

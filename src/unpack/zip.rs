@@ -100,6 +100,14 @@ fn to_tar(archive: &mut ::zip::ZipArchive<File>, out: OwnedFd) -> Result<(), Zip
         if member.name_raw().contains(&b'\\') {
             return Err(refuse("its name contains a backslash"));
         }
+        // The tar writer would stop at these before the unpacker sees them:
+        // refused here with the unpacker's words.
+        if member.name_raw().starts_with(b"/") {
+            return Err(refuse("its path is absolute"));
+        }
+        if member.name_raw().split(|&b| b == b'/').any(|c| c == b"..") {
+            return Err(refuse("its path contains `..`"));
+        }
         let unix = member.unix_mode();
         let is_dir = member.is_dir();
         match unix.map(|m| m & S_IFMT) {
