@@ -56,6 +56,16 @@ pub fn unpack_zip(
         path: path.display().to_string(),
         source,
     })?;
+    // The zip crate keeps one member per name; a zip that names a path
+    // twice (which member wins depends on the reader) is refused.
+    if let Some(listed) = central_directory_entries(path) {
+        if listed != archive.len() as u64 {
+            return Err(ZipError::Refused {
+                entry: path.display().to_string(),
+                reason: "a duplicate entry: the archive names a path twice",
+            });
+        }
+    }
     let (rd, wr) = nix::unistd::pipe().map_err(|e| ZipError::Pipe(e.into()))?;
     std::thread::scope(|s| {
         let writer = s.spawn(move || to_tar(&mut archive, wr));
@@ -147,6 +157,25 @@ fn to_tar(archive: &mut ::zip::ZipArchive<File>, out: OwnedFd) -> Result<(), Zip
     tar.into_inner()
         .and_then(|mut w| w.flush())
         .map_err(ZipError::Pipe)
+}
+
+/// The number of entries the end-of-central-directory record of the zip at
+/// `path` declares; None when it cannot tell (no record found, or a Zip64
+/// archive, whose count lives elsewhere).
+fn central_directory_entries(path: &Path) -> Option<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.seek(SeekFrom::End(0)).ok()?;
+    // The record is 22 bytes plus a comment of at most 65535.
+    let tail = len.min(22 + 65535);
+    f.seek(SeekFrom::Start(len - tail)).ok()?;
+    let mut buf = Vec::with_capacity(tail as usize);
+    f.read_to_end(&mut buf).ok()?;
+    let at = (0..buf.len().checked_sub(22)? + 1)
+        .rev()
+        .find(|&i| buf[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])?;
+    let total = u16::from_le_bytes([buf[at + 10], buf[at + 11]]);
+    (total != 0xffff).then_some(u64::from(total))
 }
 
 fn os_path(name: &[u8]) -> &Path {
