@@ -108,19 +108,27 @@ fn subordinate_ids() -> Finding {
             .sum::<u64>()
     };
     let (u, g) = (count("/etc/subuid"), count("/etc/subgid"));
-    let ok = uid.is_root() || (u >= 65536 && g >= 65536);
+    let range = crate::hostids::root_ids();
+    let checked = range.check();
+    let ok = if uid.is_root() {
+        checked.is_ok()
+    } else {
+        u >= 65536 && g >= 65536
+    };
     let detail = if uid.is_root() {
-        format!("running as root: the sandbox maps its ids itself (docs/sandbox.md, \"Ids\"); /etc/subuid lists {u} ids for root")
+        match checked {
+            Ok(()) => format!("running as root: steps run as host ids {range}, never host root (docs/sandbox.md, \"Running as real root\")"),
+            Err(e) => e.to_string(),
+        }
     } else {
         format!("{user}: {u} subordinate uids, {g} subordinate gids")
     };
-    finding(
-        "subordinate ids",
-        ok,
-        detail,
-        "steps see one uid (0) only: `--subids` is unavailable and packages that chown files to other users fail",
-        false,
-    )
+    let missing = if uid.is_root() {
+        "no step can run as root: choose a free range with --root-ids or IMGREP_ROOT_IDS"
+    } else {
+        "steps see one uid (0) only: `--subids` is unavailable and packages that chown files to other users fail"
+    };
+    finding("subordinate ids", ok, detail, missing, uid.is_root())
 }
 
 fn cgroups() -> Finding {

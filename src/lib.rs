@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod fetch;
 pub mod fsutil;
 pub mod graph;
+pub mod hostids;
 pub mod layer;
 pub mod mirror;
 pub mod nar;

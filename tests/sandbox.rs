@@ -266,12 +266,15 @@ fn read_only_layers_and_binds_stay_untouched() {
                   echo evil > /bin/busybox; true";
     for mode in ["auto", "copy"] {
         for who in identities("layer") {
-            // The layer belongs to the caller, as an unpacked layer in the
-            // caller's store does: inside it is root's, so writes are allowed.
+            // The layer belongs to inside root's host ids, as an unpacked
+            // layer in the caller's store does (root's store gives its layers
+            // to root's range): inside it is root's, so writes are allowed.
             let layer = fx.owned_dir(&format!("layer-{mode}-{}", who.uid()), &who);
             std::fs::create_dir_all(layer.join("data")).unwrap();
             std::fs::write(layer.join("data/file"), "original").unwrap();
-            if let Some((u, g)) = who.ids() {
+            let range = sandbox::HostIds::DEFAULT;
+            let owner = who.ids().or(is_root().then_some((range.uid, range.gid)));
+            if let Some((u, g)) = owner {
                 for p in [layer.join("data"), layer.join("data/file")] {
                     std::os::unix::fs::chown(p, Some(u), Some(g)).unwrap();
                 }

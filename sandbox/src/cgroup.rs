@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libcgroups::common::{get_cgroup_setup, read_cgroup_file, write_cgroup_file_str, CgroupSetup};
-use libcgroups::v1::ControllerType;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -93,65 +92,87 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Legacy and hybrid layouts: a directory in every hierarchy this
+    /// process is in (controllers, named ones such as name=systemd, and the
+    /// v2 mount of a hybrid layout), so that the cgroup namespace the
+    /// sandbox unshares has the run's own directory as its root in each:
+    /// a nested namespace that mounts any hierarchy finds only that, owned
+    /// by the helper. Limits go into their controllers' directories; a
+    /// hierarchy without a limit that refuses a directory is left out.
     fn create_v1(
         &mut self,
         own: &[(String, String)],
         name: &str,
         l: &Limits,
     ) -> Result<(), String> {
-        let mut wanted = Vec::new();
+        let mounts = cgroup_mounts().map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+        let mut limited = Vec::new();
         if l.memory.is_some() {
-            wanted.push(ControllerType::Memory);
+            limited.push("memory");
         }
         if l.pids.is_some() {
-            wanted.push(ControllerType::Pids);
+            limited.push("pids");
         }
         if l.cpus.is_some() {
-            wanted.push(ControllerType::Cpu);
+            limited.push("cpu");
         }
-        for ctrl in wanted {
-            let dir = self.v1_dir(own, name, &ctrl)?;
-            match ctrl {
-                ControllerType::Memory => {
-                    let m = l.memory.unwrap_or_default().to_string();
-                    write(&dir.join("memory.limit_in_bytes"), &m)?;
-                    if dir.join("memory.memsw.limit_in_bytes").exists() {
-                        write(&dir.join("memory.memsw.limit_in_bytes"), &m)?;
-                    }
-                    self.memory = Some(dir);
-                }
-                ControllerType::Pids => {
-                    write(
-                        &dir.join("pids.max"),
-                        &l.pids.unwrap_or_default().to_string(),
-                    )?;
-                }
-                _ => {
-                    write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-                    let q = quota_us(l.cpus.unwrap_or(1.0)).to_string();
-                    write(&dir.join("cpu.cfs_quota_us"), &q)?;
+        let mut enforced = Vec::new();
+        for (ctrls, path) in own {
+            let Some(parent) = hierarchy_dir(&mounts, ctrls, path) else {
+                continue;
+            };
+            let names: Vec<&str> = ctrls.split(',').collect();
+            let needed: Vec<&str> = limited
+                .iter()
+                .copied()
+                .filter(|c| names.contains(c))
+                .collect();
+            remove_stale(&parent);
+            let dir = match self.mkdir(&parent, name) {
+                Ok(dir) => dir,
+                Err(e) if !needed.is_empty() => return Err(e),
+                Err(_) => continue,
+            };
+            // A new v1 cpuset has no CPU and no memory node: nothing could
+            // join it. It gets its parent's.
+            if names.contains(&"cpuset") {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let from = read(&parent.join(f))?;
+                    write(&dir.join(f), from.trim())?;
                 }
             }
+            for c in needed {
+                match c {
+                    "memory" => {
+                        let m = l.memory.unwrap_or_default().to_string();
+                        write(&dir.join("memory.limit_in_bytes"), &m)?;
+                        if dir.join("memory.memsw.limit_in_bytes").exists() {
+                            write(&dir.join("memory.memsw.limit_in_bytes"), &m)?;
+                        }
+                        self.memory = Some(dir.clone());
+                    }
+                    "pids" => write(
+                        &dir.join("pids.max"),
+                        &l.pids.unwrap_or_default().to_string(),
+                    )?,
+                    _ => {
+                        write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                        let q = quota_us(l.cpus.unwrap_or(1.0)).to_string();
+                        write(&dir.join("cpu.cfs_quota_us"), &q)?;
+                    }
+                }
+                enforced.push(c);
+            }
+            // The freezer kills the tree atomically; without it the pid
+            // namespace still takes every process down.
+            if names.contains(&"freezer") {
+                self.freezer = Some(dir);
+            }
         }
-        // The freezer only helps to kill the tree atomically; without it the
-        // pid namespace still takes every process down.
-        self.freezer = self.v1_dir(own, name, &ControllerType::Freezer).ok();
-        Ok(())
-    }
-
-    fn v1_dir(
-        &mut self,
-        own: &[(String, String)],
-        name: &str,
-        ctrl: &ControllerType,
-    ) -> Result<PathBuf, String> {
-        let mount =
-            libcgroups::v1::util::get_subsystem_mount_point(ctrl).map_err(|e| e.to_string())?;
-        let path = own_path(own, ctrl.as_ref())
-            .ok_or_else(|| format!("no {ctrl} entry in /proc/self/cgroup"))?;
-        let parent = mount.join(path.trim_start_matches('/'));
-        remove_stale(&parent);
-        self.mkdir(&parent, name)
+        match limited.iter().find(|c| !enforced.contains(c)) {
+            Some(c) => Err(format!("no {c} cgroup hierarchy for this process")),
+            None => Ok(()),
+        }
     }
 
     fn mkdir(&mut self, parent: &Path, name: &str) -> Result<PathBuf, String> {
@@ -259,6 +280,64 @@ fn own_cgroups() -> std::io::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// A mounted cgroup hierarchy: where, the cgroup path its root shows, and
+/// its controllers (none for cgroup v2; "name=systemd" for a named one).
+struct Mount {
+    point: PathBuf,
+    root: String,
+    ctrls: Vec<String>,
+}
+
+/// Every cgroup and cgroup2 mount of this mount namespace.
+fn cgroup_mounts() -> std::io::Result<Vec<Mount>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text.lines().filter_map(parse_mountinfo).collect())
+}
+
+fn parse_mountinfo(line: &str) -> Option<Mount> {
+    let (left, right) = line.split_once(" - ")?;
+    let f: Vec<&str> = left.split(' ').collect();
+    let r: Vec<&str> = right.split(' ').collect();
+    let (root, point) = (*f.get(3)?, *f.get(4)?);
+    let ctrls = match *r.first()? {
+        "cgroup2" => Vec::new(),
+        "cgroup" => r
+            .get(2)?
+            .split(',')
+            .filter(|o| {
+                !matches!(
+                    *o,
+                    "rw" | "ro" | "noprefix" | "clone_children" | "xattr" | "cpuset_v2_mode"
+                ) && !o.starts_with("release_agent=")
+            })
+            .map(str::to_owned)
+            .collect(),
+        _ => return None,
+    };
+    Some(Mount {
+        // mountinfo writes a space in a path as \040.
+        point: PathBuf::from(point.replace("\\040", " ")),
+        root: root.to_owned(),
+        ctrls,
+    })
+}
+
+/// The directory of cgroup `path` in the hierarchy with controllers
+/// `ctrls` (both from a line of /proc/self/cgroup), if that hierarchy is
+/// mounted here with its root at or above `path`.
+fn hierarchy_dir(mounts: &[Mount], ctrls: &str, path: &str) -> Option<PathBuf> {
+    let want: Vec<&str> = ctrls.split(',').filter(|c| !c.is_empty()).collect();
+    let m = mounts.iter().find(|m| {
+        m.ctrls.len() == want.len() && want.iter().all(|c| m.ctrls.iter().any(|have| have == c))
+    })?;
+    let rel = if m.root == "/" {
+        path
+    } else {
+        path.strip_prefix(m.root.as_str())?
+    };
+    Some(m.point.join(rel.trim_start_matches('/')))
+}
+
 fn own_path<'a>(own: &'a [(String, String)], controller: &str) -> Option<&'a str> {
     own.iter()
         .find(|(ctrls, _)| {
@@ -324,6 +403,30 @@ mod tests {
         assert_eq!(own_path(&own, ""), Some("/unified"));
         assert_eq!(own_path(&own, "pids"), None);
         assert_eq!(quota_us(1.5), 150_000);
+        let mounts: Vec<Mount> = [
+            "33 25 0:28 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu",
+            "40 25 0:35 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd",
+            "41 25 0:36 /sub /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate",
+            "42 25 0:37 / /proc rw - proc proc rw",
+        ]
+        .iter()
+        .filter_map(|l| parse_mountinfo(l))
+        .collect();
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(
+            hierarchy_dir(&mounts, "cpu", "/a/b"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu/a/b"))
+        );
+        assert_eq!(
+            hierarchy_dir(&mounts, "name=systemd", "/"),
+            Some(PathBuf::from("/sys/fs/cgroup/systemd/"))
+        );
+        assert_eq!(
+            hierarchy_dir(&mounts, "", "/sub/x"),
+            Some(PathBuf::from("/sys/fs/cgroup/unified/x"))
+        );
+        assert_eq!(hierarchy_dir(&mounts, "memory", "/"), None);
+
         assert_eq!(quota_us(0.001), 1000);
     }
 }

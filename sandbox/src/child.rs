@@ -43,8 +43,9 @@ const KEPT_CAPS: [caps::Capability; 11] = [
 /// How the cloned child may start.
 pub(crate) enum Start<'a> {
     /// When the helper, having written the maps and set up the cgroup, writes
-    /// a byte to this pipe.
-    AfterHelper(OwnedFd),
+    /// a byte to this pipe. With `joins_cgroup` false, what needs no ids
+    /// mapped (namespaces' own settings) is done meanwhile.
+    AfterHelper { sync: OwnedFd, joins_cgroup: bool },
     /// At once, writing its own maps: saves a round trip through the helper.
     OwnMaps(&'a Maps),
 }
@@ -63,7 +64,7 @@ pub(crate) fn main(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut keep = spec.fds.clone();
     keep.push(report.as_raw_fd());
-    if let Start::AfterHelper(sync) = &start {
+    if let Start::AfterHelper { sync, .. } = &start {
         keep.push(sync.as_raw_fd());
     }
     if let Err(e) = inherit_only(stdio, keep) {
@@ -72,8 +73,12 @@ pub(crate) fn main(
         // SAFETY: leave the forked copy without running the helper's destructors.
         unsafe { libc::_exit(1) }
     }
+    let mut early = None;
     let started = match start {
-        Start::AfterHelper(sync) => {
+        Start::AfterHelper { sync, joins_cgroup } => {
+            if !joins_cgroup {
+                early = Some(own_namespaces(spec));
+            }
             let mut go = [0u8];
             std::fs::File::from(sync)
                 .read(&mut go)
@@ -93,7 +98,29 @@ pub(crate) fn main(
         unsafe { libc::_exit(1) }
     }
     let report = std::fs::File::from(report);
-    let msg = match init(spec, filter, rlimits, &report) {
+    let msg = match early
+        .unwrap_or_else(|| own_namespaces(spec))
+        .and_then(|()| HostPaths::open(spec))
+        .and_then(|host| {
+            become_inside_root()?;
+            // A change of ids clears the parent-death signal: set it again,
+            // and leave if the helper is gone already.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if helper_gone(&report) {
+                return Err(Error::setup("start sandbox", "the helper is gone"));
+            }
+            // Only now: the helper has written our maps (and opened our
+            // namespaces) through /proc/PID, which a non-dumpable process
+            // keeps from it.
+            hide_init()?;
+            new_session_keyring()?;
+            mounts::build(&host.spec)?;
+            // Nothing of the host may stay reachable through init's
+            // descriptors (/proc/1/fd) once commands run.
+            drop(host);
+            init(spec, filter, rlimits, &report)
+        }) {
         Ok(status) => InitMsg::Ended(status),
         Err(e) => InitMsg::Failed(e),
     };
@@ -102,17 +129,113 @@ pub(crate) fn main(
     unsafe { libc::_exit(0) }
 }
 
-fn init(spec: &Spec, filter: &Program, rlimits: bool, report: &std::fs::File) -> Result<Status> {
-    // Only now: the helper has written our maps (and opened our namespaces)
-    // through /proc/PID, which a non-dumpable process keeps from it.
-    hide_init()?;
-    new_session_keyring()?;
-    // Only now: the helper has moved us into our cgroup, which becomes the
-    // namespace's root.
+/// What the namespaces need that no id mapping does: a cgroup namespace
+/// (only once the helper moved us into our cgroups, which become its root),
+/// the hostname, `lo` up.
+fn own_namespaces(spec: &Spec) -> Result<()> {
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::setup("cgroup namespace", e))?;
     sethostname(&spec.hostname).map_err(|e| Error::setup("sethostname", e))?;
-    loopback_up().map_err(|e| Error::setup("bring up lo", e))?;
-    mounts::build(spec)?;
+    loopback_up().map_err(|e| Error::setup("bring up lo", e))
+}
+
+/// The host directories and files the mounts are made from, opened
+/// (O_PATH) while this process still has the ids it was cloned with, and a
+/// copy of the spec that names them as `/proc/self/fd/N`: as real root,
+/// inside root is the range's unprivileged ids, which need not be able to
+/// search the directories above them (a store under /root, a 0700 work
+/// directory). What lies beneath each is reached with the range's ids.
+struct HostPaths {
+    spec: Spec,
+    _fds: Vec<OwnedFd>,
+}
+
+impl HostPaths {
+    fn open(spec: &Spec) -> Result<HostPaths> {
+        let mut fds = Vec::new();
+        let mut open = |path: &mut PathBuf, what: &str| -> Result<()> {
+            let fd = nix::fcntl::open(
+                path.as_path(),
+                OFlag::O_PATH | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| Error::path(what, path.clone(), e.desc()))?;
+            // SAFETY: open just returned this descriptor.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let dir = nix::sys::stat::fstat(fd.as_raw_fd())
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            // "/." makes every use follow the link to the directory itself,
+            // lstat and read_dir included.
+            *path = PathBuf::from(format!(
+                "/proc/self/fd/{}{}",
+                fd.as_raw_fd(),
+                if dir { "/." } else { "" }
+            ));
+            fds.push(fd);
+            Ok(())
+        };
+        let mut s = spec.clone();
+        for l in &mut s.lowers {
+            open(l, "root directory")?;
+        }
+        for o in &mut s.overlays {
+            for l in &mut o.lowers {
+                open(l, "overlay directory")?;
+            }
+            open(&mut o.upper, "overlay directory")?;
+            open(&mut o.work, "overlay directory")?;
+        }
+        for m in &mut s.memory_dirs {
+            for src in &mut m.sources {
+                open(src, "in-memory directory source")?;
+            }
+        }
+        for b in &mut s.binds {
+            open(&mut b.src, "bind source")?;
+        }
+        // An in-memory scratch is mounted on its directory: paths below it
+        // must cross that mount, which a jump through /proc/self/fd does
+        // not. The helper made it under $TMPDIR, which everyone can search.
+        if !s.scratch_in_memory {
+            open(&mut s.scratch, "scratch directory")?;
+        }
+        Ok(HostPaths { spec: s, _fds: fds })
+    }
+}
+
+/// Whether nobody reads the report pipe any more: the helper died (from
+/// inside a new pid namespace, the parent's pid is not to be seen).
+fn helper_gone(report: &std::fs::File) -> bool {
+    use std::os::fd::AsFd;
+    let mut fd = [nix::poll::PollFd::new(
+        report.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    nix::poll::poll(&mut fd, nix::poll::PollTimeout::ZERO).is_ok()
+        && fd[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLERR))
+}
+
+/// Take the ids root has inside. Until now this process kept the host ids
+/// it was cloned with (as real root: host root's, with no capability over
+/// anything of the host); from now on, everything it and the command create
+/// belongs to inside root's host ids. Supplementary groups (host root's
+/// group, unmapped but still checked against group permissions) are dropped
+/// where the kernel lets us (not after an unprivileged `setgroups deny`).
+pub(crate) fn become_inside_root() -> Result<()> {
+    // SAFETY: setgroups with an empty list.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 && Errno::last() != Errno::EPERM {
+        return Err(Error::setup("drop supplementary groups", Errno::last()));
+    }
+    let root_g = nix::unistd::Gid::from_raw(0);
+    let root_u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_g, root_g, root_g)
+        .map_err(|e| Error::setup("take inside root's gid", e))?;
+    nix::unistd::setresuid(root_u, root_u, root_u)
+        .map_err(|e| Error::setup("take inside root's uid", e))
+}
+
+fn init(spec: &Spec, filter: &Program, rlimits: bool, report: &std::fs::File) -> Result<Status> {
     let commands =
         std::iter::once((&spec.argv, &spec.cwd)).chain(spec.then.iter().map(|s| (&s.argv, &s.cwd)));
     let mut status = Status::Exited(0);
@@ -251,8 +374,16 @@ fn prepare_process(spec: &Spec, cwd: &Path, rlimits: bool, err_fd: &mut RawFd) -
     }
     umask(Mode::from_bits_truncate(spec.umask as libc::mode_t));
     chdir(cwd).map_err(|e| Error::path("working directory", cwd, e.desc()))?;
+    // RLIMIT_NPROC counts the processes of one uid: with several ids mapped,
+    // a tree switching uids would get the limit once per uid. Without a
+    // pids cgroup, the tree keeps the uid it starts with.
+    let one_uid = rlimits && spec.limits.pids.is_some();
     for cap in caps::all() {
-        if !KEPT_CAPS.contains(&cap) {
+        let switches_ids = matches!(
+            cap,
+            caps::Capability::CAP_SETUID | caps::Capability::CAP_SETGID
+        );
+        if !KEPT_CAPS.contains(&cap) || (one_uid && switches_ids) {
             caps::drop(None, caps::CapSet::Bounding, cap)
                 .map_err(|e| Error::setup("drop capabilities", e))?;
         }

@@ -5,8 +5,12 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
+
+use nix::fcntl::OFlag;
 
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -185,27 +189,188 @@ pub(crate) fn fill_tree(src: &Path, dst: &Path) -> io::Result<()> {
 }
 
 /// Make every entry under `path` owned by `uid`:`gid` and readable, writable
-/// (and for directories searchable) by its owner. Runs after the tree ended,
-/// so nothing can swap entries under the walk.
+/// (and for directories searchable) by its owner, with no setuid or setgid
+/// bit and no file capability left (see [`strip_tree`]).
 pub(crate) fn reclaim_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    walk_beneath(path, &mut |fd, st| {
+        let ft = st.st_mode & libc::S_IFMT;
+        chown_fd(fd, uid, gid)?;
+        if ft == libc::S_IFLNK {
+            return Ok(());
+        }
+        let dir = ft == libc::S_IFDIR;
+        let want = if dir { 0o700 } else { 0o600 };
+        // chown(2) already dropped setuid and capabilities: never put them back.
+        let kept = if dir { 0o7777 } else { 0o1777 };
+        let mode = st.st_mode & 0o7777;
+        if mode & want != want || mode & !kept != 0 {
+            chmod_fd(fd, (mode | want) & kept)?;
+        }
+        if ft == libc::S_IFREG {
+            drop_capabilities(fd)?;
+        }
+        Ok(())
+    })
+}
+
+/// Give `path` and everything beneath it to `uid`:`gid`, unless `path`
+/// itself has that owner already: its entries first and `path` last, so an
+/// interrupted pass is redone by the next. Modes stay, except that chown(2)
+/// drops setuid, setgid and file capabilities of what it changes.
+pub(crate) fn own_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     let meta = path.symlink_metadata()?;
-    lchown(path, Some(uid), Some(gid))?;
-    if meta.file_type().is_symlink() {
+    if (meta.uid(), meta.gid()) == (uid, gid) {
         return Ok(());
     }
-    let want = if meta.is_dir() { 0o700 } else { 0o600 };
-    if meta.mode() & want != want {
-        fs::set_permissions(
-            path,
-            fs::Permissions::from_mode((meta.mode() | want) & 0o7777),
-        )?;
-    }
+    let chown = &mut |fd: &OwnedFd, _: &libc::stat| chown_fd(fd, uid, gid);
     if meta.is_dir() {
         for entry in fs::read_dir(path)? {
-            reclaim_tree(&entry?.path(), uid, gid)?;
+            walk_beneath(&entry?.path(), chown)?;
         }
     }
-    Ok(())
+    lchown(path, Some(uid), Some(gid))
+}
+
+/// Take away every privilege a tree written by a sandbox could carry onto
+/// the host: the setuid and setgid bits of everything but directories (a
+/// setgid directory only passes its group on) and file capabilities
+/// (`security.capability`).
+pub(crate) fn strip_tree(path: &Path) -> io::Result<()> {
+    walk_beneath(path, &mut |fd, st| {
+        let ft = st.st_mode & libc::S_IFMT;
+        if ft == libc::S_IFDIR || ft == libc::S_IFLNK {
+            return Ok(());
+        }
+        if st.st_mode & 0o6000 != 0 {
+            chmod_fd(fd, st.st_mode & 0o1777)?;
+        }
+        if ft == libc::S_IFREG {
+            drop_capabilities(fd)?;
+        }
+        Ok(())
+    })
+}
+
+/// Calls `visit` on `path` and every entry beneath it, each opened with
+/// O_PATH|O_NOFOLLOW, a directory before its contents (which it may make
+/// readable first). Every entry is reached from its parent's descriptor and
+/// no symbolic link is followed, so a tree that changes meanwhile cannot
+/// lead the walk, or what `visit` changes, outside `path`.
+fn walk_beneath(
+    path: &Path,
+    visit: &mut dyn FnMut(&OwnedFd, &libc::stat) -> io::Result<()>,
+) -> io::Result<()> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let fd = open_at(None, path.as_os_str(), OFlag::O_PATH).map_err(named)?;
+    walk_fd(fd, path, visit)
+}
+
+fn walk_fd(
+    fd: OwnedFd,
+    path: &Path,
+    visit: &mut dyn FnMut(&OwnedFd, &libc::stat) -> io::Result<()>,
+) -> io::Result<()> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| named(e.into()))?;
+    visit(&fd, &st).map_err(named)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(());
+    }
+    // Reopen the very directory visited (not a path that may have changed)
+    // to read it.
+    let dir = match open_at(
+        Some(&fd),
+        std::ffi::OsStr::new("."),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+    ) {
+        Ok(dir) => dir,
+        // A directory its owner made unreadable (and `visit` left so) keeps
+        // everyone but its owner out of what it holds.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Ok(()),
+        Err(e) => return Err(named(e)),
+    };
+    let mut names = Vec::new();
+    for entry in nix::dir::Dir::from_fd(dir.try_clone().map_err(named)?.into_raw_fd())
+        .map_err(|e| named(e.into()))?
+        .iter()
+    {
+        let entry = entry.map_err(|e| named(e.into()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name).to_owned());
+        }
+    }
+    // Every entry, even after one failed: the first error is reported.
+    let mut first = None;
+    for name in names {
+        let done = open_at(Some(&dir), &name, OFlag::O_PATH)
+            .map_err(named)
+            .and_then(|child| walk_fd(child, &path.join(&name), visit));
+        if let Err(e) = done {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// openat(2) with O_NOFOLLOW|O_CLOEXEC added; relative to the working
+/// directory without `dir`.
+fn open_at(dir: Option<&OwnedFd>, name: &std::ffi::OsStr, flags: OFlag) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(
+        dir.map(|d| d.as_raw_fd()),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: openat just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The path of an O_PATH descriptor that system calls without an fd form
+/// (chmod, removexattr) resolve to exactly its inode.
+fn fd_path(fd: &OwnedFd) -> std::ffi::CString {
+    std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+/// lchown(2) of the entry `fd` (O_PATH) itself, a symbolic link included.
+fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: an empty NUL-terminated path relative to a descriptor we own.
+    let r = unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn chmod_fd(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::chmod(fd_path(fd).as_ptr(), mode) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Remove the `security.capability` attribute of the file `fd`, if it has one.
+fn drop_capabilities(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: NUL-terminated strings that outlive the call.
+    if unsafe { libc::removexattr(fd_path(fd).as_ptr(), c"security.capability".as_ptr()) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(err),
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +419,28 @@ mod tests {
             meta.mtime(),
             fs::metadata(b.join("etc/conf")).unwrap().mtime()
         );
+    }
+
+    #[test]
+    fn strip_takes_setuid_and_setgid_never_through_a_link() {
+        let t = tempfile::tempdir().unwrap();
+        let (tree, outside) = (t.path().join("tree"), t.path().join("outside"));
+        fs::create_dir_all(tree.join("d")).unwrap();
+        fs::set_permissions(tree.join("d"), fs::Permissions::from_mode(0o2755)).unwrap();
+        for (name, mode) in [("d/suid", 0o4755), ("sgid", 0o2711)] {
+            fs::write(tree.join(name), "x").unwrap();
+            fs::set_permissions(tree.join(name), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        fs::write(&outside, "x").unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o4755)).unwrap();
+        symlink(&outside, tree.join("link")).unwrap();
+        strip_tree(&tree).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&tree.join("d/suid")), 0o755);
+        assert_eq!(mode(&tree.join("sgid")), 0o711);
+        // A setgid directory only passes its group on: kept.
+        assert_eq!(mode(&tree.join("d")), 0o2755);
+        assert_eq!(mode(&outside), 0o4755, "followed a link out of the tree");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::fs::{DirBuilder, File};
 use std::io::{BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -20,6 +20,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{fchdir, pipe2, Pid};
+use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Cgroup;
 use crate::child;
@@ -34,8 +35,8 @@ pub(crate) fn main(fd: RawFd) -> i32 {
     // SAFETY: the caller passed us this socket and nothing else here owns it.
     let sock = unsafe { UnixStream::from_raw_fd(fd) };
     let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    let spec: Spec = match recv(BufReader::new(&sock)) {
-        Ok(Some(spec)) => spec,
+    let (spec, streams): (Spec, [Stream; 3]) = match recv(BufReader::new(&sock)) {
+        Ok(Some(request)) => request,
         Ok(None) => return 2,
         Err(e) => {
             let err = Error::Helper(format!("unreadable spec: {e}"));
@@ -43,32 +44,42 @@ pub(crate) fn main(fd: RawFd) -> i32 {
             return 2;
         }
     };
-    serve(&spec, &sock)
-}
-
-/// Run `spec` and send the report over `sock`; the helper's exit code.
-fn serve(spec: &Spec, sock: &UnixStream) -> i32 {
-    let result = run(spec, &Caller::Remote(sock));
-    let _ = send(sock, &HelperMsg::Done(result));
+    let result = run(&spec, &Caller::Remote(&sock, streams));
+    let _ = send(&sock, &HelperMsg::Done(result));
     0
 }
 
-/// Who asked for the sandbox.
+/// Where a standard stream of the command goes, as the helper sees it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Stream {
+    /// The helper's own descriptor (0, 1 or 2) as it is.
+    Keep,
+    /// This descriptor of the helper, as it is.
+    Direct(RawFd),
+    /// A pipe whose other end the helper reads and appends to this file
+    /// descriptor; streams naming one file share one pipe.
+    Log(RawFd),
+}
+
+/// Who asked for the sandbox, and where the command's stdio goes.
 pub(crate) enum Caller<'a> {
     /// Another process (this one is the exec'd helper): the socket closing
     /// means the caller is gone.
-    Remote(&'a UnixStream),
-    /// This very process. The sandbox's init puts these descriptors (the
-    /// spec's stdio, None: keep ours) on 0-2.
-    Local([Option<RawFd>; 3]),
+    Remote(&'a UnixStream, [Stream; 3]),
+    /// This very process.
+    Local([Stream; 3]),
 }
 
 /// Builds the sandbox, runs it to the end and cleans up. The calling process
 /// must be single-threaded: it clones the sandbox's init.
 pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
-    let maps = Maps::resolve(&spec.idmap)?;
+    if nix::unistd::geteuid().is_root() && !matches!(spec.idmap, crate::IdMap::Custom { .. }) {
+        spec.root_ids.check()?;
+    }
+    let maps = Maps::resolve(&spec.idmap, &spec.root_ids)?;
+    let owner = spec.host_root()?;
     let filter = Program::compile(&spec.seccomp_allow)?;
-    let _mount_point = prepare_scratch(spec)?;
+    let _mount_point = prepare_scratch(spec, owner)?;
     let mut warnings = Vec::new();
     let (cgroup, enforcement) = if spec.limits.any() {
         match Cgroup::create(&spec.limits) {
@@ -108,6 +119,9 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
         .map_err(|e| Error::setup("signalfd", e))?;
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
+    let (stdio, mut pumps) = match caller {
+        Caller::Remote(_, streams) | Caller::Local(streams) => Pump::plumb(streams)?,
+    };
 
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
@@ -128,15 +142,14 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
             drop(sync_w);
             drop(report_r);
             let rlimits = enforcement == Enforcement::Rlimits;
-            let stdio = match caller {
-                Caller::Local(stdio) => *stdio,
-                Caller::Remote(_) => [None; 3],
-            };
             let start = if on_its_own {
                 drop(sync_r);
                 child::Start::OwnMaps(&maps)
             } else {
-                child::Start::AfterHelper(sync_r)
+                child::Start::AfterHelper {
+                    sync: sync_r,
+                    joins_cgroup: cgroup.is_some(),
+                }
             };
             child::main(spec, &filter, start, report_w, rlimits, stdio)
         }
@@ -144,6 +157,11 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     };
     drop(sync_r);
     drop(report_w);
+    // Only the sandbox may hold the pipes' write ends: their end of file
+    // says its last process is gone.
+    for p in &mut pumps {
+        p.write = None;
+    }
     // In-memory directories to save on failure must outlive the sandbox's
     // processes: holding its namespaces keeps its mounts.
     let held = if saves {
@@ -178,11 +196,17 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
         spec.timeout.map(|t| start + t),
         &signals,
         match caller {
-            Caller::Remote(sock) => Some(*sock),
+            Caller::Remote(sock, _) => Some(*sock),
             Caller::Local(_) => None,
         },
         cgroup.as_ref(),
+        &mut pumps,
     )?;
+    // Init is gone, and with it every process of its namespace: what they
+    // wrote last is still in the pipes.
+    for p in &mut pumps {
+        p.drain(true);
+    }
     let wall = start.elapsed();
     let mut command = 0;
     let mut report = None;
@@ -204,33 +228,33 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
                 // At most what the directory could hold: hard links would
                 // otherwise multiply it on the host's disk.
                 let limit = m.mounted_size(&spec.limits);
-                if let Err(e) = ns.save(m, to, limit) {
+                if let Err(e) = ns.save(m, to, limit, owner) {
                     warnings.push(e.to_string());
                 }
             }
         }
     }
     drop(held);
-    // overlayfs leaves directories of mode 000 in its work directories, all
-    // ours: make them deletable by the caller.
-    let (uid, gid) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
+    // overlayfs leaves directories of mode 000 in its work directories:
+    // make them usable by inside root's host ids (the caller's, unless real
+    // root started us), so the next run and the caller can remove them.
     let root_work = (!spec.scratch_in_memory).then(|| spec.scratch.join("work"));
     for work in root_work
         .iter()
         .chain(spec.overlays.iter().map(|o| &o.work))
     {
-        let _ = crate::copy::reclaim_tree(work, uid, gid);
+        let _ = crate::copy::reclaim_tree(work, owner.0, owner.1);
     }
     let memory_peak = cgroup.as_ref().and_then(Cgroup::memory_peak);
     let oom_kills = cgroup.as_ref().and_then(Cgroup::oom_kills);
     drop(cgroup);
-    if spec.reclaim {
-        if let Err(e) = reclaim(spec, &maps) {
-            warnings.push(format!("reclaiming the run's files failed: {e}"));
-        }
+    let reclaimed = if spec.reclaim {
+        Reclaim::ToCaller
+    } else {
+        Reclaim::StripOnly
+    };
+    if let Err(e) = reclaim(spec, &maps, reclaimed) {
+        warnings.push(format!("reclaiming the run's files failed: {e}"));
     }
     let status = match (report, ended_by) {
         (Some(Ok(status)), _) => status,
@@ -270,6 +294,7 @@ fn supervise(
     signals: &SignalFd,
     sock: Option<&UnixStream>,
     cgroup: Option<&Cgroup>,
+    pumps: &mut [Pump],
 ) -> Result<(Option<Status>, (i32, libc::rusage))> {
     let mut ended_by = None;
     loop {
@@ -300,13 +325,29 @@ fn supervise(
         if let Some(sock) = sock {
             fds.push(PollFd::new(sock.as_fd(), PollFlags::POLLIN));
         }
+        let first_pump = fds.len();
+        let open: Vec<usize> = (0..pumps.len()).filter(|&i| !pumps[i].ended).collect();
+        for &i in &open {
+            fds.push(PollFd::new(pumps[i].read.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::setup("poll", e)),
         }
-        let gone = fds
-            .get(1)
-            .is_some_and(|fd| fd.revents().is_none_or(|r| !r.is_empty()));
+        let gone = sock.is_some()
+            && fds
+                .get(1)
+                .is_some_and(|fd| fd.revents().is_none_or(|r| !r.is_empty()));
+        let ready: Vec<usize> = open
+            .iter()
+            .zip(&fds[first_pump..])
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(&i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            pumps[i].drain(false);
+        }
         while let Ok(Some(info)) = signals.read_signal() {
             let sig = info.ssi_signo as i32;
             if sig != libc::SIGCHLD && ended_by.is_none() {
@@ -369,7 +410,7 @@ pub(crate) unsafe fn fork_into(flags: CloneFlags) -> nix::Result<Option<Pid>> {
 /// Create the scratch directory's layout. An in-memory scratch that did not
 /// exist is only a mount point: the returned guard removes it again, even when
 /// the caller died meanwhile.
-fn prepare_scratch(spec: &Spec) -> Result<Option<MountPoint>> {
+fn prepare_scratch(spec: &Spec, owner: (u32, u32)) -> Result<Option<MountPoint>> {
     let fail = |e: &dyn std::fmt::Display| Error::path("scratch directory", &spec.scratch, e);
     if spec.scratch_in_memory {
         let created = match std::fs::create_dir(&spec.scratch) {
@@ -382,10 +423,17 @@ fn prepare_scratch(spec: &Spec) -> Result<Option<MountPoint>> {
         return Ok(created.then(|| MountPoint(spec.scratch.clone())));
     }
     for sub in ["upper", "work", "root"] {
-        std::fs::create_dir_all(spec.scratch.join(sub)).map_err(|e| fail(&e))?;
+        let dir = spec.scratch.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+        if nix::unistd::geteuid().is_root() {
+            // Real root's sandbox runs as the range's ids: they write here.
+            std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1)).map_err(|e| fail(&e))?;
+        }
     }
-    nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
-        .map_err(|e| fail(&e.desc()))?;
+    if !nix::unistd::geteuid().is_root() {
+        nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
+            .map_err(|e| fail(&e.desc()))?;
+    }
     Ok(None)
 }
 
@@ -407,24 +455,73 @@ impl Drop for MountPoint {
     }
 }
 
-/// Give the caller back everything the run wrote: in a user namespace with the
-/// run's maps, chown every entry under the writable binds and the scratch
-/// directory to the inside ids that stand for the caller, and add u+rwX.
-fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
-    let (uid, gid) = maps
-        .caller_inside()
-        .ok_or_else(|| Error::InvalidSpec("reclaim needs the caller's ids mapped inside".into()))?;
-    let mut roots: Vec<_> = spec
+/// What [`reclaim`] does to the trees a run wrote.
+#[derive(Clone, Copy)]
+enum Reclaim {
+    /// Give every entry to the caller, u+rwX, with no setuid, setgid or
+    /// file capability left ([`crate::copy::reclaim_tree`]).
+    ToCaller,
+    /// Owners stay; setuid, setgid and file capabilities go
+    /// ([`crate::copy::strip_tree`]).
+    StripOnly,
+}
+
+/// After the tree ended: walk every tree the run could write on the host
+/// (writable bind sources, overlay uppers, saved in-memory directories, an
+/// on-disk scratch) and apply `what`, so that nothing the run made is a
+/// privileged program on the host. Real root, and a caller whose own id is
+/// all the mapping has, walk directly; otherwise the walk runs in a new user
+/// namespace with the run's maps, where the caller may change every entry.
+fn reclaim(spec: &Spec, maps: &Maps, what: Reclaim) -> Result<()> {
+    let root = nix::unistd::geteuid().is_root();
+    let given = spec
         .binds
         .iter()
         .filter(|b| !b.readonly)
         .map(|b| b.src.clone())
-        .chain(spec.overlays.iter().map(|o| o.upper.clone()))
-        .chain(spec.memory_dirs.iter().filter_map(|m| m.save.clone()))
-        .filter(|p| p.exists())
+        .chain(spec.memory_dirs.iter().filter_map(|m| m.save.clone()));
+    let layers = spec
+        .overlays
+        .iter()
+        .map(|o| o.upper.clone())
+        .chain((!spec.scratch_in_memory).then(|| spec.scratch.join("upper")));
+    // Real root keeps writable layers with the range that writes them:
+    // the next run on them needs that, and root reaches them anyway.
+    let roots: Vec<(std::path::PathBuf, Reclaim)> = given
+        .map(|p| (p, what))
+        .chain(layers.map(|p| (p, if root { Reclaim::StripOnly } else { what })))
+        .filter(|(p, _)| p.exists())
         .collect();
-    if !spec.scratch_in_memory {
-        roots.push(spec.scratch.clone());
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let ids = match what {
+        Reclaim::ToCaller if root => (0, 0),
+        Reclaim::ToCaller => maps.caller_inside().ok_or_else(|| {
+            Error::InvalidSpec("reclaim needs the caller's ids mapped inside".into())
+        })?,
+        Reclaim::StripOnly => (0, 0),
+    };
+    // Every root, even after one failed: strip what can be stripped.
+    let walk = move || {
+        roots
+            .iter()
+            .map(|(r, what)| match what {
+                Reclaim::ToCaller => crate::copy::reclaim_tree(r, ids.0, ids.1).is_ok(),
+                Reclaim::StripOnly => crate::copy::strip_tree(r).is_ok(),
+            })
+            .filter(|ok| !ok)
+            .count()
+            == 0
+    };
+    // An unprivileged caller removes file capabilities only where it holds
+    // CAP_SETFCAP: in a user namespace of its own, even for its own files.
+    if root {
+        return if walk() {
+            Ok(())
+        } else {
+            Err(Error::setup("reclaim", "some entries could not be changed"))
+        };
     }
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
     // SAFETY: single-threaded helper.
@@ -432,10 +529,7 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
         None => {
             drop(sync_w);
             let mut byte = [0u8];
-            let ok = nix::unistd::read(sync_r.as_raw_fd(), &mut byte) == Ok(1)
-                && roots
-                    .iter()
-                    .all(|r| crate::copy::reclaim_tree(r, uid, gid).is_ok());
+            let ok = nix::unistd::read(sync_r.as_raw_fd(), &mut byte) == Ok(1) && walk();
             // SAFETY: leave the forked copy without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
@@ -451,6 +545,86 @@ fn reclaim(spec: &Spec, maps: &Maps) -> Result<()> {
             match waited {
                 Some((0, _)) => Ok(()),
                 _ => Err(Error::setup("reclaim", "some entries could not be changed")),
+            }
+        }
+    }
+}
+
+/// A log stream: the command writes into a pipe, the helper appends what
+/// comes out to the caller's file.
+pub(crate) struct Pump {
+    read: OwnedFd,
+    /// Until the sandbox is cloned.
+    write: Option<OwnedFd>,
+    file: RawFd,
+    ended: bool,
+}
+
+impl Pump {
+    /// The descriptors init puts on 0-2 (None: keep the one there) and the
+    /// pumps behind the log streams.
+    fn plumb(streams: &[Stream; 3]) -> Result<([Option<RawFd>; 3], Vec<Pump>)> {
+        let mut pumps: Vec<Pump> = Vec::new();
+        let mut stdio = [None; 3];
+        for (slot, stream) in stdio.iter_mut().zip(streams) {
+            *slot = match *stream {
+                Stream::Keep => None,
+                Stream::Direct(fd) => Some(fd),
+                Stream::Log(file) => {
+                    if let Some(p) = pumps.iter().find(|p| p.file == file) {
+                        p.write.as_ref().map(|w| w.as_raw_fd())
+                    } else {
+                        let (read, write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                            .map_err(|e| Error::setup("pipe", e))?;
+                        // Only the read end is ours to poll; the command
+                        // gets a blocking pipe, as a file would be.
+                        fcntl(write.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))
+                            .map_err(|e| Error::setup("pipe", e))?;
+                        let raw = write.as_raw_fd();
+                        pumps.push(Pump {
+                            read,
+                            write: Some(write),
+                            file,
+                            ended: false,
+                        });
+                        Some(raw)
+                    }
+                }
+            };
+        }
+        Ok((stdio, pumps))
+    }
+
+    /// Copy what the pipe holds to the file (a bounded amount, so that a
+    /// chatty command cannot keep the helper from its signals); with
+    /// `to_end`, everything until every writer has closed it.
+    fn drain(&mut self, to_end: bool) {
+        let mut buf = [0u8; 65536];
+        let mut rounds = 0;
+        while !self.ended && (to_end || rounds < 16) {
+            rounds += 1;
+            match nix::unistd::read(self.read.as_raw_fd(), &mut buf) {
+                Ok(0) => self.ended = true,
+                Ok(n) => {
+                    // SAFETY: the caller's open file, borrowed for this call.
+                    let file = unsafe { BorrowedFd::borrow_raw(self.file) };
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        match nix::unistd::write(file, rest) {
+                            Ok(k) => rest = &rest[k..],
+                            Err(nix::errno::Errno::EINTR) => {}
+                            // A full disk loses the log, not the run.
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) if to_end => {
+                    let mut fd = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fd, PollTimeout::NONE);
+                }
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(_) => self.ended = true,
             }
         }
     }
@@ -481,7 +655,7 @@ impl Namespaces {
     /// (where it may read every file, whatever its owner and mode) with
     /// `to` as its working directory, the one host path it can reach. On
     /// failure `to` is removed again.
-    fn save(&self, m: &MemoryDir, to: &Path, limit: u64) -> Result<()> {
+    fn save(&self, m: &MemoryDir, to: &Path, limit: u64, owner: (u32, u32)) -> Result<()> {
         let what = || {
             format!(
                 "saving the in-memory {} to {}",
@@ -493,6 +667,11 @@ impl Namespaces {
             .mode(0o700)
             .create(to)
             .map_err(|e| Error::setup(what(), e))?;
+        if nix::unistd::geteuid().is_root() {
+            // The copy runs as inside root: the range's ids on the host.
+            std::os::unix::fs::lchown(to, Some(owner.0), Some(owner.1))
+                .map_err(|e| Error::setup(what(), e))?;
+        }
         let dir = File::open(to).map_err(|e| Error::setup(what(), e))?;
         let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
         // SAFETY: the helper is single-threaded.
@@ -501,8 +680,9 @@ impl Namespaces {
                 drop(err_r);
                 let copied = setns(&self.user, CloneFlags::CLONE_NEWUSER)
                     .and_then(|()| setns(&self.mnt, CloneFlags::CLONE_NEWNS))
-                    .and_then(|()| fchdir(dir.as_raw_fd()))
                     .map_err(std::io::Error::from)
+                    .and_then(|()| child::become_inside_root().map_err(std::io::Error::other))
+                    .and_then(|()| fchdir(dir.as_raw_fd()).map_err(std::io::Error::from))
                     .and_then(|()| {
                         copy::merge_tree_capped(&m.dst, Path::new("."), Specials::Skip, limit)
                     });

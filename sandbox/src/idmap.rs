@@ -8,6 +8,7 @@ use std::process::Command;
 use nix::unistd::{getegid, geteuid, Pid, User};
 
 use crate::error::{Error, Result};
+use crate::hostids::HostIds;
 use crate::spec::{IdMap, IdRange};
 
 #[derive(Debug, Clone)]
@@ -17,17 +18,35 @@ pub(crate) struct Maps {
 }
 
 impl Maps {
-    pub(crate) fn resolve(idmap: &IdMap) -> Result<Maps> {
+    /// The maps `idmap` stands for when this process starts the sandbox.
+    /// Real root never maps host root: it maps onto `root_ids` instead.
+    pub(crate) fn resolve(idmap: &IdMap, root_ids: &HostIds) -> Result<Maps> {
         let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
-        let own = |id| IdRange {
-            inside: 0,
-            outside: id,
-            count: 1,
+        let one = |inside, outside, count| IdRange {
+            inside,
+            outside,
+            count,
         };
-        Ok(match idmap {
+        let root = geteuid().is_root();
+        if root
+            && !matches!(idmap, IdMap::Custom { .. })
+            && (root_ids.uid == 0 || root_ids.gid == 0)
+        {
+            // Say why in the range's own terms.
+            root_ids.check()?;
+        }
+        let maps = match idmap {
+            IdMap::Caller if root => Maps {
+                uid: vec![one(0, root_ids.uid, 1)],
+                gid: vec![one(0, root_ids.gid, 1)],
+            },
+            IdMap::Subordinate if root => Maps {
+                uid: vec![one(0, root_ids.uid, root_ids.count)],
+                gid: vec![one(0, root_ids.gid, root_ids.count)],
+            },
             IdMap::Caller => Maps {
-                uid: vec![own(uid)],
-                gid: vec![own(gid)],
+                uid: vec![one(0, uid, 1)],
+                gid: vec![one(0, gid, 1)],
             },
             IdMap::Subordinate => {
                 let name = User::from_uid(geteuid())
@@ -36,22 +55,12 @@ impl Maps {
                     .map(|u| u.name)
                     .unwrap_or_default();
                 let sub = |file: &str, id: u32| -> Result<IdRange> {
-                    let (outside, count) = match subordinate(Path::new(file), &name, id) {
-                        Ok(range) => range,
-                        // Root owns every id already: without a range of its
-                        // own it maps 1..=65535 onto themselves.
-                        Err(_) if geteuid().is_root() => (1, 65535),
-                        Err(e) => return Err(e),
-                    };
-                    Ok(IdRange {
-                        inside: 1,
-                        outside,
-                        count,
-                    })
+                    let (outside, count) = subordinate(Path::new(file), &name, id)?;
+                    Ok(one(1, outside, count))
                 };
                 Maps {
-                    uid: vec![own(uid), sub("/etc/subuid", uid)?],
-                    gid: vec![own(gid), sub("/etc/subgid", gid)?],
+                    uid: vec![one(0, uid, 1), sub("/etc/subuid", uid)?],
+                    gid: vec![one(0, gid, 1), sub("/etc/subgid", gid)?],
                 }
             }
             IdMap::Custom { uid, gid } => {
@@ -65,7 +74,15 @@ impl Maps {
                     gid: gid.clone(),
                 }
             }
-        })
+        };
+        // Ranges do not wrap (the kernel refuses that): one holds 0 by starting there.
+        let holds_root = |ranges: &[IdRange]| ranges.iter().any(|r| r.outside == 0);
+        if holds_root(&maps.uid) || holds_root(&maps.gid) {
+            return Err(Error::InvalidSpec(
+                "the id map holds host uid or gid 0: root inside must not be root outside".into(),
+            ));
+        }
+        Ok(maps)
     }
 
     /// The inside uid and gid that stand for the caller, if mapped.
@@ -226,9 +243,32 @@ mod tests {
             }],
         };
         assert_eq!(maps.caller_inside(), Some((10, 5)));
-        assert_eq!(
-            Maps::resolve(&IdMap::Caller).unwrap().caller_inside(),
-            Some((0, 0))
-        );
+        let own = Maps::resolve(&IdMap::Caller, &HostIds::DEFAULT).unwrap();
+        if geteuid().is_root() {
+            // Real root is not mapped at all: inside root is the range's first id.
+            assert_eq!(own.caller_inside(), None);
+            assert_eq!(own.uid[0].outside, HostIds::DEFAULT.uid);
+        } else {
+            assert_eq!(own.caller_inside(), Some((0, 0)));
+        }
+    }
+
+    #[test]
+    fn maps_holding_host_root_are_refused() {
+        let root = IdRange {
+            inside: 0,
+            outside: 0,
+            count: 1,
+        };
+        let err = Maps::resolve(
+            &IdMap::Custom {
+                uid: vec![root],
+                gid: vec![root],
+            },
+            &HostIds::DEFAULT,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("host uid or gid 0"), "{err}");
     }
 }

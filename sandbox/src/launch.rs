@@ -14,7 +14,7 @@ use std::path::{Component, Path};
 use std::process::Command;
 
 use crate::error::{Error, Result};
-use crate::helper::Caller;
+use crate::helper::{Caller, Stream};
 use crate::proto::{recv, send, HelperMsg};
 use crate::spec::{Report, Spec, Stdio};
 use crate::HELPER_MARKER;
@@ -23,22 +23,30 @@ use crate::HELPER_MARKER;
 /// safe to call from any thread of a multithreaded program.
 pub fn run(spec: &Spec) -> Result<Report> {
     validate(spec)?;
-    let stdio = [
-        open_stdio(&spec.stdin, false)?,
-        open_stdio(&spec.stdout, true)?,
-        open_stdio(&spec.stderr, true)?,
-    ];
+    let stdin = open_stdio(&spec.stdin, false)?;
+    let stdout = open_stdio(&spec.stdout, true)?;
+    // One file for both streams: one descriptor, so the helper pumps both
+    // through one pipe and the file keeps the order they were written in.
+    let stderr = match (&spec.stdout, &stdout) {
+        (Stdio::File(a), StdioFd::Log(fd)) if spec.stderr == Stdio::File(a.clone()) => {
+            StdioFd::SameLog(fd.as_raw_fd())
+        }
+        _ => open_stdio(&spec.stderr, true)?,
+    };
+    let stdio = [stdin, stdout, stderr];
     if single_threaded() {
-        let fds = [0, 1, 2].map(|i| match &stdio[i] {
-            StdioFd::Inherit => None,
-            StdioFd::Fd(fd) => Some(fd.as_raw_fd()),
-        });
-        return crate::helper::run(spec, &Caller::Local(fds));
+        let streams = [0, 1, 2].map(|i| stdio[i].stream());
+        return crate::helper::run(spec, &Caller::Local(streams));
     }
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| Error::Helper(format!("socketpair: {e}")))?;
+    let streams = [0, 1, 2].map(|i| match stdio[i].stream() {
+        // The exec'd helper gets these as its own stdio.
+        Stream::Direct(_) => Stream::Keep,
+        other => other,
+    });
     let mut helper = exec_helper(spec, theirs, stdio)?;
-    let result = converse(&ours, spec);
+    let result = converse(&ours, spec, streams);
     drop(ours);
     let exit = helper.wait();
     match result {
@@ -62,7 +70,19 @@ fn exec_helper(
     theirs: UnixStream,
     stdio: [StdioFd; 3],
 ) -> Result<std::process::Child> {
-    let [stdin, stdout, stderr] = stdio.map(StdioFd::into_stdio);
+    let mut keep: Vec<RawFd> = spec.fds.clone();
+    keep.push(theirs.as_raw_fd());
+    keep.extend(stdio.iter().filter_map(StdioFd::log_fd));
+    // Log files stay open here until the helper has inherited them.
+    let mut logs = Vec::new();
+    let [stdin, stdout, stderr] = stdio.map(|s| match s {
+        StdioFd::Fd(fd) => fd.into(),
+        StdioFd::Log(fd) => {
+            logs.push(fd);
+            std::process::Stdio::inherit()
+        }
+        StdioFd::Inherit | StdioFd::SameLog(_) => std::process::Stdio::inherit(),
+    });
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("imgrep-sandbox")
         .arg(HELPER_MARKER)
@@ -71,8 +91,6 @@ fn exec_helper(
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    let mut keep: Vec<RawFd> = spec.fds.clone();
-    keep.push(theirs.as_raw_fd());
     // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, on
     // descriptors that are open in the parent.
     unsafe {
@@ -90,22 +108,43 @@ fn exec_helper(
 }
 
 /// Send the spec to the exec'd helper and wait for its report.
-fn converse(sock: &UnixStream, spec: &Spec) -> std::io::Result<Option<Result<Report>>> {
-    send(sock, spec)?;
+fn converse(
+    sock: &UnixStream,
+    spec: &Spec,
+    streams: [Stream; 3],
+) -> std::io::Result<Option<Result<Report>>> {
+    send(sock, &(spec, streams))?;
     Ok(recv::<HelperMsg>(BufReader::new(sock))?.map(|HelperMsg::Done(done)| done))
 }
 
-/// A standard stream of the helper: the caller's own, or an opened file.
+/// A standard stream of the command as the caller opened it.
 enum StdioFd {
+    /// The caller's own.
     Inherit,
+    /// Given to the command as it is (/dev/null, an input file).
     Fd(OwnedFd),
+    /// A log file: the command gets a pipe, the helper writes what comes
+    /// out of it here. The command never holds the file itself, so it can
+    /// neither chmod it (`chmod 4755 /proc/self/fd/1`) nor seek in it.
+    Log(OwnedFd),
+    /// The same log file as stdout.
+    SameLog(RawFd),
 }
 
 impl StdioFd {
-    fn into_stdio(self) -> std::process::Stdio {
+    fn stream(&self) -> Stream {
         match self {
-            StdioFd::Inherit => std::process::Stdio::inherit(),
-            StdioFd::Fd(fd) => fd.into(),
+            StdioFd::Inherit => Stream::Keep,
+            StdioFd::Fd(fd) => Stream::Direct(fd.as_raw_fd()),
+            StdioFd::Log(fd) => Stream::Log(fd.as_raw_fd()),
+            StdioFd::SameLog(fd) => Stream::Log(*fd),
+        }
+    }
+
+    fn log_fd(&self) -> Option<RawFd> {
+        match self {
+            StdioFd::Log(fd) => Some(fd.as_raw_fd()),
+            _ => None,
         }
     }
 }
@@ -132,11 +171,14 @@ fn open_stdio(stdio: &Stdio, write: bool) -> Result<StdioFd> {
                 .map_err(|e| Error::path("standard stream", Path::new("/dev/null"), e))?
                 .into(),
         ),
-        Stdio::File(path) => StdioFd::Fd(
-            open(path)
-                .map_err(|e| Error::path("output file", path, e))?
-                .into(),
-        ),
+        Stdio::File(path) => {
+            let file = open(path).map_err(|e| Error::path("output file", path, e))?;
+            if write {
+                StdioFd::Log(file.into())
+            } else {
+                StdioFd::Fd(file.into())
+            }
+        }
     })
 }
 

@@ -16,6 +16,7 @@ mod child;
 mod copy;
 mod error;
 mod helper;
+mod hostids;
 mod idmap;
 mod launch;
 mod mounts;
@@ -24,10 +25,11 @@ mod seccomp;
 mod spec;
 
 pub use error::{Error, Result};
+pub use hostids::HostIds;
 pub use launch::run;
 pub use spec::{
     Bind, Enforcement, IdMap, IdRange, Limits, MemoryDir, Overlay, Report, RootFs, SeccompGroup,
-    Spec, Stats, Status, Stdio, Step,
+    Spec, Stats, Status, Stdio, Step, Trees,
 };
 
 /// argv[1] that turns the current executable into the sandbox helper.

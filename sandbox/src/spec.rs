@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::hostids::HostIds;
+use crate::idmap::Maps;
+
 /// One process tree to run. Paths outside the sandbox are host paths; `dst`,
 /// `cwd` and `tmpfs` are paths inside it. See docs/sandbox.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +68,11 @@ pub struct Spec {
     /// Wall-clock limit; the whole tree is killed when it expires.
     pub timeout: Option<Duration>,
     pub idmap: IdMap,
+    /// The host ids [`IdMap::Caller`] and [`IdMap::Subordinate`] map onto
+    /// when the caller is real root: root inside is never root outside.
+    /// Unused by unprivileged callers. See [`HostIds`].
+    #[serde(default = "default_root_ids")]
+    pub root_ids: HostIds,
     /// After the run (however it ended), make everything under the writable
     /// bind sources and `scratch` owned by the caller and u+rwX. Only needed
     /// when the mapping gives the tree more ids than the caller's own.
@@ -110,6 +119,7 @@ impl Spec {
             strict_limits: false,
             timeout: None,
             idmap: IdMap::Caller,
+            root_ids: HostIds::DEFAULT,
             reclaim: false,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
@@ -183,6 +193,70 @@ impl Spec {
             Spec::DEFAULT_TMPFS_SIZE.min(half)
         })
     }
+}
+
+fn default_root_ids() -> HostIds {
+    HostIds::DEFAULT
+}
+
+impl Spec {
+    /// The host uid and gid that stand for root inside under this spec's
+    /// mapping: the owner that writable trees handed to the run (bind
+    /// sources, overlay uppers and work directories) and trees read through
+    /// overlayfs (lowers, which it copies up with their owner) must have.
+    /// For an unprivileged caller with [`IdMap::Caller`]: the caller.
+    pub fn host_root(&self) -> Result<(u32, u32)> {
+        let maps = Maps::resolve(&self.idmap, &self.root_ids)?;
+        let outside = |ranges: &[IdRange]| {
+            ranges
+                .iter()
+                .find(|r| r.inside == 0)
+                .map(|r| r.outside)
+                .ok_or_else(|| Error::InvalidSpec("the id map does not map root inside".into()))
+        };
+        Ok((outside(&maps.uid)?, outside(&maps.gid)?))
+    }
+
+    /// Give host trees this spec names to [`Spec::host_root`], each unless
+    /// its top already has that owner. As real root, inside root is an
+    /// unprivileged range, which must own the directories the run writes
+    /// and the trees overlayfs copies up from. Only for trees that are the
+    /// caller's to give (imgrep's store, directories the user bound
+    /// writable): it changes owners on the host. chown(2) drops the setuid
+    /// and setgid bits and file capabilities of what it changes.
+    pub fn give_trees(&self, which: Trees) -> Result<()> {
+        let (uid, gid) = self.host_root()?;
+        let writable = self.binds.iter().filter(|b| !b.readonly).map(|b| &b.src);
+        let trees: Vec<&PathBuf> = match which {
+            Trees::WritableBinds => writable.collect(),
+            Trees::All => self
+                .lowers
+                .iter()
+                .chain(
+                    self.overlays
+                        .iter()
+                        .flat_map(|o| o.lowers.iter().chain([&o.upper, &o.work])),
+                )
+                .chain(self.binds.iter().map(|b| &b.src))
+                .chain(self.memory_dirs.iter().flat_map(|m| &m.sources))
+                .chain((!self.scratch_in_memory).then_some(&self.scratch))
+                .collect(),
+        };
+        for tree in trees.into_iter().filter(|t| t.exists()) {
+            crate::copy::own_tree(tree, uid, gid)
+                .map_err(|e| Error::path("giving to the sandbox's ids", tree, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which trees [`Spec::give_trees`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trees {
+    /// Every host tree of the spec.
+    All,
+    /// The sources of writable binds only.
+    WritableBinds,
 }
 
 /// A command of [`Spec::then`]: its argv (looked up like [`Spec::argv`]) and
@@ -295,13 +369,15 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IdMap {
     /// uid/gid 0 inside = the caller's uid/gid; no other id exists inside.
+    /// Real root: uid/gid 0 inside = [`Spec::root_ids`]'s first ids.
     Caller,
     /// 0 inside = the caller; 1..=N inside = the caller's first /etc/subuid
-    /// and /etc/subgid ranges (through newuidmap/newgidmap unless root).
-    /// Root without a range maps 1..=65535 onto themselves.
+    /// and /etc/subgid ranges (through newuidmap/newgidmap).
+    /// Real root: 0..N inside = all of [`Spec::root_ids`].
     Subordinate,
     /// Exact maps, e.g. so `imgrep reproduce` can vary them. Unprivileged
-    /// callers are limited to what newuidmap/newgidmap allow.
+    /// callers are limited to what newuidmap/newgidmap allow; a map that
+    /// holds host uid or gid 0 is refused.
     Custom {
         uid: Vec<IdRange>,
         gid: Vec<IdRange>,
@@ -324,7 +400,9 @@ pub enum Stdio {
     /// /dev/null.
     Null,
     /// A host file, created if missing and appended to, so stdout and stderr
-    /// may share one log.
+    /// may share one log. For stdout and stderr the command gets a pipe and
+    /// the helper appends what comes out of it: the command never holds the
+    /// file, so it cannot chmod, seek in or truncate it.
     File(PathBuf),
 }
 

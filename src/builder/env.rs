@@ -2,7 +2,7 @@
 //! conditions `imgrep reproduce` varies to prove that outputs do not depend
 //! on them.
 
-use sandbox::IdMap;
+use sandbox::{HostIds, IdMap};
 
 use crate::recipe::{Build, BuildDir, Recipe};
 
@@ -24,6 +24,8 @@ pub struct Variation {
     pub hostname: String,
     pub umask: u32,
     pub idmap: IdMap,
+    /// The host ids [`IdMap::Caller`] maps onto when imgrep runs as root.
+    pub root_ids: HostIds,
     /// Hand the environment to the step in reverse order.
     pub reverse_env: bool,
     /// `JOBS` (and so `make -j`) for recipes that leave `jobs` at 0.
@@ -40,6 +42,7 @@ impl Variation {
             hostname: HOSTNAME.to_owned(),
             umask: 0o022,
             idmap: IdMap::Caller,
+            root_ids: crate::hostids::root_ids(),
             reverse_env: false,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             other_build_dir: false,

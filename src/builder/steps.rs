@@ -61,7 +61,9 @@ pub fn step_spec(
     spec.hostname = v.hostname.clone();
     spec.umask = v.umask;
     spec.idmap = v.idmap.clone();
-    spec.reclaim = v.idmap != sandbox::IdMap::Caller;
+    spec.root_ids = v.root_ids;
+    // Real root reads and changes every file on the host as it is.
+    spec.reclaim = v.idmap != sandbox::IdMap::Caller && !nix::unistd::geteuid().is_root();
     spec.limits = opts.limits;
     spec.timeout = opts.timeout;
     spec.seccomp_allow = build.seccomp_allow.clone();
@@ -174,10 +176,13 @@ impl Builder<'_> {
         spec.stdin = sandbox::Stdio::Null;
         spec.stdout = sandbox::Stdio::File(log.clone());
         spec.stderr = sandbox::Stdio::File(log.clone());
-        let report = sandbox::run(&spec).map_err(|source| BuildError::Sandbox {
+        let sandbox_err = |error| BuildError::Sandbox {
             package: recipe.name.clone(),
-            error: source,
-        })?;
+            error,
+        };
+        // As root, the step runs as an unprivileged range (docs/sandbox.md).
+        spec.give_trees(sandbox::Trees::All).map_err(sandbox_err)?;
+        let report = sandbox::run(&spec).map_err(sandbox_err)?;
         report.warnings.iter().for_each(|w| crate::warn::once(w));
         if !report.status.success() {
             return Err(BuildError::StepFailed(Box::new(StepFailure {

@@ -86,6 +86,11 @@ pub struct Global {
     /// Never touch the network (also IMGREP_OFFLINE=1): sources come from the store or local source directories.
     #[arg(long, global = true)]
     pub offline: bool,
+    /// As root: the host ids sandboxes run as, START:COUNT or UID:GID:COUNT
+    /// (default: user imgrep's /etc/subuid and /etc/subgid ranges, else
+    /// 2130706432:65536). Never host root, never a real user's ids.
+    #[arg(long, global = true, value_name = "RANGE", env = "IMGREP_ROOT_IDS")]
+    pub root_ids: Option<sandbox::HostIds>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +167,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    if let Some(ids) = cli.global.root_ids {
+        crate::hostids::choose(ids);
+    }
     match cli.command {
         Command::Build(args) => build::run(&cli.global, args),
         Command::Plan(args) => plan::run(&cli.global, args),

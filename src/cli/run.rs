@@ -82,7 +82,8 @@ pub struct Args {
     /// Pass imgrep's open descriptor N to the command, as 3, 4, ... in order.
     #[arg(long = "fd", value_name = "N")]
     fds: Vec<i32>,
-    /// Map ids 1..65536 inside to the caller's /etc/subuid and /etc/subgid range.
+    /// Map ids 1..65536 inside to the caller's /etc/subuid and /etc/subgid
+    /// range (as root: ids 0..COUNT onto the whole --root-ids range).
     #[arg(long)]
     subids: bool,
     /// Allow a group of system calls the default seccomp filter denies:
@@ -189,8 +190,15 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
     allow.sort();
     allow.dedup();
     spec.seccomp_allow = allow;
+    spec.root_ids = crate::hostids::root_ids();
     if args.subids {
         spec.idmap = sandbox::IdMap::Subordinate;
+        spec.reclaim = true;
+    }
+    if nix::unistd::geteuid().is_root() {
+        // The command runs as an unprivileged range (docs/sandbox.md): it
+        // gets the writable binds for the run, and root gets them back.
+        spec.give_trees(sandbox::Trees::WritableBinds)?;
         spec.reclaim = true;
     }
     let report = sandbox::run(&spec)?;

@@ -64,6 +64,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         "imgrep: entering the failed build of {} (exit to leave)",
         recipe.name
     );
+    spec.give_trees(sandbox::Trees::All)?;
     let report = sandbox::run(&spec)?;
     report.warnings.iter().for_each(|w| crate::warn::once(w));
     Ok(match report.status {

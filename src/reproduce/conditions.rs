@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sandbox::{IdMap, IdRange};
+use sandbox::{HostIds, IdMap, IdRange};
 
 use crate::builder::Variation;
 
@@ -36,7 +36,7 @@ pub fn varied(standard: &Variation, work: &Path, reference_store: &Path) -> Cond
             reference_store.display()
         ),
     )];
-    let (idmap, map_text) = id_map();
+    let (idmap, map_text) = id_map(&standard.root_ids);
     described.push(("uid/gid map".into(), map_text));
     described.push((
         "umask".into(),
@@ -82,6 +82,7 @@ pub fn varied(standard: &Variation, work: &Path, reference_store: &Path) -> Cond
             hostname: HOSTNAME.to_owned(),
             umask: 0o077,
             idmap,
+            root_ids: standard.root_ids,
             reverse_env: true,
             cores,
             other_build_dir: true,
@@ -91,35 +92,27 @@ pub fn varied(standard: &Variation, work: &Path, reference_store: &Path) -> Cond
     }
 }
 
-/// As root: ids 0..65535 inside map onto an unused high outside range and
-/// the caller is mapped as 65536 (so the sandbox can hand the files back).
-/// Unprivileged: the caller's /etc/subuid range when newuidmap can apply it,
-/// else the caller alone (said so: that condition is then not varied).
-fn id_map() -> (IdMap, String) {
+/// As root: ids 0..65535 inside map onto an unused high outside range, not
+/// the one ordinary builds use (`standard`: inside root alone). Unprivileged:
+/// the caller's /etc/subuid range when newuidmap can apply it, else the
+/// caller alone (said so: that condition is then not varied).
+fn id_map(standard: &HostIds) -> (IdMap, String) {
     if nix::unistd::geteuid().is_root() {
-        let base = unused_range();
-        let ranges = |caller: u32| {
-            vec![
-                IdRange {
-                    inside: 0,
-                    outside: base,
-                    count: MAPPED,
-                },
-                IdRange {
-                    inside: MAPPED,
-                    outside: caller,
-                    count: 1,
-                },
-            ]
-        };
+        let base = unused_range(standard);
+        let ranges = vec![IdRange {
+            inside: 0,
+            outside: base,
+            count: MAPPED,
+        }];
         let map = IdMap::Custom {
-            uid: ranges(0),
-            gid: ranges(nix::unistd::getegid().as_raw()),
+            uid: ranges.clone(),
+            gid: ranges,
         };
         let text = format!(
-            "inside 0-{} -> outside {base}-{} (ordinary builds: inside 0 -> outside 0)",
+            "inside 0-{} -> outside {base}-{} (ordinary builds: inside 0 -> outside {})",
             MAPPED - 1,
-            base + MAPPED - 1
+            base + MAPPED - 1,
+            standard.uid
         );
         return (map, text);
     }
@@ -141,35 +134,28 @@ fn id_map() -> (IdMap, String) {
     }
 }
 
-/// The first 65536-id block from `HIGH_BASE` up that no /etc/subuid or
-/// /etc/subgid range touches.
-fn unused_range() -> u32 {
-    let taken: Vec<(u64, u64)> = ["/etc/subuid", "/etc/subgid"]
-        .iter()
-        .flat_map(|f| ranges_in(f))
-        .collect();
-    let mut base = u64::from(HIGH_BASE);
-    while taken
-        .iter()
-        .any(|&(start, count)| base < start + count && start < base + u64::from(MAPPED))
-    {
-        base += u64::from(MAPPED);
+/// The first 65536-id block from `HIGH_BASE` up that holds no id of a user,
+/// a group or a subordinate range (`HostIds::check`) and is not `standard`.
+fn unused_range(standard: &HostIds) -> u32 {
+    let mut base = HIGH_BASE;
+    loop {
+        let candidate = HostIds {
+            uid: base,
+            gid: base,
+            count: MAPPED,
+        };
+        let clash = |start: u32| {
+            u64::from(start) < u64::from(base) + u64::from(MAPPED)
+                && u64::from(base) < u64::from(start) + u64::from(standard.count)
+        };
+        if !clash(standard.uid) && !clash(standard.gid) && candidate.check().is_ok() {
+            return base;
+        }
+        match base.checked_add(MAPPED) {
+            Some(next) if next < u32::MAX - MAPPED => base = next,
+            _ => return HIGH_BASE,
+        }
     }
-    u32::try_from(base).unwrap_or(HIGH_BASE)
-}
-
-fn ranges_in(file: &str) -> Vec<(u64, u64)> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':').skip(1);
-            Some((
-                f.next()?.trim().parse().ok()?,
-                f.next()?.trim().parse().ok()?,
-            ))
-        })
-        .collect()
 }
 
 fn has_subordinate_ids(file: &str) -> bool {

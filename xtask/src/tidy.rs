@@ -30,6 +30,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "progress",
             "warn",
             "beneath",
+            "hostids",
         ],
     ),
     (
