@@ -51,6 +51,8 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("build and trust", &["builder", "sign"]),
     ("attestations", &["attest"]),
     ("workflows", &["seedtar", "reproduce", "doctor"]),
+    // Diverse double compilation compares builds with reproduce's layerdiff.
+    ("comparisons", &["ddc"]),
     ("command line", &["cli"]),
 ];
 
