@@ -2,7 +2,7 @@
 //! file matches its pin, no two packages ship the same path (so unpack order
 //! cannot matter), every declared symlink lands on a path no package ships and
 //! points at one that exists, and the busybox links are exactly the applets
-//! the pinned busybox reports. Needs the 38 .debs in the directory named by
+//! the pinned busybox reports. Needs the 41 .debs in the directory named by
 //! IMGREP_TEST_DEBS (any file names); skipped otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
