@@ -15,7 +15,9 @@
 //! `steps.rs` (the sandbox spec and running the steps), `failed.rs` (kept
 //! failures), `publish.rs` (`out/`), `plan.rs`, `schedule.rs` (`-j N`).
 
+pub mod bundle;
 mod cache;
+mod cause;
 pub mod debs;
 pub mod env;
 mod error;
@@ -166,6 +168,7 @@ impl<'a> Builder<'a> {
         let found = |(manifest, diff_ids): (Descriptor, Vec<Digest>)| -> Result<Built, BuildError> {
             let built = Built::new(recipe, input, (manifest, diff_ids), true, start.elapsed());
             self.publish(&built)?;
+            self.publish_bundle(&built, done)?;
             Ok(built)
         };
         let local = || {
@@ -185,11 +188,13 @@ impl<'a> Builder<'a> {
             return found(hit);
         }
         if self.opts.verbose {
+            // The log path, so that a build of an hour can be followed.
             eprintln!(
-                "imgrep: building {} {} (input {})",
+                "imgrep: building {} {} (input {}, log {})",
                 recipe.name,
                 recipe.version,
-                short(&input)
+                short(&input),
+                self.store.log_path(&recipe.name, &input).display()
             );
         }
         let (manifest, diff_ids) = self.run_recipe(recipe, &input, done)?;
@@ -220,6 +225,7 @@ impl<'a> Builder<'a> {
             );
         }
         self.publish(&built)?;
+        self.publish_bundle(&built, done)?;
         self.push_remote_cache(&built)?;
         Ok(built)
     }
@@ -323,10 +329,7 @@ impl<'a> Builder<'a> {
         let diff_ids = vec![info.diff_id];
         let layers = [ImageLayer {
             layer: info,
-            created_by: match fixed {
-                Some(o) => format!("imgrep build {} {} (fixed output)", o.image, recipe.version),
-                None => format!("imgrep build {} {}", recipe.name, recipe.version),
-            },
+            created_by: bundle::created_by(recipe),
         }];
         let manifest = self
             .layout

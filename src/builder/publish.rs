@@ -76,7 +76,11 @@ impl Builder<'_> {
 
     /// The manifest digest `ref_name` is tagged with in `layout` (`out/`),
     /// and the input digest recorded beside it (fixed outputs).
-    fn tagged(&self, layout: &Layout, ref_name: &str) -> Result<Option<oci::Tag>, oci::Error> {
+    pub(super) fn tagged(
+        &self,
+        layout: &Layout,
+        ref_name: &str,
+    ) -> Result<Option<oci::Tag>, oci::Error> {
         let mut tags = self.tags.lock().expect("tags lock");
         if tags.is_none() {
             *tags = Some(layout.tags()?);

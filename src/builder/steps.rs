@@ -191,9 +191,13 @@ impl Builder<'_> {
                 step: report.command + 1,
                 steps: steps.len(),
                 command: show_argv(&steps[report.command].0),
-                status: match report.status {
-                    sandbox::Status::Full(i) => describe_full(&spec, i),
-                    other => describe_status(&other),
+                status: match (
+                    report.status,
+                    super::cause::of_failure(&report, &spec, work, self.store.root()),
+                ) {
+                    (sandbox::Status::Full(i), _) => describe_full(&spec, i),
+                    (other, None) => describe_status(&other),
+                    (other, Some(cause)) => format!("{}: {cause}", describe_status(&other)),
                 },
                 log: log.clone(),
                 tail: tail(&log, 20),
