@@ -51,9 +51,9 @@ impl Builder<'_> {
         if recipe.runtime.is_empty() {
             return Ok(());
         }
-        let oci_err = |source| BuildError::Oci {
+        let oci_err = |error| BuildError::Oci {
             package: built.name.clone(),
-            source,
+            error,
         };
         let layout = Layout::create(out).map_err(oci_err)?;
         let mut layers = Vec::new();
@@ -79,10 +79,10 @@ impl Builder<'_> {
                 let digest = to_digest(layer.digest()).expect("read_manifest verified the digest");
                 layout
                     .copy_blob(&self.layout, &digest)
-                    .map_err(|source| BuildError::Io {
+                    .map_err(|error| BuildError::Io {
                         package: built.name.clone(),
                         what: format!("copying blob {digest} to {}", out.display()),
-                        source,
+                        error,
                     })?;
                 let found = layer.media_type().to_string();
                 let media_type = Compression::from_layer_media_type(&found)
@@ -91,7 +91,7 @@ impl Builder<'_> {
                     .ok_or_else(|| BuildError::Io {
                         package: built.name.clone(),
                         what: format!("stacking layer {digest} of {name}"),
-                        source: std::io::Error::new(
+                        error: std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             format!("media type {found} is not one imgrep writes"),
                         ),

@@ -27,8 +27,13 @@ const DEFAULT_ENV: [(&str, &str); 4] = [
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Bottom read-only directory of the root.
-    #[arg(long, value_name = "DIR")]
-    root: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "image")]
+    root: Option<PathBuf>,
+    /// An image of an OCI layout as the root instead: its layers, bottom
+    /// first, unpacked (digests verified) into the store's layer cache,
+    /// e.g. `--image out:gcc:14.2.0-bundle`. --ro stacks more above.
+    #[arg(long, value_name = "LAYOUT:NAME:VERSION", conflicts_with = "root")]
+    image: Option<String>,
     /// Further read-only directories stacked on the root, later ones on top.
     #[arg(long = "ro", value_name = "DIR")]
     ro: Vec<PathBuf>,
@@ -105,7 +110,7 @@ enum RootFsArg {
     Copy,
 }
 
-pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
+pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let limits = Limits {
         memory: args.memory,
         pids: args.pids,
@@ -129,7 +134,11 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<Outcome> {
         env.push((k.to_owned(), v.to_owned()));
     }
     let absolute = |p: &PathBuf| std::path::absolute(p).with_context(|| format!("{}", p.display()));
-    let mut lowers = vec![absolute(&args.root)?];
+    let mut lowers = match (&args.root, &args.image) {
+        (Some(root), _) => vec![absolute(root)?],
+        (None, Some(image)) => image_layers(global, image)?,
+        (None, None) => unreachable!("clap requires --root or --image"),
+    };
     for d in &args.ro {
         lowers.push(absolute(d)?);
     }
@@ -294,6 +303,35 @@ fn parse_copy(s: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
         )),
         _ => bail!("--copy {s:?}: expected SRC:DST"),
     }
+}
+
+/// The unpacked layers of `LAYOUT:NAME:VERSION`, bottom first, from the
+/// store's layer cache (each unpacked once, its diff_id checked).
+fn image_layers(global: &Global, image: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let Some((layout, reference)) = image.split_once(':') else {
+        bail!("--image {image:?}: expected LAYOUT:NAME:VERSION, e.g. out:gcc:14.2.0-bundle");
+    };
+    let layout = crate::oci::Layout::open(std::path::Path::new(layout))
+        .with_context(|| format!("--image {image}: opening the layout {layout}"))?;
+    // Each layer's diff_id, which the verified config names, is checked
+    // while it is unpacked.
+    let found = layout
+        .read_image(reference, false)
+        .with_context(|| format!("--image {image}"))?;
+    let diff_ids = found.config.rootfs().diff_ids();
+    let store = super::open_store(global)?;
+    let mut dirs = Vec::new();
+    for (layer, diff_id) in found.manifest.layers().iter().zip(diff_ids) {
+        let diff_id: crate::digest::Digest = diff_id
+            .parse()
+            .with_context(|| format!("--image {image}: diff_id {diff_id}"))?;
+        let blob = layout.blob_path(&layer.digest().to_string().parse()?);
+        let dir = store
+            .cached_layer(&diff_id, || std::fs::File::open(&blob))
+            .with_context(|| format!("--image {image}: unpacking layer {diff_id}"))?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 #[cfg(test)]
