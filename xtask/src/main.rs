@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask ci`, `cargo xtask tidy`, `cargo xtask bench <name>`.
 
+mod bench_build;
 mod bench_cache;
 
 use std::process::Command;
@@ -18,7 +19,9 @@ fn main() -> Result<()> {
         Some("tidy") => tidy::run(&workspace_root()),
         Some("bench") => bench(&args[1..]),
         Some("man") => man(),
-        _ => bail!("usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0>"),
+        _ => bail!(
+            "usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0|build>"
+        ),
     }
 }
 
@@ -165,6 +168,9 @@ fn bench(args: &[String]) -> Result<()> {
         Some("layers") => bench_layers::run(&args[1..]),
         Some("cache") => bench_cache::run(&args[1..]),
         Some("stage0") => bench_stage0::run(&args[1..]),
-        other => bail!("unknown benchmark {other:?}: expected sandbox, layers, cache or stage0"),
+        Some("build") => bench_build::run(&args[1..]),
+        other => {
+            bail!("unknown benchmark {other:?}: expected sandbox, layers, cache, stage0 or build")
+        }
     }
 }
