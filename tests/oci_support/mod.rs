@@ -37,6 +37,16 @@ fn own_memory_cgroup() -> Option<String> {
 /// Used as `podman run oci:/tmp/imgrep-podman/layout-<hash>:NAME:VERSION`. None (with a
 /// SKIPPED line) if podman or runc is missing.
 pub fn podman_run(layout: &Path, reference: &str, args: &[&str]) -> Option<Output> {
+    podman_run_with(&[], layout, reference, args)
+}
+
+/// [`podman_run`] with further `podman run` options (`-v`, `-w`, ...).
+pub fn podman_run_with(
+    options: &[&str],
+    layout: &Path,
+    reference: &str,
+    args: &[&str],
+) -> Option<Output> {
     if !have("podman") || !have("runc") {
         return None;
     }
@@ -63,7 +73,12 @@ pub fn podman_run(layout: &Path, reference: &str, args: &[&str]) -> Option<Outpu
             cmd.arg("--cgroup-parent").arg(cg);
         }
     }
-    let out = cmd.arg(&image).args(args).output().expect("running podman");
+    let out = cmd
+        .args(options)
+        .arg(&image)
+        .args(args)
+        .output()
+        .expect("running podman");
     if let Ok(config) = config_digest(&layout, reference) {
         let _ = Command::new("podman")
             .args(["rmi", "--force", &config])
