@@ -32,6 +32,9 @@ use crate::fsutil::sync_dir;
 use crate::nar::NarHash;
 
 mod layers;
+mod verify;
+
+pub use verify::{Checked, Problem, VerifyReport};
 
 /// Environment variable naming the store directory (same as `--store`).
 pub const STORE_ENV: &str = "IMGREP_STORE";
@@ -299,17 +302,20 @@ impl Store {
             Digest::from_hex(name).is_ok_and(|d| set.contains(&d))
         };
         let keep_tree = |name: &str| roots.trees.iter().any(|h| h.hex() == name);
-        self.sweep("sources/sha256", &mut report, |n| {
-            keep_digest(&roots.sources, n)
+        // Records first, then what they name, unpacked layers before their
+        // blobs: a gc killed halfway never leaves a record naming a blob it
+        // deleted, nor a layer whose blob is gone (`imgrep store verify`).
+        self.sweep("records", &mut report, |n| keep_digest(&roots.records, n))?;
+        self.sweep("layers/sha256", &mut report, |n| {
+            keep_digest(&roots.layers, n)
         })?;
         self.sweep("blobs/sha256", &mut report, |n| {
             keep_digest(&roots.blobs, n)
         })?;
-        self.sweep("layers/sha256", &mut report, |n| {
-            keep_digest(&roots.layers, n)
+        self.sweep("sources/sha256", &mut report, |n| {
+            keep_digest(&roots.sources, n)
         })?;
         self.sweep("trees/nar-sha256", &mut report, keep_tree)?;
-        self.sweep("records", &mut report, |n| keep_digest(&roots.records, n))?;
         let logs = self.root.join("logs");
         for pkg in fs::read_dir(&logs).map_err(io_err(&logs))? {
             let pkg = pkg.map_err(io_err(&logs))?.file_name();
@@ -327,7 +333,13 @@ impl Store {
         Ok(report)
     }
 
+    /// Removes what killed processes left: all of tmp/, and the `.tmp-*`
+    /// files that image writing (the store is also an OCI layout) puts
+    /// beside blobs and index.json before renaming them.
     fn clean_tmp(&self) -> Result<(), StoreError> {
+        let stray = |n: &str| !n.starts_with(".tmp-");
+        self.sweep("blobs/sha256", &mut GcReport::default(), stray)?;
+        self.sweep(".", &mut GcReport::default(), stray)?;
         self.sweep("tmp", &mut GcReport::default(), |_| false)
     }
 
@@ -345,7 +357,14 @@ impl Store {
             if name.to_str().is_some_and(&keep) {
                 continue;
             }
-            let path = entry.path();
+            let mut path = entry.path();
+            if rel != "tmp" && entry.file_type().map_err(io_err(&path))?.is_dir() {
+                // A tree removed in place and killed halfway would stay
+                // under its entry name, trusted: move it into tmp/ first.
+                let doomed = self.temp_dir()?.keep().join("entry");
+                fs::rename(&path, &doomed).map_err(io_err(&path))?;
+                path = doomed;
+            }
             report.bytes += remove_tree(&path).map_err(io_err(&path))?;
             report.removed += 1;
         }

@@ -30,6 +30,7 @@ pub mod run;
 pub mod seed;
 pub mod shell;
 pub mod sign;
+pub mod store;
 pub mod verify;
 
 /// What a command reports when it ran to the end.
@@ -146,6 +147,8 @@ pub enum Command {
     Man(completions::ManArgs),
     /// Diverse double compilation: each root builds a compiler, each result rebuilds it; stage 2 must agree.
     Ddc(ddc::Args),
+    /// Inspect the store: `store verify` checks every entry against its name.
+    Store(store::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Completions(args) => completions::run(&cli.global, args),
         Command::Man(args) => completions::man(&cli.global, args),
         Command::Ddc(args) => ddc::run(&cli.global, args),
+        Command::Store(args) => store::run(&cli.global, args),
     }
 }
 
