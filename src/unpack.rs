@@ -7,7 +7,8 @@
 //! writing; files are created with `O_EXCL`. Each hostile or malformed entry
 //! is refused with an error naming it.
 
-mod tarstream;
+/// The strict tar reader under the unpacker; public for the fuzz targets.
+pub mod tarstream;
 pub mod zip;
 
 use std::collections::HashSet;

@@ -16,16 +16,16 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
-pub(super) fn is_index(media_type: &str) -> bool {
+pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
-pub(super) fn is_image(media_type: &str) -> bool {
+pub fn is_image(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(super) struct Descriptor {
+pub struct Descriptor {
     pub digest: Digest,
     pub size: u64,
     #[serde(default)]
@@ -33,14 +33,14 @@ pub(super) struct Descriptor {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub(super) struct Platform {
+pub struct Platform {
     pub architecture: String,
     pub os: String,
 }
 
 /// An image manifest or an index: what a pull follows.
 #[derive(Debug, Deserialize)]
-pub(super) struct Document {
+pub struct Document {
     #[serde(rename = "mediaType")]
     pub media_type: Option<String>,
     pub config: Option<Descriptor>,
@@ -53,7 +53,7 @@ pub(super) struct Document {
 /// The media type of a manifest: the `Content-Type` the registry sent
 /// (without parameters) when it is one we know, else the document's own
 /// `mediaType` field.
-pub(super) fn media_type(content_type: Option<&str>, doc: &Document) -> Option<String> {
+pub fn media_type(content_type: Option<&str>, doc: &Document) -> Option<String> {
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_owned())
         .filter(|c| is_image(c) || is_index(c));
@@ -61,7 +61,7 @@ pub(super) fn media_type(content_type: Option<&str>, doc: &Document) -> Option<S
 }
 
 /// The linux/amd64 entry of an index (imgrep images are x86_64 Linux).
-pub(super) fn pick_platform(doc: &Document) -> Option<&Descriptor> {
+pub fn pick_platform(doc: &Document) -> Option<&Descriptor> {
     doc.manifests.iter().find(|d| {
         d.platform
             .as_ref()
@@ -70,11 +70,11 @@ pub(super) fn pick_platform(doc: &Document) -> Option<&Descriptor> {
 }
 
 #[derive(Deserialize)]
-pub(super) struct Config {
+pub struct Config {
     pub rootfs: RootFs,
 }
 
 #[derive(Deserialize)]
-pub(super) struct RootFs {
+pub struct RootFs {
     pub diff_ids: Vec<Digest>,
 }

@@ -6,7 +6,8 @@
 mod auth;
 mod blob;
 mod client;
-mod manifest;
+/// Public for the fuzz targets, which parse what a registry serves.
+pub mod manifest;
 mod reference;
 mod referrers;
 mod transport;
