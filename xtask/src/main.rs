@@ -1,7 +1,9 @@
-//! Developer tasks: `cargo xtask ci`, `cargo xtask tidy`, `cargo xtask bench <name>`.
+//! Developer tasks: `cargo xtask ci`, `cargo xtask tidy`, `cargo xtask bench <name>`,
+//! `cargo xtask fuzz`.
 
 mod bench_build;
 mod bench_cache;
+mod fuzz;
 
 use std::process::Command;
 
@@ -19,8 +21,9 @@ fn main() -> Result<()> {
         Some("tidy") => tidy::run(&workspace_root()),
         Some("bench") => bench(&args[1..]),
         Some("man") => man(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0|build>"
+            "usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0|build> | cargo xtask fuzz [TARGET...] [--seconds N]"
         ),
     }
 }
@@ -90,7 +93,7 @@ fn man() -> Result<()> {
 
 /// The gate every change passes: the layering and error-message checks,
 /// formatting, lints as errors, the whole test suite (real sandbox, real
-/// OCI consumers; see README.md).
+/// OCI consumers; see README.md), a short fuzzing run.
 fn ci() -> Result<()> {
     tidy::run(&workspace_root())?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
@@ -106,7 +109,9 @@ fn ci() -> Result<()> {
         ],
     )?;
     run("cargo", &["build", "--release", "--bin", "imgrep"])?;
-    test_summarised()
+    test_summarised()?;
+    // A short coverage-guided run of every fuzz target (docs/fuzzing.md).
+    fuzz::run(&["--seconds".into(), "8".into(), "--nice".into(), "0".into()])
 }
 
 /// `cargo test --workspace`, with each test's output shown so that a test
