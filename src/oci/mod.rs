@@ -141,13 +141,15 @@ impl Layout {
             root: path.to_owned(),
         };
         let _lock = layout.lock()?;
-        let marker = path.join(LAYOUT_FILE);
-        if !marker.exists() {
-            write_file(&marker, LAYOUT_CONTENT)?;
-        }
+        // The marker last: a process killed in between leaves a directory
+        // that is not yet a layout, never a layout without index.json.
         let index = layout.index_path();
         if !index.exists() {
             layout.write_index(&empty_index())?;
+        }
+        let marker = path.join(LAYOUT_FILE);
+        if !marker.exists() {
+            write_file(&marker, LAYOUT_CONTENT)?;
         }
         drop(_lock);
         Layout::open(path)
