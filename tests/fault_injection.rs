@@ -61,8 +61,9 @@ fn seed() -> u64 {
 fn ok(what: &str, out: &Output) {
     assert!(
         out.status.success(),
-        "{what}: {}\n{}",
+        "{what}: {}\n{}{}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -452,8 +453,10 @@ cp bulk.bin "$OUT/share/bulk.bin"
     let reference = digests(&parse_built(&out.stdout));
 
     let mut failures = 0;
-    // Sizes that run out while fetching, unpacking, packing and recording.
-    for mib in [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24] {
+    // Sizes that run out while placing a source, in a step, writing a
+    // layer and fetching (measured: docs/fuzzing.md).
+    const SIZES: [u64; 6] = [2, 4, 6, 12, 18, 24];
+    for mib in SIZES {
         let mnt = Tmpfs::mount(mib);
         let store = mnt.0.path().join("store");
         let out = fx
@@ -494,7 +497,10 @@ cp bulk.bin "$OUT/share/bulk.bin"
         assert_eq!(digests(&parse_built(&out.stdout)), reference, "{mib} MiB");
         assert_consistent(&fx, &store, &format!("the build after {mib} MiB"));
     }
-    println!("full disk: {failures} of 11 store sizes ran out of space; 0 inconsistent stores");
+    println!(
+        "full disk: {failures} of {} store sizes ran out of space; 0 inconsistent stores",
+        SIZES.len()
+    );
     assert!(
         failures >= 3,
         "only {failures} sizes ran out of space: the test needs smaller ones"
