@@ -38,7 +38,22 @@ pub fn run(data: &[u8]) {
     let canonical = recipe.canonical_value();
     let deps = [("dep", Digest::of(b"dep"))];
     let digest = recipe.input_digest(&deps, 1);
-    let toml_text = toml::to_string(&to_toml(&canonical).expect("a recipe is an object")).unwrap();
+    // The canonical form resolves every source default, also those a
+    // recipe may not spell out: `executable` of an unpacked source, and
+    // `dest`, `unpack`, `executable` of a debs recipe's .debs.
+    let mut written = canonical.clone();
+    let debs = canonical["package"]["kind"] == "debs";
+    for s in written["source"].as_array_mut().into_iter().flatten() {
+        let Some(o) = s.as_object_mut() else { continue };
+        if debs {
+            for key in ["dest", "unpack", "executable"] {
+                o.remove(key);
+            }
+        } else if o.get("unpack") == Some(&Value::Bool(true)) {
+            o.remove("executable");
+        }
+    }
+    let toml_text = toml::to_string(&to_toml(&written).expect("a recipe is an object")).unwrap();
     let again = Recipe::parse(path, &toml_text).unwrap_or_else(|e| {
         panic!("the canonical form of\n{text}\nis\n{toml_text}\nwhich does not parse:\n{e}")
     });

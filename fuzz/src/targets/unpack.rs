@@ -9,8 +9,8 @@
 //! - the root holds no device node, fifo or socket;
 //! - no file in the root is a hard link to a file outside;
 //! - for sources (`Symlinks::Contained`), an accepted archive leaves only
-//!   links that resolve inside the root, also after the single top
-//!   directory is stripped.
+//!   links that resolve inside the root, and so does a tree that passes
+//!   `check_links` after its single top directory is stripped.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
@@ -20,6 +20,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use arbitrary::Unstructured;
+use imgrep::beneath;
 use imgrep::digest::Digest;
 use imgrep::unpack::{self as up, Symlinks, UnpackOptions};
 
@@ -97,9 +98,12 @@ impl Case {
         let result = up::unpack(bytes, &self.root, &self.opts);
         self.check(&before, result.is_ok(), "unpacking");
         if result.is_ok() && self.opts.symlinks == Symlinks::Contained {
-            // Fetching strips a single top directory after unpacking.
-            up::strip_single_top_dir(&self.root).expect("stripping an unpacked tree");
-            self.check(&before, true, "stripping the top directory");
+            // Fetching strips a single top directory after unpacking, then
+            // refuses the tree if a link now leaves it.
+            let dir = beneath::Dir::open(&self.root).expect("opening the unpacked tree");
+            beneath::strip_single_top_dir(&dir).expect("stripping an unpacked tree");
+            let kept = dir.check_links().is_ok();
+            self.check(&before, kept, "stripping the top directory");
         }
         result.is_ok()
     }
