@@ -218,7 +218,7 @@ impl Store {
         let mut layer_blobs = LayerBlobs::new();
         for (rel, _) in self.entries("blobs/sha256", &mut VerifyReport::default())? {
             let path = self.root.join(&rel);
-            if fs::metadata(&path).map_or(true, |m| m.len() > crate::oci::MAX_JSON_BLOB) {
+            if !fs::metadata(&path).is_ok_and(|m| m.len() <= crate::oci::MAX_JSON_BLOB) {
                 continue;
             }
             let Ok(manifest) = ImageManifest::from_file(&path) else {
