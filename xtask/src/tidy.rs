@@ -46,7 +46,9 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("trees and layers", &["unpack", "layer", "graph"]),
-    ("store and layouts", &["store", "oci"]),
+    // The store checks the images it holds (store verify): OCI layouts sit below it.
+    ("layouts", &["oci"]),
+    ("store", &["store"]),
     ("transfer", &["fetch", "registry"]),
     ("build and trust", &["builder", "sign"]),
     ("attestations", &["attest"]),
