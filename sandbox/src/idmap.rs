@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 use nix::unistd::{getegid, geteuid, Pid, User};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hostids::HostIds;
-use crate::spec::{IdMap, IdRange};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Maps {
@@ -197,6 +197,33 @@ fn subordinate(file: &Path, name: &str, id: u32) -> Result<(u32, u32)> {
         file,
         format!("no range for user {name:?} (uid/gid {id}); add one with usermod --add-subuids/--add-subgids"),
     ))
+}
+
+/// Which host ids the ids inside map to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdMap {
+    /// uid/gid 0 inside = the caller's uid/gid; no other id exists inside.
+    /// Real root: uid/gid 0 inside = [`crate::Spec::root_ids`]'s first ids.
+    Caller,
+    /// 0 inside = the caller; 1..=N inside = the caller's first /etc/subuid
+    /// and /etc/subgid ranges (through newuidmap/newgidmap).
+    /// Real root: 0..N inside = all of [`crate::Spec::root_ids`].
+    Subordinate,
+    /// Exact maps, e.g. so `imgrep reproduce` can vary them. Unprivileged
+    /// callers are limited to what newuidmap/newgidmap allow; a map that
+    /// holds host uid or gid 0 is refused.
+    Custom {
+        uid: Vec<IdRange>,
+        gid: Vec<IdRange>,
+    },
+}
+
+/// `count` ids starting at `inside` map to ids starting at `outside`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
 }
 
 #[cfg(test)]

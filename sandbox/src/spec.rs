@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::hostids::HostIds;
 use crate::idmap::Maps;
+pub use crate::idmap::{IdMap, IdRange};
 
 /// One process tree to run. Paths outside the sandbox are host paths; `dst`,
 /// `cwd` and `tmpfs` are paths inside it. See docs/sandbox.md.
@@ -363,33 +364,6 @@ impl Limits {
     pub fn any(&self) -> bool {
         self.memory.is_some() || self.pids.is_some() || self.cpus.is_some()
     }
-}
-
-/// Which host ids the ids inside map to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdMap {
-    /// uid/gid 0 inside = the caller's uid/gid; no other id exists inside.
-    /// Real root: uid/gid 0 inside = [`Spec::root_ids`]'s first ids.
-    Caller,
-    /// 0 inside = the caller; 1..=N inside = the caller's first /etc/subuid
-    /// and /etc/subgid ranges (through newuidmap/newgidmap).
-    /// Real root: 0..N inside = all of [`Spec::root_ids`].
-    Subordinate,
-    /// Exact maps, e.g. so `imgrep reproduce` can vary them. Unprivileged
-    /// callers are limited to what newuidmap/newgidmap allow; a map that
-    /// holds host uid or gid 0 is refused.
-    Custom {
-        uid: Vec<IdRange>,
-        gid: Vec<IdRange>,
-    },
-}
-
-/// `count` ids starting at `inside` map to ids starting at `outside`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdRange {
-    pub inside: u32,
-    pub outside: u32,
-    pub count: u32,
 }
 
 /// Where a standard stream of the command goes.
