@@ -636,7 +636,7 @@ fn store_verify_finds_each_kind_of_damage() {
         let (code, problems) = verify_problems(&fx, &store);
         assert_eq!(code, Some(1), "{what}: exit code ({problems:?})");
         assert!(
-            problems.iter().any(|p| *p == path),
+            problems.contains(&path),
             "{what}: {path} not among the problems {problems:?}"
         );
     }

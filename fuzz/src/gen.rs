@@ -102,7 +102,7 @@ pub fn members(u: &mut Unstructured, extra: &[&[u8]]) -> Result<Vec<TarMember>> 
                     Member::CharDevice
                 }
             }
-            _ => Member::Other(*u.choose(&[b'S', b'V', b'M', b'Z', b'9'])?),
+            _ => Member::Other(*u.choose(b"SVMZ9")?),
         };
         let mode = *u.choose(&[0o644, 0o755, 0o4755, 0o2755, 0o1777, 0o000, 0o500, 0o7777])?;
         out.push(TarMember {

@@ -40,14 +40,26 @@ pub fn run(data: &[u8]) {
     let digest = recipe.input_digest(&deps, 1);
     // The canonical form resolves every source default, also those a
     // recipe may not spell out: `executable` of an unpacked source, and
-    // `dest`, `unpack`, `executable` of a debs recipe's .debs.
+    // `dest`, `unpack`, `executable` of a debs recipe's .debs, and `unpack`,
+    // `executable` of a wheel recipe's wheels (they may set `dest`).
     let mut written = canonical.clone();
-    let debs = canonical["package"]["kind"] == "debs";
+    let resolved: &[&str] = match canonical["package"]["kind"].as_str() {
+        Some("debs") => &["dest", "unpack", "executable"],
+        Some("wheel") => &["unpack", "executable"],
+        _ => &[],
+    };
     for s in written["source"].as_array_mut().into_iter().flatten() {
         let Some(o) = s.as_object_mut() else { continue };
-        if debs {
-            for key in ["dest", "unpack", "executable"] {
-                o.remove(key);
+        // A `path` source has no URLs; a recipe may not write `urls = []`.
+        if o.get("urls")
+            .and_then(Value::as_array)
+            .is_some_and(|u| u.is_empty())
+        {
+            o.remove("urls");
+        }
+        if !resolved.is_empty() {
+            for key in resolved {
+                o.remove(*key);
             }
         } else if o.get("unpack") == Some(&Value::Bool(true)) {
             o.remove("executable");
