@@ -225,7 +225,7 @@ fn names_and_versions() {
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\nkind = \"image\"\n",
-        &["4:8: package.kind: unknown kind `image`; expected \"build\" or \"debs\""],
+        &["4:8: package.kind: unknown kind `image`; expected \"build\", \"debs\" or \"wheel\""],
     );
     case(
         "[package\nname = \"x\"\n",

@@ -9,7 +9,7 @@
 use std::fs::{DirBuilder, File};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -425,6 +425,12 @@ fn prepare_scratch(spec: &Spec, owner: (u32, u32)) -> Result<Option<MountPoint>>
     for sub in ["upper", "work", "root"] {
         let dir = spec.scratch.join(sub);
         std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+        // 0755 whatever the caller's umask: as real root, the run's ids are
+        // an unprivileged range that must pass through the scratch directory.
+        for d in [&spec.scratch, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| fail(&e))?;
+        }
         if nix::unistd::geteuid().is_root() {
             // Real root's sandbox runs as the range's ids: they write here.
             std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1)).map_err(|e| fail(&e))?;

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 pub mod args;
@@ -152,7 +153,18 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad value (`--memory 12QB`) is one line, like every other
+        // input error; usage errors keep clap's usage and hint.
+        Err(e) if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            eprintln!("imgrep: {line}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let result = run(cli);
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

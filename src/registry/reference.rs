@@ -59,6 +59,8 @@ pub struct Repository {
     pub name: String,
 }
 
+/// `HOST[:PORT]/NAME`, never a scheme: this is the repository's identity
+/// (what cosign signs and podman's policy matches), the transport is not.
 impl fmt::Display for Repository {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry.host, self.name)

@@ -14,6 +14,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
 use crate::digest::Digest;
 use crate::sign::keys::{KeyId, SigningKey};
 
@@ -108,6 +111,17 @@ impl SignatureFile {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| malformed(e.to_string()))?;
+        // The minisign crate copies these lines into fixed arrays and
+        // panics on a short one (found by `cargo xtask fuzz signature`).
+        for (n, want, what) in [(1, 74, "signature"), (3, 64, "global signature")] {
+            let got = text.lines().nth(n).and_then(|l| BASE64.decode(l.trim()).ok());
+            if got.as_ref().map(Vec::len) != Some(want) {
+                return Err(malformed(format!(
+                    "line {}: the {what} is not {want} bytes of base64",
+                    n + 1
+                )));
+            }
+        }
         let sig =
             minisign::SignatureBox::from_string(&text).map_err(|e| malformed(e.to_string()))?;
         if text.lines().count() != 4 {
@@ -157,6 +171,31 @@ impl SignatureFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_signature_lines_are_malformed_not_a_panic() {
+        let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let key = SigningKey {
+            id: KeyId::from_keynum(pair.pk.keynum()),
+            secret: pair.sk,
+            public: pair.pk,
+        };
+        let good = sign_statement(&key, b"{}", "rebuilder", "test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.minisig");
+        std::fs::write(&path, &good).unwrap();
+        assert!(SignatureFile::read(&path).is_ok());
+        for n in [1, 3] {
+            let lines: Vec<String> = good
+                .lines()
+                .enumerate()
+                .map(|(i, l)| if i == n { l[..l.len() - 8].to_owned() } else { l.to_owned() })
+                .collect();
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            let err = SignatureFile::read(&path).err().expect("refused").to_string();
+            assert!(err.contains(&format!("line {}: the ", n + 1)), "{err}");
+        }
+    }
 
     #[test]
     fn trusted_comment_round_trip_and_strictness() {
