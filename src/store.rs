@@ -129,7 +129,10 @@ impl Store {
         // the sandbox runs as an unprivileged id range that must pass
         // through the store to its lowers and scratch directories.
         let parents = SUBDIRS.iter().flat_map(|s| Path::new(s).ancestors());
-        for dir in parents.filter(|p| !p.as_os_str().is_empty()).chain([Path::new(".")]) {
+        for dir in parents
+            .filter(|p| !p.as_os_str().is_empty())
+            .chain([Path::new(".")])
+        {
             let p = root.join(dir);
             let mode = fs::metadata(&p).map_err(io_err(&p))?.permissions().mode();
             if mode & 0o755 != 0o755 {

@@ -157,7 +157,12 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         // A bad value (`--memory 12QB`) is one line, like every other
         // input error; usage errors keep clap's usage and hint.
-        Err(e) if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) =>
+        {
             let text = e.to_string();
             let line = text.lines().next().unwrap_or_default();
             eprintln!("imgrep: {line}");

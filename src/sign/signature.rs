@@ -114,7 +114,10 @@ impl SignatureFile {
         // The minisign crate copies these lines into fixed arrays and
         // panics on a short one (found by `cargo xtask fuzz signature`).
         for (n, want, what) in [(1, 74, "signature"), (3, 64, "global signature")] {
-            let got = text.lines().nth(n).and_then(|l| BASE64.decode(l.trim()).ok());
+            let got = text
+                .lines()
+                .nth(n)
+                .and_then(|l| BASE64.decode(l.trim()).ok());
             if got.as_ref().map(Vec::len) != Some(want) {
                 return Err(malformed(format!(
                     "line {}: the {what} is not {want} bytes of base64",
@@ -189,10 +192,19 @@ mod tests {
             let lines: Vec<String> = good
                 .lines()
                 .enumerate()
-                .map(|(i, l)| if i == n { l[..l.len() - 8].to_owned() } else { l.to_owned() })
+                .map(|(i, l)| {
+                    if i == n {
+                        l[..l.len() - 8].to_owned()
+                    } else {
+                        l.to_owned()
+                    }
+                })
                 .collect();
             std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-            let err = SignatureFile::read(&path).err().expect("refused").to_string();
+            let err = SignatureFile::read(&path)
+                .err()
+                .expect("refused")
+                .to_string();
             assert!(err.contains(&format!("line {}: the ", n + 1)), "{err}");
         }
     }
