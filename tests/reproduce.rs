@@ -412,3 +412,118 @@ fn publish_sign_verify() {
     ]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
 }
+
+/// CI auto-signing: `reproduce --sign KEY --role ci` signs the statement of
+/// each named package whose rebuild matched it, never one that did not,
+/// and a verifier counts the ci signer toward a `ci` role minimum.
+#[test]
+fn reproduce_signs_only_what_reproduced() {
+    let Some(t) = tree() else { return };
+    build(&t, &["det", "nondet"]);
+    let o = t.imgrep(&["publish", "det", "nondet"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let keys = t.dir.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    let prefix = keys.join("ci");
+    let o = t.imgrep(&["keygen", "--no-password", "--out", prefix.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    fs::write(keys.join("roles.toml"), "ci = \"ci\"\n").unwrap();
+    let secret = t.dir.path().join("ci.key");
+    fs::rename(keys.join("ci.key"), &secret).unwrap();
+    let key = secret.to_str().unwrap();
+    let sigs = |name: &str| -> Vec<PathBuf> {
+        fs::read_dir(t.root().join(format!("manifests/packages/{name}/1/sigs")))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+
+    // A package without a statement cannot be signed: refused before building.
+    let o = t.imgrep(&["reproduce", "base", "--sign", key, "--role", "ci"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("base:1: --sign signs published statements"));
+
+    let (c, v, err) = reproduce_json(
+        &t,
+        &[
+            "det",
+            "nondet",
+            "--against",
+            "manifests",
+            "--sign",
+            key,
+            "--role",
+            "ci",
+        ],
+    );
+    assert_eq!(c, 1, "{err}");
+    let signed = v["signing"]["signed"].as_array().unwrap();
+    assert_eq!(signed.len(), 1, "{v}");
+    assert_eq!(signed[0]["package"], "det:1");
+    assert_eq!(signed[0]["role"], "ci");
+    assert_eq!(signed[0]["written"], true);
+    let refused = v["signing"]["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{v}");
+    assert_eq!(refused[0]["package"], "nondet:1");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not reproduce"),
+        "{v}"
+    );
+    assert!(
+        sigs("nondet").is_empty(),
+        "an unreproduced package was signed"
+    );
+    let det_sigs = sigs("det");
+    assert_eq!(det_sigs.len(), 1);
+    let sig = fs::read_to_string(&det_sigs[0]).unwrap();
+    assert!(sig.contains(" role=ci\n"), "{sig}");
+
+    let verify = |pkg: &str| {
+        t.imgrep(&[
+            "--json",
+            "verify",
+            pkg,
+            "--keyring",
+            keys.to_str().unwrap(),
+            "--threshold",
+            "1",
+            "--require-role",
+            "ci=1",
+        ])
+    };
+    let o = verify("det");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let det = &v["packages"][0];
+    assert_eq!(det["signatures"]["roles"]["ci"]["counted"], 1, "{v}");
+    assert_eq!(det["signers"][0]["signer"], "ci");
+    assert_eq!(code(&verify("nondet")), 1);
+
+    // Signing again leaves the signature as it is; the human report says so.
+    let o = t.imgrep(&[
+        "reproduce",
+        "det",
+        "--against",
+        "manifests",
+        "--sign",
+        key,
+        "--role",
+        "ci",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(err.contains("already signed det:1 ("), "{err}");
+    assert_eq!(fs::read_to_string(&det_sigs[0]).unwrap(), sig);
+
+    // The non-reproducing package alone: named, not signed, exit 1.
+    let o = t.imgrep(&["reproduce", "nondet", "--sign", key, "--role", "ci"]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains("NOT SIGNED nondet:1: the rebuild did not reproduce"),
+        "{err}"
+    );
+    assert!(sigs("nondet").is_empty());
+}

@@ -216,18 +216,25 @@ fn no_hang_without_a_terminal() {
 }
 
 #[test]
-fn signing_twice_replaces_the_signature() {
+fn signing_twice_keeps_one_signature_per_key() {
     let work = Work::new();
     work.publish(b"hello\n");
     let key = work.keygen("alice");
     assert_eq!(work.sign(&key, "rebuilder").code, 0);
     let first = std::fs::read_to_string(only_sig(&work)).unwrap();
-    // A copy under another name is this signer's too: replaced, not kept.
+    // A copy under another name is this signer's too: removed, not kept.
     std::fs::copy(only_sig(&work), work.sigs_dir().join("copy.minisig")).unwrap();
     let out = work.sign(&key, "rebuilder");
     assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already signed hello:1.0"),
+        "{}",
+        out.stderr
+    );
+    // Idempotent: the valid signature is left as it is (a new one would
+    // differ, minisign signatures being randomised).
     let second = std::fs::read_to_string(only_sig(&work)).unwrap();
-    assert_ne!(first, second, "minisign signatures are randomised");
+    assert_eq!(first, second);
     let id = second
         .lines()
         .next()
@@ -237,6 +244,12 @@ fn signing_twice_replaces_the_signature() {
         .unwrap()
         .to_owned();
     assert!(only_sig(&work).ends_with(&format!("{id}.minisig")));
+    // Another role is another signature: replaced.
+    let out = work.sign(&key, "maintainer");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let third = std::fs::read_to_string(only_sig(&work)).unwrap();
+    assert_ne!(second, third);
+    assert!(third.contains(" role=maintainer\n"), "{third}");
 }
 
 #[test]

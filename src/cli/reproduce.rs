@@ -13,9 +13,14 @@ use crate::reproduce::{self, Against, Report, Status};
 /// (store path, uid map, umask, hostname, environment order, CPUs) and
 /// compare each image of their closure with its reference.
 ///
-/// Exit 0 when every compared image matches, 1 on any mismatch (with a
-/// file-level diff of the differing layers), 2 on an input error, 3 when a
-/// build step of the rebuild failed.
+/// With `--sign KEY`, the statement of each named package is signed when
+/// (and only when) its rebuild matched it: how a CI signs as a role of its
+/// own without ever signing an unreproduced build.
+///
+/// Exit 0 when every compared image matches (and, with `--sign`, every named
+/// package was signed), 1 on any mismatch (with a file-level diff of the
+/// differing layers; nothing unreproduced is signed), 2 on an input error,
+/// 3 when a build step of the rebuild failed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Packages to reproduce (with everything they need).
@@ -37,6 +42,18 @@ pub struct Args {
     /// Where the rebuild's directory is made (default: beside the store).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Sign each named package's statement with this minisign secret key
+    /// when its rebuild matched it (manifest digest, every diff_id, input
+    /// digest); a package that did not reproduce is never signed.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// The role to sign as with --sign (e.g. `ci` for a CI's key).
+    #[arg(long, default_value = "rebuilder", requires = "sign")]
+    pub role: String,
+    /// Read --sign's key password from the first line of FILE instead of
+    /// the environment variable IMGREP_KEY_PASSWORD or the terminal.
+    #[arg(long, value_name = "FILE", requires = "sign")]
+    pub password_file: Option<PathBuf>,
     #[command(flatten)]
     pub steps: super::args::StepArgs,
 }
@@ -64,8 +81,27 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         limits: args.steps.limits(),
         timeout: args.steps.timeout,
     };
+    // The key is unlocked before the rebuild, which may take hours.
+    let key = match &args.sign {
+        Some(path) => {
+            if !crate::sign::signature::valid_role(&args.role) {
+                return Err(crate::sign::SignError::Role(args.role).into());
+            }
+            Some(crate::sign::keys::load_secret_key(
+                path,
+                &crate::sign::keys::PasswordSource {
+                    file: args.password_file.clone(),
+                },
+            )?)
+        }
+        None => None,
+    };
+    let sign = key.as_ref().map(|key| reproduce::SignWith {
+        key,
+        role: &args.role,
+    });
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
-    let report = match reproduce::reproduce(&set, &store, fetch, &roots, &opts) {
+    let report = match reproduce::reproduce(&set, &store, fetch, &roots, &opts, sign.as_ref()) {
         Ok(r) => r,
         Err(reproduce::ReproduceError::Build(e)) => return Err(super::build::into_cli_error(*e)),
         Err(e) => return Err(e.into()),
@@ -129,6 +165,15 @@ fn table(report: &Report) -> String {
                     s.push_str(&format!("    {line}\n"));
                 }
             }
+        }
+    }
+    if let Some(signing) = &report.signing {
+        s.push('\n');
+        for signed in &signing.signed {
+            s.push_str(&format!("{}\n", super::sign::signed_line(signed)));
+        }
+        for r in &signing.refused {
+            s.push_str(&format!("NOT SIGNED {}: {}\n", r.package, r.reason));
         }
     }
     if let Some(k) = &report.kept {

@@ -85,13 +85,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         match sign_package(&manifests, pv, &key, &args.role, &layout) {
             Ok(s) => {
                 if !global.json {
-                    eprintln!(
-                        "signed {pv} ({}) as {} with key {}: {}",
-                        s.statement,
-                        s.role,
-                        s.key_id,
-                        s.signature.display()
-                    );
+                    eprintln!("{}", signed_line(&s));
                 }
                 signed.push(s);
             }
@@ -124,4 +118,21 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     } else {
         Outcome::CheckFailed
     })
+}
+
+/// The line that says what became of one signature.
+pub(super) fn signed_line(s: &crate::sign::Signed) -> String {
+    format!(
+        "{} {} ({}) as {} with key {}: {}",
+        if s.written {
+            "signed"
+        } else {
+            "already signed"
+        },
+        s.package,
+        s.statement,
+        s.role,
+        s.key_id,
+        s.signature.display()
+    )
 }

@@ -22,7 +22,9 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::graph::Graph;
 use crate::oci::Layout;
 use crate::recipe::RecipeSet;
+use crate::sign::keys::SigningKey;
 use crate::sign::manifests::{Manifests, PackageVersion};
+use crate::sign::{Checked, SignError, Signed};
 use crate::statement::ImageDigests;
 use crate::store::Store;
 
@@ -87,6 +89,16 @@ pub enum ReproduceError {
         layout: String,
         hint: &'static str,
     },
+    #[error(
+        "{package}: --sign signs published statements, and there is no statement {statement}{hint}"
+    )]
+    NothingToSign {
+        package: String,
+        statement: String,
+        hint: &'static str,
+    },
+    #[error(transparent)]
+    Sign(#[from] SignError),
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: io::Error },
     #[error("pinning the rebuild to CPU {cpu}: {error}")]
@@ -98,6 +110,9 @@ impl From<BuildError> for ReproduceError {
         ReproduceError::Build(Box::new(e))
     }
 }
+
+/// [`Reference::kind`] of a published statement.
+const STATEMENT: &str = "statement";
 
 /// Where an expected image came from.
 #[derive(Debug, Clone, Serialize)]
@@ -177,24 +192,52 @@ pub struct Report {
     pub packages: Vec<Row>,
     /// The rebuild's directory, when kept.
     pub kept: Option<PathBuf>,
+    /// What `--sign` signed and refused to sign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
 }
 
 impl Report {
+    /// Every compared image matched and, with `--sign`, every named
+    /// package's statement is signed.
     pub fn all_match(&self) -> bool {
         self.packages.iter().all(|r| r.status != Status::Mismatch)
+            && self.signing.as_ref().is_none_or(|s| s.refused.is_empty())
     }
+}
+
+/// Signing after the rebuild (`reproduce --sign KEY --role ROLE`).
+pub struct SignWith<'a> {
+    pub key: &'a SigningKey,
+    pub role: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Signing {
+    pub signed: Vec<Signed>,
+    pub refused: Vec<Refused>,
+}
+
+/// A named package whose statement was not signed, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refused {
+    pub package: String,
+    pub reason: String,
 }
 
 /// Rebuilds `roots` and their closure in a fresh store under varied
 /// conditions and compares each image with its reference. Sources are
 /// taken from `user_store` when it has them (verified again on the way in:
-/// the hash decides), else fetched as `fetch` says.
+/// the hash decides), else fetched as `fetch` says. With `sign`, each root
+/// must have a statement, and the statement of each root whose rebuild
+/// matched it (image and input digest) is signed; no other is.
 pub fn reproduce(
     set: &RecipeSet,
     user_store: &Store,
     mut fetch: FetchConfig,
     roots: &[&str],
     opts: &Options,
+    sign: Option<&SignWith<'_>>,
 ) -> Result<Report, ReproduceError> {
     let graph = Graph::new(set);
     let closure: Vec<(String, String)> = graph
@@ -221,6 +264,24 @@ pub fn reproduce(
                     Against::Manifests => " (--against manifests: publish a statement first)",
                     Against::Local => " (--against local: run `imgrep build` first)",
                     Against::Auto => " (run `imgrep build` first, or publish a statement)",
+                },
+            });
+        }
+        let root = roots.contains(&name.as_str());
+        if sign.is_some() && root && found.as_ref().is_some_and(|r| r.kind != STATEMENT) {
+            return Err(ReproduceError::NothingToSign {
+                package: format!("{name}:{version}"),
+                statement: manifests
+                    .statement_path(&PackageVersion {
+                        name: name.clone(),
+                        version: version.clone(),
+                    })
+                    .display()
+                    .to_string(),
+                hint: if opts.against == Against::Local {
+                    " (--against local compares with local builds: use --against manifests)"
+                } else {
+                    " (the maintainer writes it with `imgrep publish`)"
                 },
             });
         }
@@ -258,11 +319,64 @@ pub fn reproduce(
         eprintln!("imgrep: the rebuild is kept in {}", k.display());
     }
     let (conditions, packages) = result?;
+    let signing = match sign {
+        Some(with) => Some(sign_matched(&manifests, roots, &packages, with)?),
+        None => None,
+    };
     Ok(Report {
         conditions,
         packages,
         kept,
+        signing,
     })
+}
+
+/// Signs the statement of each root whose rebuild matched it; the others
+/// are refused with the reason.
+fn sign_matched(
+    manifests: &Manifests,
+    roots: &[&str],
+    rows: &[Row],
+    with: &SignWith<'_>,
+) -> Result<Signing, ReproduceError> {
+    let mut signing = Signing {
+        signed: Vec::new(),
+        refused: Vec::new(),
+    };
+    for row in rows.iter().filter(|r| roots.contains(&r.name.as_str())) {
+        let pv = PackageVersion {
+            name: row.name.clone(),
+            version: row.version.clone(),
+        };
+        let statement = row.reference.as_ref().filter(|r| r.kind == STATEMENT);
+        if row.status != Status::Ok || statement.is_none() {
+            let why = if row.reasons.is_empty() {
+                row.status.to_string()
+            } else {
+                row.reasons.join("; ")
+            };
+            signing.refused.push(Refused {
+                package: pv.to_string(),
+                reason: format!("the rebuild did not reproduce the statement: {why}"),
+            });
+            continue;
+        }
+        let checked = Checked {
+            image: &row.got,
+            input: Some(&row.input),
+            what: "rebuilt",
+        };
+        match crate::sign::sign_checked(manifests, &pv, with.key, with.role, checked) {
+            Ok(s) => signing.signed.push(s),
+            // The statement changed on disk during the rebuild.
+            Err(e @ SignError::Mismatch { .. }) => signing.refused.push(Refused {
+                package: pv.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(signing)
 }
 
 type Compared = (Vec<(String, String)>, Vec<Row>);
@@ -331,7 +445,7 @@ fn reference(
     if against != Against::Local && manifests.statement_path(&pv).is_file() {
         let st = manifests.read_statement(&pv)?;
         return Ok(Some(Reference {
-            kind: "statement",
+            kind: STATEMENT,
             path: st.path,
             image: st.statement.image,
             input: Some(st.statement.input_digest),
