@@ -125,21 +125,6 @@ impl Store {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        // 0755 whatever the umask (`imgrep reproduce` varies it): as root,
-        // the sandbox runs as an unprivileged id range that must pass
-        // through the store to its lowers and scratch directories.
-        let parents = SUBDIRS.iter().flat_map(|s| Path::new(s).ancestors());
-        for dir in parents
-            .filter(|p| !p.as_os_str().is_empty())
-            .chain([Path::new(".")])
-        {
-            let p = root.join(dir);
-            let mode = fs::metadata(&p).map_err(io_err(&p))?.permissions().mode();
-            if mode & 0o755 != 0o755 {
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode | 0o755))
-                    .map_err(io_err(&p))?;
-            }
-        }
         let root = fs::canonicalize(root).map_err(io_err(root))?;
         let lock_path = root.join("lock");
         let lock = OpenOptions::new()
