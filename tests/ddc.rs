@@ -24,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_imgrep");
 /// The packages of the TinyCC comparison, copied from the repository.
 const PACKAGES: [&str; 8] = [
     "bookworm-cc",
-    "busybox",
+    "busybox-static",
     "zig",
     "zig-cc",
     "tcc-stage1-debian",

@@ -74,6 +74,10 @@ fn every_recipe_says_what_it_builds_how_to_run_it_and_whose_bytes_it_pins() {
         "cross-gcc",
         "linux-headers",
         "musl",
+        "binutils",
+        "make",
+        "busybox",
+        "gcc",
         "bzip2",
         "gzip",
         "m4",
@@ -159,13 +163,38 @@ fn the_stages_depend_on_each_other_as_documented() {
     );
     // Data only: built on the Debian root, the same whatever compiles unifdef.
     assert_eq!(deps(get("linux-headers")), ["bookworm-cc"]);
+    // Native stage: compiled by the cross stage (its bundle on the Debian root).
+    for native in ["musl", "binutils", "make", "busybox", "gcc"] {
+        assert_eq!(deps(get(native)), ["bookworm-cc", "cross-gcc"], "{native}");
+    }
+    assert_eq!(
+        strings(get("gcc")["package"].get("runtime")),
+        ["busybox", "linux-headers", "musl", "binutils", "make"]
+    );
+    // The rest of the tree builds on the native toolchain's bundle alone.
+    for leaf in ["bzip2", "gzip", "m4"] {
+        assert_eq!(deps(get(leaf)), ["gcc"], "{leaf}");
+    }
 }
 
 #[test]
 fn scripts_do_not_name_the_root_they_are_compiled_on() {
     // Swapping `deps` (another root, e.g. a clang one for diverse double
     // compilation) must be all it takes to build a recipe on another root.
-    let toolchain = ["cross-binutils", "cross-musl", "cross-gcc", "linux-headers"];
+    let toolchain = [
+        "cross-binutils",
+        "cross-musl",
+        "cross-gcc",
+        "linux-headers",
+        "musl",
+        "binutils",
+        "make",
+        "busybox",
+        "gcc",
+        "bzip2",
+        "gzip",
+        "m4",
+    ];
     for (name, (_, recipe)) in recipes() {
         if !toolchain.contains(&name.as_str()) {
             continue;
@@ -227,4 +256,5 @@ fn plan_accepts_the_whole_tree() {
             .unwrap()
     };
     assert!(at("cross-binutils") < at("cross-gcc") && at("cross-musl") < at("cross-gcc"));
+    assert!(at("cross-gcc") < at("musl") && at("musl") < at("gcc") && at("gcc") < at("bzip2"));
 }
