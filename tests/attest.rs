@@ -523,3 +523,203 @@ fn cosign_signatures_verify_with_the_pem_key_and_podman_policy() {
         assert!(!refused.status.success(), "podman accepted imgrep/{repo}");
     }
 }
+
+/// `imgrep verify --registry PREFIX --attached`: the statement signatures
+/// `imgrep push` attached to the image are read back from the registry
+/// (none from a local manifests/) and counted against the policy: distinct
+/// trusted keys, roles; a threshold met and one not met.
+#[test]
+fn verify_counts_the_signatures_attached_in_the_registry() {
+    let test = "verify_counts_the_signatures_attached_in_the_registry";
+    let Some(fx) = Fixture::new(&[]) else { return };
+    let Some(reg) = Registry::start(test, None) else {
+        return;
+    };
+    fx.build(&["greet"]);
+    ok(fx.run(&["publish", "greet"]), "publish");
+    let keyring = fx.tree.path().join("keyring");
+    fs::create_dir_all(&keyring).unwrap();
+    let mut ids = Vec::new();
+    for (name, role) in [("alice", "maintainer"), ("bob", "rebuilder")] {
+        let (key, public) = keygen(&fx, name);
+        ok(
+            fx.run(&[
+                "sign",
+                "greet:1.0",
+                "--key",
+                key.to_str().unwrap(),
+                "--role",
+                role,
+            ]),
+            "sign",
+        );
+        fs::copy(&public, keyring.join(format!("{name}.pub"))).unwrap();
+        ids.push(raw_public(&public).1);
+    }
+    fs::write(
+        keyring.join("roles.toml"),
+        "alice = \"maintainer\"\nbob = \"rebuilder\"\n",
+    )
+    .unwrap();
+    let pushed = push(&fx, &reg, "imgrep/greet", &[]);
+    let mut attached_ids: Vec<String> = pushed["statement_signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    attached_ids.sort();
+    ids.sort();
+    assert_eq!(attached_ids, ids, "{pushed}");
+    // The signatures are listed among the image's referrers, one per signer.
+    let out_dir = fx.tree.path().join("out");
+    let sigs = attached(
+        &out_dir,
+        "application/vnd.imgrep.statement.signature.v1+json",
+    );
+    assert_eq!(sigs.len(), 2);
+    let statement = fs::read(
+        fx.tree
+            .path()
+            .join("manifests/packages/greet/1.0/statement.json"),
+    )
+    .unwrap();
+    assert!(sigs.iter().all(|(_, first)| *first == statement));
+
+    // From here on nothing local is read: the manifests are gone.
+    fs::rename(
+        fx.tree.path().join("manifests"),
+        fx.tree.path().join("manifests.moved"),
+    )
+    .unwrap();
+    let prefix = format!("{}/imgrep", reg.host());
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "verify",
+            "greet:1.0",
+            "--registry",
+            prefix.as_str(),
+            "--attached",
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = fx.run(&args);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let both = [
+        "--threshold",
+        "2",
+        "--require-role",
+        "maintainer=1",
+        "--require-role",
+        "rebuilder=1",
+    ];
+    let (code, report, err) = verify(&both);
+    assert_eq!(code, Some(0), "{err}\n{report}");
+    let p = &report["packages"][0];
+    assert_eq!(p["trusted_signatures"], 2, "{p}");
+    assert_eq!(p["signatures"]["state"], "signed", "{p}");
+    assert_eq!(p["signatures"]["roles"]["rebuilder"]["counted"], 1, "{p}");
+    assert_eq!(p["image"]["status"], "ok", "{p}");
+    assert_eq!(p["image_ref"], format!("{prefix}/greet:1.0"));
+    assert_eq!(
+        p["statement"],
+        format!("sha256:{}", imgrep::digest::Digest::of(&statement).hex())
+    );
+
+    // Not met: a threshold above the signers, or a signer not trusted.
+    let (code, report, err) = verify(&["--threshold", "3"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(report["packages"][0]["signatures"]["state"], "under_signed");
+    assert!(
+        report["packages"][0]["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("threshold not met: 2 of 3"),
+        "{report}"
+    );
+    fs::remove_file(keyring.join("bob.pub")).unwrap();
+    fs::write(keyring.join("roles.toml"), "alice = \"maintainer\"\n").unwrap();
+    let (code, report, err) = verify(&both);
+    assert_eq!(code, Some(1), "{err}");
+    let p = &report["packages"][0];
+    assert_eq!(p["trusted_signatures"], 1, "{p}");
+    let statuses: Vec<&str> = p["signers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"unknown") && statuses.contains(&"ok"),
+        "{p}"
+    );
+    // The human table says where the image and signatures came from.
+    let out = fx.run(&[
+        "verify",
+        "greet:1.0",
+        "--registry",
+        &prefix,
+        "--attached",
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "--threshold",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("(registry image)"), "{err}");
+
+    // An image pushed without signatures is unsigned (exit 1), not an
+    // error: a copy of the layout without its attachments.
+    let bare = fx.tree.path().join("bare");
+    fs::create_dir_all(&bare).unwrap();
+    fs::copy(out_dir.join("oci-layout"), bare.join("oci-layout")).unwrap();
+    std::os::unix::fs::symlink(out_dir.join("blobs"), bare.join("blobs")).unwrap();
+    let mut index: Value =
+        serde_json::from_slice(&fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|d| d["annotations"]["org.opencontainers.image.ref.name"].is_string());
+    fs::write(bare.join("index.json"), index.to_string()).unwrap();
+    let pushed = push(
+        &fx,
+        &reg,
+        "bare/greet",
+        &["--layout", bare.to_str().unwrap()],
+    );
+    assert!(
+        pushed["referrers"].as_array().unwrap().is_empty(),
+        "{pushed}"
+    );
+    let out = fx.run(&[
+        "--json",
+        "verify",
+        "greet:1.0",
+        "--registry",
+        &format!("{}/bare", reg.host()),
+        "--attached",
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "--threshold",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["packages"][0]["signatures"]["state"], "unsigned");
+    assert!(
+        report["packages"][0]["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("no imgrep statement signatures are attached"),
+        "{report}"
+    );
+}

@@ -21,10 +21,6 @@ pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 pub const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 /// artifactType of a provenance attachment (the envelope's payload type).
 pub const PROVENANCE_ARTIFACT_TYPE: &str = "application/vnd.in-toto+json";
-/// artifactType of an imgrep statement signature (minisign) attachment.
-pub const STATEMENT_SIG_ARTIFACT_TYPE: &str = "application/vnd.imgrep.statement.signature.v1+json";
-/// Annotation naming the signer's key id on a signed attachment.
-pub const ANNOTATION_SIGNER: &str = "dev.imgrep.signer";
 
 /// The image an attestation is about.
 #[derive(Debug, Clone)]

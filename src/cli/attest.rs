@@ -14,11 +14,8 @@ use crate::attest::{self, dsse::Envelope, Part, Subject};
 use crate::builder::{Builder, Options};
 use crate::digest::Digest;
 use crate::graph::Graph;
-use crate::oci::{Artifact, Layout};
+use crate::oci::{Artifact, ArtifactLayer, Layout, ANNOTATION_ATTACHMENT, ANNOTATION_SIGNER};
 use crate::sign::keys::{self, PasswordSource};
-
-/// Annotation saying which attachment an artifact is (`sbom`, `provenance`).
-const ANNOTATION_KIND: &str = "dev.imgrep.attachment";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -136,11 +133,14 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             &subject_desc,
             &Artifact {
                 artifact_type: attest::SPDX_MEDIA_TYPE,
-                media_type: attest::SPDX_MEDIA_TYPE,
-                bytes: &sbom,
-                annotations: HashMap::from([(ANNOTATION_KIND.to_owned(), "sbom".to_owned())]),
+                layers: vec![ArtifactLayer {
+                    media_type: attest::SPDX_MEDIA_TYPE,
+                    bytes: &sbom,
+                    title: None,
+                }],
+                annotations: HashMap::from([(ANNOTATION_ATTACHMENT.to_owned(), "sbom".to_owned())]),
             },
-            Some(ANNOTATION_KIND),
+            Some(ANNOTATION_ATTACHMENT),
         )?;
         let mut entry = serde_json::json!({
             "image": ref_name,
@@ -186,14 +186,17 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 &subject_desc,
                 &Artifact {
                     artifact_type: attest::PROVENANCE_ARTIFACT_TYPE,
-                    media_type: attest::DSSE_MEDIA_TYPE,
-                    bytes: &envelope.to_bytes(),
+                    layers: vec![ArtifactLayer {
+                        media_type: attest::DSSE_MEDIA_TYPE,
+                        bytes: &envelope.to_bytes(),
+                        title: None,
+                    }],
                     annotations: HashMap::from([
-                        (ANNOTATION_KIND.to_owned(), "provenance".to_owned()),
-                        (attest::ANNOTATION_SIGNER.to_owned(), key.id.to_string()),
+                        (ANNOTATION_ATTACHMENT.to_owned(), "provenance".to_owned()),
+                        (ANNOTATION_SIGNER.to_owned(), key.id.to_string()),
                     ]),
                 },
-                Some(attest::ANNOTATION_SIGNER),
+                Some(ANNOTATION_SIGNER),
             )?;
             entry["provenance"] = serde_json::json!(desc.digest().to_string());
             entry["signer"] = serde_json::json!(key.id.to_string());

@@ -103,12 +103,17 @@ pub struct Args {
     /// Read the cosign key's password from the first line of FILE.
     #[arg(long, value_name = "FILE", requires = "cosign_key")]
     pub password_file: Option<PathBuf>,
+    /// The manifests directory: the signatures of the image's statement
+    /// (`packages/NAME/VERSION/sigs/`) are attached to the image and pushed
+    /// with it, when the statement signs this image.
+    #[arg(long, value_name = "DIR", default_value = "manifests")]
+    pub manifests: PathBuf,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
-    let Some((_, version)) = args.image.split_once(':') else {
+    let Some((name, version)) = args.image.split_once(':') else {
         bail!("{:?}: expected NAME:VERSION", args.image);
     };
     let mut target: Reference = args.target.parse()?;
@@ -131,6 +136,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             )
         })
         .transpose()?;
+    let attached = attach_signatures(
+        &layout,
+        &base.join(&args.manifests),
+        name,
+        version,
+        &args.image,
+    )?;
     let client = args.registry.client(global, args.chunk_size)?;
     let digest = client
         .push_image_mounting(&layout, &args.image, &target, args.mount_from.as_deref())
@@ -152,6 +164,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         );
     }
     let pushed = format!("{target}@{digest}");
+    if !global.json && !attached.is_empty() {
+        eprintln!(
+            "attached the statement signatures of {} by {}",
+            args.image,
+            attached.join(", ")
+        );
+    }
     if !global.json && !referrers.is_empty() {
         eprintln!(
             "pushed {} attached artifact(s) ({})",
@@ -170,10 +189,52 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             "referrers": referrers,
             "referrers_mode": mode,
             "cosign_signature": signature,
+            "statement_signatures": attached,
         });
         super::print(&format!("{out}\n"))
     } else {
         eprintln!("pushed {} to {pushed}", args.image);
         super::print(&format!("{digest}\n"))
+    }
+}
+
+/// Attaches the signatures of the image's statement in `manifests` to the
+/// image `ref_name` of `layout` (docs/signing.md "Signatures attached to
+/// the image"); returns the signers' key ids.
+fn attach_signatures(
+    layout: &Layout,
+    manifests: &std::path::Path,
+    name: &str,
+    version: &str,
+    ref_name: &str,
+) -> anyhow::Result<Vec<String>> {
+    use crate::sign::attached::{attach, Attached};
+    let pv = crate::sign::manifests::PackageVersion {
+        name: name.to_owned(),
+        version: version.to_owned(),
+    };
+    let index = layout.index()?;
+    let Some(subject) = index
+        .manifests()
+        .iter()
+        .find(|d| crate::oci::ref_of(d) == Some(ref_name))
+    else {
+        // push_image says which image is missing.
+        return Ok(Vec::new());
+    };
+    let manifests = crate::sign::manifests::Manifests::new(manifests);
+    match attach(layout, &manifests, &pv, subject)
+        .with_context(|| format!("attaching the signatures of {pv}"))?
+    {
+        Attached::NoStatement => Ok(Vec::new()),
+        Attached::OtherImage { manifest } => {
+            eprintln!(
+                "imgrep: warning: {} signs image {manifest}, not this one ({}): its signatures are not attached",
+                manifests.statement_path(&pv).display(),
+                subject.digest()
+            );
+            Ok(Vec::new())
+        }
+        Attached::Signatures(ids) => Ok(ids.iter().map(|i| i.to_string()).collect()),
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{Global, Outcome};
 use crate::sign::keys::KeyId;
-use crate::sign::manifests::{Manifests, PackageSpec};
+use crate::sign::manifests::{Manifests, PackageSpec, PackageVersion};
 use crate::sign::policy::Policy;
 use crate::sign::trust::Trust;
 use crate::sign::verify::{verify_package, ImageCheck, PackageReport, SignerStatus};
@@ -49,6 +49,11 @@ pub struct Args {
     /// package at HOST/PREFIX/NAME:VERSION (docs/registry.md).
     #[arg(long, value_name = "HOST/PREFIX", conflicts_with_all = ["signatures_only", "layout"])]
     pub registry: Option<crate::registry::Repository>,
+    /// With --registry: take the statements and signatures from the
+    /// artifacts attached to each registry image (`imgrep push` attaches
+    /// them) instead of the manifests directory. PKG must be NAME:VERSION.
+    #[arg(long, requires = "registry")]
+    pub attached: bool,
     #[command(flatten)]
     pub registry_args: super::push::RegistryArgs,
     /// The manifests directory holding statements and signatures.
@@ -69,6 +74,9 @@ fn parse_role_min(s: &str) -> Result<(String, usize), String> {
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let base = global.directory.as_deref().unwrap_or(Path::new(""));
     let manifests = Manifests::new(base.join(&args.manifests));
+    if let (true, Some(prefix)) = (args.attached, &args.registry) {
+        return attached(global, &args, base, &manifests, prefix);
+    }
     // What the user asked about first: a package with no statement is the
     // real problem, whatever else is missing.
     let packages = manifests.resolve(&args.packages)?;
@@ -107,9 +115,51 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         if let (Some(client), Some(prefix), Some(report)) =
             (&client, &args.registry, reports.last_mut())
         {
-            crate::sign::remote::check_registry(report, &manifests, pv, client, prefix)?;
+            let signed = manifests.read_statement(pv)?.statement.image;
+            crate::sign::remote::check_registry(report, &signed, pv, client, prefix);
         }
     }
+    finish(global, &reports, &policy)
+}
+
+/// `verify --registry PREFIX --attached NAME:VERSION...`: statements and
+/// signatures from the artifacts attached to the registry's images.
+fn attached(
+    global: &Global,
+    args: &Args,
+    base: &Path,
+    manifests: &Manifests,
+    prefix: &crate::registry::Repository,
+) -> Result<Outcome> {
+    let mut packages = Vec::new();
+    for spec in &args.packages {
+        let Some(version) = &spec.version else {
+            bail!(
+                "{}: --attached needs NAME:VERSION (the registry is asked for that image, \
+                 not for a list of versions)",
+                spec.name
+            );
+        };
+        packages.push(PackageVersion {
+            name: spec.name.clone(),
+            version: version.clone(),
+        });
+    }
+    if packages.is_empty() {
+        bail!("--attached needs the packages to verify, as NAME:VERSION");
+    }
+    let policy = policy(args, base, manifests)?;
+    let trust = trust(args, base, manifests)?;
+    let client = args.registry_args.client(global, None)?;
+    let reports: Vec<PackageReport> = packages
+        .iter()
+        .map(|pv| crate::sign::remote::verify_attached(&client, prefix, pv, &trust, &policy))
+        .collect();
+    finish(global, &reports, &policy)
+}
+
+/// Prints the reports; exit 0 when every package passes, else 1.
+fn finish(global: &Global, reports: &[PackageReport], policy: &Policy) -> Result<Outcome> {
     if global.json {
         let out = serde_json::json!({"ok": reports.iter().all(|r| r.ok), "packages": reports});
         println!(
@@ -117,7 +167,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             serde_json::to_string(&out).context("serializing the report")?
         );
     } else {
-        eprint!("{}", table(&reports, &policy));
+        eprint!("{}", table(reports, policy));
     }
     Ok(if reports.iter().all(|r| r.ok) {
         Outcome::Success
@@ -205,10 +255,11 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             out.push('\n');
             package.clear();
         }
-        let image = match &r.image {
-            ImageCheck::NotChecked => "not checked (--signatures-only)".to_owned(),
-            ImageCheck::Ok => format!("OK: {}", r.manifest),
-            ImageCheck::Fail(reasons) => format!("FAIL: {}", reasons.join("; ")),
+        let image = match (&r.image, &r.manifest) {
+            (ImageCheck::NotChecked, None) => "not checked (no statement)".to_owned(),
+            (ImageCheck::NotChecked, Some(_)) => "not checked (--signatures-only)".to_owned(),
+            (ImageCheck::Ok, m) => format!("OK: {}", m.map(|m| m.to_string()).unwrap_or_default()),
+            (ImageCheck::Fail(reasons), _) => format!("FAIL: {}", reasons.join("; ")),
         };
         let source = if r.image_ref.is_some() {
             "(registry image)"
@@ -216,6 +267,9 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             "(local image)"
         };
         let _ = writeln!(out, "{package:<28} {source:<34} {:<12} {image}", "");
+        for note in &r.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
         let _ = writeln!(out, "  {} {}: {}", r.name, r.version, r.signatures);
         let _ = if r.ok {
             writeln!(

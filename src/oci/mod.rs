@@ -27,7 +27,10 @@ pub use image::{
     ANNOTATION_INPUT_DIGEST, ANNOTATION_RECIPE, ANNOTATION_REF_NAME, ANNOTATION_SOURCES,
     ANNOTATION_TITLE, ANNOTATION_VERSION,
 };
-pub use referrers::{artifact_manifest, signature_tag, Artifact, SignatureImage, EMPTY_MEDIA_TYPE};
+pub use referrers::{
+    artifact_manifest, signature_tag, Artifact, ArtifactLayer, SignatureImage,
+    ANNOTATION_ATTACHMENT, ANNOTATION_SIGNER, EMPTY_MEDIA_TYPE,
+};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

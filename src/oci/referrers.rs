@@ -23,24 +23,54 @@ pub struct SignatureImage {
     pub manifest: Vec<u8>,
 }
 
+/// Annotation saying what an imgrep attachment is (`sbom`, `provenance`,
+/// `signature`).
+pub const ANNOTATION_ATTACHMENT: &str = "dev.imgrep.attachment";
+/// Annotation naming the signer's key id on a signed attachment.
+pub const ANNOTATION_SIGNER: &str = "dev.imgrep.signer";
+
 /// The empty config of an artifact manifest (image-spec 1.1).
 pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_JSON: &[u8] = b"{}";
 
-/// An artifact to attach: one blob with its media type.
+/// An artifact to attach: its blobs, each with its media type.
 #[derive(Debug, Clone)]
 pub struct Artifact<'a> {
     /// `artifactType` of the manifest, e.g. `application/spdx+json`.
     pub artifact_type: &'a str,
-    pub media_type: &'a str,
-    pub bytes: &'a [u8],
+    pub layers: Vec<ArtifactLayer<'a>>,
     /// Annotations of the manifest (and of its index.json entry).
     pub annotations: HashMap<String, String>,
 }
 
+/// One blob of an artifact.
+#[derive(Debug, Clone)]
+pub struct ArtifactLayer<'a> {
+    pub media_type: &'a str,
+    pub bytes: &'a [u8],
+    /// The file name `oras pull` writes it to
+    /// (`org.opencontainers.image.title`).
+    pub title: Option<&'a str>,
+}
+
 /// The canonical bytes of the manifest of `artifact` about `subject`
-/// (the blob and the empty config already written under these digests).
-pub fn artifact_manifest(subject: &Descriptor, artifact: &Artifact, blob: &Digest) -> Vec<u8> {
+/// (its blobs and the empty config already written).
+pub fn artifact_manifest(subject: &Descriptor, artifact: &Artifact) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = artifact
+        .layers
+        .iter()
+        .map(|l| {
+            let mut layer = json!({
+                "mediaType": l.media_type,
+                "digest": Digest::of(l.bytes).to_string(),
+                "size": l.bytes.len(),
+            });
+            if let Some(title) = l.title {
+                layer["annotations"] = json!({ TITLE: title });
+            }
+            layer
+        })
+        .collect();
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -51,11 +81,7 @@ pub fn artifact_manifest(subject: &Descriptor, artifact: &Artifact, blob: &Diges
             "size": EMPTY_JSON.len(),
             "data": "e30=",
         },
-        "layers": [{
-            "mediaType": artifact.media_type,
-            "digest": blob.to_string(),
-            "size": artifact.bytes.len(),
-        }],
+        "layers": layers,
         "subject": {
             "mediaType": subject.media_type().to_string(),
             "digest": subject.digest().to_string(),
@@ -67,6 +93,8 @@ pub fn artifact_manifest(subject: &Descriptor, artifact: &Artifact, blob: &Diges
     }
     crate::canonical::to_vec(&m).expect("a manifest serializes")
 }
+
+const TITLE: &str = "org.opencontainers.image.title";
 
 impl Layout {
     /// Writes `artifact` as a manifest whose subject is `subject` and lists
@@ -80,9 +108,11 @@ impl Layout {
         artifact: &Artifact,
         replaces: Option<&str>,
     ) -> Result<Descriptor> {
-        let (blob, _) = self.put_blob(artifact.bytes)?;
+        for layer in &artifact.layers {
+            self.put_blob(layer.bytes)?;
+        }
         self.put_blob(EMPTY_JSON)?;
-        let bytes = artifact_manifest(subject, artifact, &blob);
+        let bytes = artifact_manifest(subject, artifact);
         let (digest, size) = self.put_blob(&bytes)?;
         let mut desc = descriptor(
             "application/vnd.oci.image.manifest.v1+json",

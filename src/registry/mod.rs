@@ -22,7 +22,7 @@ pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST,
 };
 pub use reference::{Reference, ReferenceError, Registry, Repository};
-pub use referrers::{fallback_tag, ReferrersMode};
+pub use referrers::{fallback_tag, Referrer, ReferrersMode};
 
 /// The tag under which a build cache keeps the image of a package whose
 /// input digest is `input`: `input-<64 hex digits>`.

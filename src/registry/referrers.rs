@@ -25,6 +25,14 @@ pub enum ReferrersMode {
     TagSchema,
 }
 
+/// An artifact read from a registry: its manifest digest and its layers
+/// (media type, bytes), each verified.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub layers: Vec<(String, Vec<u8>)>,
+}
+
 /// The fallback tag of `subject`'s referrers index.
 pub fn fallback_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())
@@ -164,22 +172,7 @@ impl Client {
         let (descs, _) = self.list_referrers(repo, subject)?;
         let mut pulled = Vec::new();
         for desc in descs {
-            let digest = digest_of(desc.digest())?;
-            let (bytes, _, _) = self.get_manifest(repo, &digest.to_string())?;
-            let manifest: ImageManifest =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
-                    host: repo.registry.host.clone(),
-                    what: format!("referrer {digest}"),
-                    reason: format!("not an image manifest: {e}"),
-                })?;
-            let about = manifest.subject().as_ref().map(|s| s.digest().to_string());
-            if about.as_deref() != Some(subject.to_string().as_str()) {
-                return Err(Error::Protocol {
-                    host: repo.registry.host.clone(),
-                    what: format!("referrer {digest}"),
-                    reason: format!("its subject is {about:?}, not {subject}"),
-                });
-            }
+            let (digest, bytes, manifest) = self.referrer_manifest(repo, subject, &desc)?;
             let mut blobs = vec![(
                 digest_of(manifest.config().digest())?,
                 manifest.config().size(),
@@ -197,6 +190,64 @@ impl Client {
             pulled.push(digest);
         }
         Ok(pulled)
+    }
+
+    /// The artifacts of type `artifact_type` that `repo` holds about
+    /// `subject`, each with its layers' bytes (small documents: read into
+    /// memory, each verified against its digest), in listing order.
+    pub fn fetch_referrers(
+        &self,
+        repo: &Repository,
+        subject: &Digest,
+        artifact_type: &str,
+    ) -> Result<Vec<Referrer>> {
+        let (descs, _) = self.list_referrers(repo, subject)?;
+        let mut out = Vec::new();
+        for desc in descs {
+            let listed = desc.artifact_type().as_ref().map(|t| t.to_string());
+            if listed.as_deref().is_some_and(|t| t != artifact_type) {
+                continue;
+            }
+            let (digest, _, manifest) = self.referrer_manifest(repo, subject, &desc)?;
+            let own = manifest.artifact_type().as_ref().map(|t| t.to_string());
+            if own.as_deref() != Some(artifact_type) {
+                continue;
+            }
+            let mut layers = Vec::new();
+            for l in manifest.layers() {
+                let bytes = self.get_blob_bytes(repo, &digest_of(l.digest())?, l.size())?;
+                layers.push((l.media_type().to_string(), bytes));
+            }
+            out.push(Referrer { digest, layers });
+        }
+        Ok(out)
+    }
+
+    /// The manifest a referrers listing names, verified against its digest,
+    /// whose subject must be `subject`.
+    fn referrer_manifest(
+        &self,
+        repo: &Repository,
+        subject: &Digest,
+        desc: &Descriptor,
+    ) -> Result<(Digest, Vec<u8>, ImageManifest)> {
+        let digest = digest_of(desc.digest())?;
+        let (bytes, _, _) = self.get_manifest(repo, &digest.to_string())?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
+                host: repo.registry.host.clone(),
+                what: format!("referrer {digest}"),
+                reason: format!("not an image manifest: {e}"),
+            })?;
+        let about = manifest.subject().as_ref().map(|s| s.digest().to_string());
+        if about.as_deref() != Some(subject.to_string().as_str()) {
+            return Err(Error::Protocol {
+                host: repo.registry.host.clone(),
+                what: format!("referrer {digest}"),
+                reason: format!("its subject is {about:?}, not {subject}"),
+            });
+        }
+        Ok((digest, bytes, manifest))
     }
 
     /// Pushes a cosign-layout signature of `subject` to `repo`.

@@ -2,6 +2,7 @@
 //! keys, one signature per signer per statement, and an M-of-N policy over
 //! the keys a verifier chooses to trust.
 
+pub mod attached;
 pub mod image;
 pub mod keys;
 pub mod manifests;

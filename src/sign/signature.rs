@@ -106,11 +106,21 @@ pub struct SignatureFile {
 
 impl SignatureFile {
     pub fn read(path: &Path) -> Result<Self, SignatureError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SignatureError::Malformed {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a signature file found at `origin` (a path, or
+    /// where a registry holds it).
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, SignatureError> {
+        let path = origin;
         let malformed = |reason: String| SignatureError::Malformed {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| malformed(e.to_string()))?;
         // The minisign crate copies these lines into fixed arrays and
         // panics on a short one (found by `cargo xtask fuzz signature`).
         for (n, want, what) in [(1, 74, "signature"), (3, 64, "global signature")] {
@@ -126,7 +136,7 @@ impl SignatureFile {
             }
         }
         let sig =
-            minisign::SignatureBox::from_string(&text).map_err(|e| malformed(e.to_string()))?;
+            minisign::SignatureBox::from_string(text).map_err(|e| malformed(e.to_string()))?;
         if text.lines().count() != 4 {
             return Err(malformed(format!(
                 "expected 4 lines, found {}",

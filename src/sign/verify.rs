@@ -15,6 +15,7 @@ use crate::sign::manifests::{ManifestError, Manifests, PackageVersion};
 use crate::sign::policy::{Policy, Tally};
 use crate::sign::signature::{SignatureError, SignatureFile};
 use crate::sign::trust::Trust;
+use crate::statement::ImageDigests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -64,8 +65,11 @@ pub enum ImageCheck {
 pub struct PackageReport {
     pub name: String,
     pub version: String,
-    pub statement: Digest,
-    pub manifest: Digest,
+    /// The statement's digest; none when no statement was found (only
+    /// with `verify --attached`: nothing attached to the registry's image).
+    pub statement: Option<Digest>,
+    /// The image manifest digest the statement signs.
+    pub manifest: Option<Digest>,
     pub signers: Vec<SignerReport>,
     /// Distinct trusted keys with a valid signature.
     pub trusted_signatures: usize,
@@ -76,9 +80,55 @@ pub struct PackageReport {
     /// The registry reference the image was checked at (`verify --registry`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_ref: Option<String>,
+    /// What was found but not counted and is not a signer's row (attached
+    /// artifacts that are malformed or about another statement).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Every reason the package fails; empty when it passes.
     pub failures: Vec<String>,
     pub ok: bool,
+}
+
+impl PackageReport {
+    /// The report of a package for which no statement was found: unsigned.
+    pub fn unsigned(pv: &PackageVersion, policy: &Policy, why: String) -> PackageReport {
+        let signatures = policy.tally([]);
+        let mut failures = vec![why];
+        failures.extend(signatures.shortfalls());
+        PackageReport {
+            name: pv.name.clone(),
+            version: pv.version.clone(),
+            statement: None,
+            manifest: None,
+            signers: Vec::new(),
+            trusted_signatures: 0,
+            signatures,
+            image: ImageCheck::NotChecked,
+            image_ref: None,
+            notes: Vec::new(),
+            failures,
+            ok: false,
+        }
+    }
+
+    /// Records the check of the image (`what`: `local image`, `registry
+    /// image REF`) against the signed digests.
+    pub fn set_image(&mut self, image: ImageCheck, what: &str) {
+        if let ImageCheck::Fail(reasons) = &image {
+            self.failures
+                .extend(reasons.iter().map(|r| format!("{what}: {r}")));
+        }
+        self.image = image;
+        self.ok = self.failures.is_empty();
+    }
+}
+
+/// Compares the signed digests with an image's.
+pub fn image_check(signed: &ImageDigests, image: &ImageDigests, theirs: &str) -> ImageCheck {
+    match signed.differences(image, "signed", theirs) {
+        d if d.is_empty() => ImageCheck::Ok,
+        d => ImageCheck::Fail(d),
+    }
 }
 
 /// Verifies `pv`. `layout` is the OCI layout whose image tagged
@@ -93,24 +143,57 @@ pub fn verify_package(
     layout: Option<&Path>,
 ) -> Result<PackageReport, VerifyError> {
     let stored = manifests.read_statement(pv)?;
+    let signatures = manifests
+        .signature_files(pv)?
+        .iter()
+        .map(|path| SignatureFile::read(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut report = verify_statement(
+        pv,
+        &stored.bytes,
+        &stored.statement.image,
+        &signatures,
+        trust,
+        policy,
+    );
+    if let Some(layout) = layout {
+        let check = match image::local_image(layout, &pv.name, &pv.version) {
+            Err(e) => ImageCheck::Fail(vec![e.to_string()]),
+            Ok(local) => image_check(&stored.statement.image, &local, "local"),
+        };
+        report.set_image(check, "local image");
+    }
+    Ok(report)
+}
+
+/// Counts the signatures of one statement (its bytes, and the image it
+/// signs) against the trusted keys and the policy; the image is not
+/// checked (see [`PackageReport::set_image`]).
+pub fn verify_statement(
+    pv: &PackageVersion,
+    statement: &[u8],
+    signed: &ImageDigests,
+    signatures: &[SignatureFile],
+    trust: &Trust,
+    policy: &Policy,
+) -> PackageReport {
     let mut signers = Vec::new();
     // Public key bytes -> the signer they were counted for.
     let mut counted: BTreeMap<[u8; 32], String> = BTreeMap::new();
     let mut counted_roles = Vec::new();
-    for path in manifests.signature_files(pv)? {
-        let sig = SignatureFile::read(&path)?;
+    for sig in signatures {
         let mut report = SignerReport {
             key_id: sig.key_id,
             signer: None,
             role: None,
-            file: path,
+            file: sig.path.clone(),
             status: SignerStatus::Unknown,
             reason: Some("unknown key (not among the trusted keys)".into()),
         };
         if let Some(key) = trust.get(&sig.key_id) {
             report.signer = Some(key.signer.clone());
             report.role = key.role.clone();
-            let (status, reason) = match sig.verify(&key.key, &stored.bytes) {
+            let (status, reason) = match sig.verify(&key.key, statement) {
                 Err(reason) => (SignerStatus::Fail, Some(reason)),
                 Ok(signed_as) if key.role.as_ref().is_some_and(|r| *r != signed_as) => (
                     SignerStatus::Fail,
@@ -145,35 +228,19 @@ pub fn verify_package(
         signers.push(report);
     }
     let signatures = policy.tally(counted_roles.iter().map(Option::as_deref));
-    let mut failures = signatures.shortfalls();
-    let image = match layout {
-        None => ImageCheck::NotChecked,
-        Some(layout) => match image::local_image(layout, &pv.name, &pv.version) {
-            Err(e) => ImageCheck::Fail(vec![e.to_string()]),
-            Ok(local) => match stored
-                .statement
-                .image
-                .differences(&local, "signed", "local")
-            {
-                d if d.is_empty() => ImageCheck::Ok,
-                d => ImageCheck::Fail(d),
-            },
-        },
-    };
-    if let ImageCheck::Fail(reasons) = &image {
-        failures.extend(reasons.iter().map(|r| format!("local image: {r}")));
-    }
-    Ok(PackageReport {
+    let failures = signatures.shortfalls();
+    PackageReport {
         name: pv.name.clone(),
         version: pv.version.clone(),
-        statement: Digest::of(&stored.bytes),
-        manifest: stored.statement.image.manifest,
+        statement: Some(Digest::of(statement)),
+        manifest: Some(signed.manifest),
         signers,
         trusted_signatures: counted.len(),
         signatures,
-        image,
+        image: ImageCheck::NotChecked,
         image_ref: None,
+        notes: Vec::new(),
         ok: failures.is_empty(),
         failures,
-    })
+    }
 }
