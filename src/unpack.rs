@@ -170,6 +170,8 @@ pub enum UnpackError {
     Io { entry: String, error: io::Error },
     #[error("{path}: {error}")]
     Target { path: PathBuf, error: io::Error },
+    #[error("subtree {subtree:?}: {reason}")]
+    Subtree { subtree: String, reason: Refusal },
 }
 
 fn refused(entry: &[u8], reason: Refusal) -> UnpackError {
@@ -203,12 +205,33 @@ pub fn unpack<R: Read>(
     target: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
+    unpack_subtree(reader, target, opts, "")
+}
+
+/// Unpacks only the members under `subtree` (a relative path of the
+/// archive, `""` for all of it) into `target`, as if `subtree` were the
+/// archive's root: `subtree/a/b` lands at `target/a/b`, other members are
+/// read past, never written. Every rule holds against `target`, so with
+/// `Symlinks::Contained` no link may leave the subtree, and a hard link to a
+/// member outside it is refused. `entries` counts the members unpacked; 0
+/// means the archive has nothing under `subtree`.
+pub fn unpack_subtree<R: Read>(
+    reader: R,
+    target: &Path,
+    opts: &UnpackOptions,
+    subtree: &str,
+) -> Result<UnpackReport, UnpackError> {
+    let subtree = components(subtree.as_bytes()).map_err(|reason| UnpackError::Subtree {
+        subtree: subtree.to_owned(),
+        reason,
+    })?;
     let root = Dir::open(target).map_err(|source| UnpackError::Target {
         path: target.to_owned(),
         error: source,
     })?;
     let mut u = Unpacker {
         root,
+        subtree,
         opts: *opts,
         entries: HashSet::new(),
         touched: HashSet::new(),
@@ -249,6 +272,9 @@ pub fn unpack_file(
 
 struct Unpacker {
     root: Dir,
+    /// Components of the archive path unpacked as the target's root (empty:
+    /// the whole archive).
+    subtree: Vec<Vec<u8>>,
     opts: UnpackOptions,
     /// Normalised paths of the members seen (duplicate detection).
     entries: HashSet<Vec<u8>>,
@@ -310,9 +336,34 @@ impl Unpacker {
         Ok(fd)
     }
 
-    fn entry<R: Read>(&mut self, tar: &mut TarStream<R>, h: Header) -> Result<(), UnpackError> {
+    fn entry<R: Read>(&mut self, tar: &mut TarStream<R>, mut h: Header) -> Result<(), UnpackError> {
         let entry = h.path.clone();
-        let comps = components(&h.path).map_err(|r| refused(&entry, r))?;
+        let mut comps = components(&h.path).map_err(|r| refused(&entry, r))?;
+        if !self.subtree.is_empty() {
+            let Some(rest) = comps.strip_prefix(self.subtree.as_slice()) else {
+                // Outside the subtree: read past, never written.
+                return Ok(());
+            };
+            comps = rest.to_vec();
+            if h.kind == Kind::HardLink {
+                let target = components(&h.link).ok();
+                let inside = target
+                    .as_deref()
+                    .and_then(|t| t.strip_prefix(self.subtree.as_slice()));
+                match inside {
+                    Some(t) if !t.is_empty() => h.link = join(t),
+                    _ => {
+                        return Err(refused(
+                            &entry,
+                            Refusal::HardLink {
+                                target: lossy(&h.link),
+                                why: "lies outside the subtree unpacked",
+                            },
+                        ))
+                    }
+                }
+            }
+        }
         let Some((name, parent)) = comps.split_last() else {
             // "./" as the first member of .deb data: the target itself.
             return match h.kind {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fetch_support::{Route, Server};
 use imgrep::digest::Digest;
-use imgrep::fetch::{FetchConfig, FetchError, Fetcher, Pin, SourceRequest};
+use imgrep::fetch::{FetchConfig, FetchError, Fetcher, Pin, SourceRequest, Subtree};
 use imgrep::mirror::Mirrors;
 use imgrep::nar::{self, NarHash};
 use imgrep::store::Store;
@@ -31,6 +31,7 @@ fn request(urls: &[String], pin: Pin) -> SourceRequest {
         name: "testpkg: source 0".into(),
         urls: urls.to_vec(),
         pin,
+        subtree: None,
     }
 }
 
@@ -540,4 +541,167 @@ fn https_refuses_an_untrusted_certificate() {
     assert!(err.contains(&url), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert_eq!(sources_count(&store), 0);
+}
+
+/// A synthetic .deb made by the real dpkg-deb: modules under
+/// usr/share/guile/site/3.0, documentation beside them.
+fn synthetic_deb(work: &Path) -> Option<(Vec<u8>, NarHash)> {
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: dpkg-deb is not installed (apt-get install dpkg)");
+        return None;
+    }
+    let root = work.join("pkg");
+    fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    fs::write(
+        root.join("DEBIAN/control"),
+        "Package: imgrep-subtree\nVersion: 1.0\nArchitecture: all\n\
+         Maintainer: imgrep tests <tests@invalid>\nDescription: test package\n",
+    )
+    .unwrap();
+    let modules = root.join("usr/share/guile/site/3.0");
+    fs::create_dir_all(modules.join("nyacc/lang")).unwrap();
+    fs::write(
+        modules.join("nyacc/lalr.scm"),
+        "(define-module (nyacc lalr))\n",
+    )
+    .unwrap();
+    fs::write(
+        modules.join("nyacc/lang/util.scm"),
+        "(define x 1)\n".repeat(100),
+    )
+    .unwrap();
+    symlink("../lalr.scm", modules.join("nyacc/lang/lalr.scm")).unwrap();
+    fs::create_dir_all(root.join("usr/share/doc/imgrep-subtree")).unwrap();
+    fs::write(
+        root.join("usr/share/doc/imgrep-subtree/README"),
+        "not a module\n",
+    )
+    .unwrap();
+    let out = work.join("imgrep-subtree_1.0_all.deb");
+    let status = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&root)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "dpkg-deb: {status:?}");
+    let expected = expected_tree_hash(&modules);
+    Some((fs::read(&out).unwrap(), expected))
+}
+
+#[test]
+fn subtree_of_a_deb_is_pinned_by_its_tree_and_the_deb_by_its_sha256() {
+    let work = tempfile::tempdir().unwrap();
+    let Some((deb, tree)) = synthetic_deb(work.path()) else {
+        return;
+    };
+    let server = Server::start();
+    let url = server.route(
+        "/pool/imgrep-subtree_1.0_all.deb",
+        Route::Bytes(deb.clone()),
+    );
+    let sub = |archive| {
+        Some(Subtree {
+            path: "usr/share/guile/site/3.0".into(),
+            archive,
+        })
+    };
+
+    let sdir = tempfile::tempdir().unwrap();
+    let store = Store::open(sdir.path()).unwrap();
+    let mut req = request(std::slice::from_ref(&url), Pin::Tree(tree));
+    req.subtree = sub(Some(Digest::of(&deb)));
+    let got = Fetcher::new(config()).fetch(&store, &req).unwrap();
+    assert_eq!(got.path, store.tree_path(&tree));
+    assert_eq!(
+        fs::read(got.path.join("nyacc/lalr.scm")).unwrap(),
+        b"(define-module (nyacc lalr))\n"
+    );
+    assert_eq!(
+        fs::read_link(got.path.join("nyacc/lang/lalr.scm")).unwrap(),
+        Path::new("../lalr.scm")
+    );
+    assert!(!got.path.join("usr").exists() && !got.path.join("share").exists());
+    assert!(tmp_is_empty(&store));
+
+    // The .deb's own pin is checked before anything is unpacked.
+    let sdir = tempfile::tempdir().unwrap();
+    let store = Store::open(sdir.path()).unwrap();
+    req.subtree = sub(Some(Digest::of(b"another deb")));
+    let err = Fetcher::new(config())
+        .fetch(&store, &req)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("archive hash mismatch"), "{err}");
+    assert!(err.contains(&Digest::of(&deb).to_string()), "{err}");
+    assert!(!store.tree_path(&tree).exists() && tmp_is_empty(&store));
+
+    // Without it the tree alone decides; a subtree the .deb lacks keeps nothing.
+    req.subtree = sub(None);
+    Fetcher::new(config()).fetch(&store, &req).unwrap();
+    let sdir = tempfile::tempdir().unwrap();
+    let store = Store::open(sdir.path()).unwrap();
+    req.subtree = Some(Subtree {
+        path: "usr/lib/nothing".into(),
+        archive: None,
+    });
+    let err = Fetcher::new(config())
+        .fetch(&store, &req)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nothing under the subtree \"usr/lib/nothing\""),
+        "{err}"
+    );
+    assert!(tmp_is_empty(&store));
+
+    // The same subtree, another part of the tree, gives another tree: the
+    // documentation is not the modules.
+    req.subtree = Some(Subtree {
+        path: "usr/share/doc".into(),
+        archive: None,
+    });
+    let err = Fetcher::new(config())
+        .fetch(&store, &req)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tree hash mismatch"), "{err}");
+}
+
+#[test]
+fn subtree_of_a_tarball_names_members_as_the_archive_does() {
+    let work = tempfile::tempdir().unwrap();
+    make_tree(&work.path().join("t/pkg-1.0"));
+    let file = work.path().join("pkg-1.0.tar.gz");
+    pack(&work.path().join("t"), "pkg-1.0", &file, "-z");
+    let bytes = fs::read(&file).unwrap();
+    let server = Server::start();
+    let url = server.route("/pkg-1.0.tar.gz", Route::Bytes(bytes.clone()));
+    let pin = nar::hash_path(&work.path().join("t/pkg-1.0/src/sub")).unwrap();
+    let sdir = tempfile::tempdir().unwrap();
+    let store = Store::open(sdir.path()).unwrap();
+    let mut req = request(&[url], Pin::Tree(pin));
+    req.subtree = Some(Subtree {
+        path: "pkg-1.0/src/sub".into(),
+        archive: Some(Digest::of(&bytes)),
+    });
+    let got = Fetcher::new(config()).fetch(&store, &req).unwrap();
+    assert!(got.path.join("empty").is_file());
+
+    // src/README.link -> ../README leaves src: refused in that subtree.
+    let pin = nar::hash_path(&work.path().join("t/pkg-1.0/src")).unwrap();
+    req.pin = Pin::Tree(pin);
+    req.subtree = Some(Subtree {
+        path: "pkg-1.0/src".into(),
+        archive: None,
+    });
+    let err = Fetcher::new(config())
+        .fetch(&store, &req)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("README.link") && err.contains("outside"),
+        "{err}"
+    );
+    assert!(tmp_is_empty(&store));
 }

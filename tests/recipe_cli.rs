@@ -82,7 +82,7 @@ fn unknown_keys_at_every_level() {
     );
     case(
         &format!("[package]\nname = \"x\"\nversion = \"1\"\n[[source]]\nurl = \"https://h/x.tar\"\nsha256 = \"{SHA}\"\nstrip = 1\n[build]\nscript = \"true\"\n"),
-        &["7:1: unknown key `strip` in [[source]] (source[0]); expected one of: url, urls, path, sha256, tree, unpack, dest, file, executable"],
+        &["7:1: unknown key `strip` in [[source]] (source[0]); expected one of: url, urls, path, sha256, tree, unpack, dest, file, executable, subtree"],
     );
     case(
         "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\nshell = \"bash\"\n",
@@ -123,6 +123,39 @@ fn a_misspelled_required_key_is_one_error_with_a_suggestion() {
     );
     // A key missing with no typo of it is still reported missing
     // (hashes_missing_malformed_or_both, and `version` below).
+}
+
+#[test]
+fn subtree_sources_are_pinned_by_their_tree() {
+    const TREE: &str = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let head = "[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[[source]]\nurl = \"https://h/x_1_all.deb\"\n";
+    case(
+        &format!("{head}subtree = \"usr/share\"\nsha256 = \"{SHA}\"\n"),
+        &["9:10: source[0]: a `subtree` is pinned by its `tree` (NAR sha256); `sha256` may pin the archive file beside it"],
+    );
+    case(
+        &format!("{head}subtree = \"./\"\ntree = \"{TREE}\"\n"),
+        &["8:11: source[0].subtree: names the whole archive; leave `subtree` out to unpack all of it"],
+    );
+    case(
+        &format!("{head}subtree = \"../etc\"\ntree = \"{TREE}\"\n"),
+        &["8:11: source[0].subtree: `../etc`: `..` is not allowed"],
+    );
+    case(
+        &format!("{head}subtree = \"usr\"\ntree = \"{TREE}\"\nunpack = false\n"),
+        &[
+            "8:11: source[0].subtree: only for a source that is unpacked",
+            "9:8: source[0]: a `tree` hash pins an unpacked tree, but this source is not unpacked; pin the file by `sha256`",
+        ],
+    );
+    case(
+        &format!("[package]\nname = \"x\"\nversion = \"1\"\n[build]\nscript = \"true\"\n[[source]]\nurl = \"https://h/x.zip\"\nsubtree = \"a\"\ntree = \"{TREE}\"\n"),
+        &["6:1: source[0]: cannot unpack `x.zip`: not a known archive (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .tar.zst, .deb)"],
+    );
+    case(
+        &format!("[package]\nname = \"x\"\nversion = \"1\"\nkind = \"debs\"\n[[source]]\nurl = \"https://h/x_1_all.deb\"\nsha256 = \"{SHA}\"\nsubtree = \"usr\"\n"),
+        &["8:1: source[0]: `subtree` does not apply to a kind = \"debs\" recipe, whose .deb files imgrep unpacks itself"],
+    );
 }
 
 #[test]
@@ -311,7 +344,7 @@ fn sources_and_unpacking() {
     );
     case(
         &format!("{head}url = \"https://h/x.bin\"\nsha256 = \"{SHA}\"\nunpack = true\n"),
-        &["9:10: source[0]: cannot unpack `x.bin`: not a known archive (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .tar.zst)"],
+        &["9:10: source[0]: cannot unpack `x.bin`: not a known archive (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz, .tar.zst, .deb)"],
     );
     case(
         &format!("{head}url = \"https://h/x.bin\"\ntree = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n"),

@@ -118,6 +118,42 @@ steps = [["/build/seed/hex0-seed", "hex0.hex0", "/out/hex0"], {{ argv = ["/out/h
 }
 
 #[test]
+fn subtree_of_a_deb_and_its_two_pins() {
+    let text = |subtree: &str| {
+        format!(
+            r#"[package]
+name = "mescc"
+version = "1"
+[[source]]
+urls = ["mirror://debian/pool/main/n/nyacc/nyacc_1.00.2-5_amd64.deb"]
+sha256 = "{SHA}"
+{subtree}
+tree = "sha256-5jq0R8BWW0PuwvvQtk/fz66VqXBXS6eLm3pd4UjLBUU="
+dest = "nyacc/module"
+[build]
+steps = [["/bin/true"]]
+"#
+        )
+    };
+    let r = parse(&text("subtree = \"./usr/share/guile/site/3.0/\""));
+    let s = &r.sources[0];
+    assert!(s.unpack, "a subtree is unpacked without saying so");
+    let sub = s.subtree.as_ref().unwrap();
+    assert_eq!(sub.path, "usr/share/guile/site/3.0");
+    assert_eq!(sub.archive.unwrap().hex(), SHA);
+    assert!(matches!(s.pin, Pin::Tree(_)));
+    let json = String::from_utf8(r.input_json(&[("cc", Digest::of(b"cc"))], 1)).unwrap();
+    assert!(
+        json.contains(r#""subtree":"usr/share/guile/site/3.0""#),
+        "{json}"
+    );
+    assert!(json.contains(&format!(r#""sha256":"{SHA}""#)), "{json}");
+    // Another subtree of the same archive is another input.
+    let other = parse(&text("subtree = \"usr/share/guile\""));
+    assert_ne!(digest(&r), digest(&other));
+}
+
+#[test]
 fn debs_recipe() {
     let r = parse(&format!(
         r#"[package]

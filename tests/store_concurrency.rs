@@ -51,6 +51,7 @@ fn run_child(role: &str) {
                     .map(str::to_owned)
                     .collect(),
                 pin,
+                subtree: None,
             };
             let got = Fetcher::new(cfg).fetch(&store, &req).unwrap();
             println!("FETCHED {}", got.from.as_deref().unwrap_or("store"));
@@ -270,6 +271,7 @@ fn sigkill_in_the_middle_of_a_large_source_write() {
         name: "rerun".into(),
         urls: vec![url],
         pin: Pin::File(digest),
+        subtree: None,
     };
     let got = Fetcher::new(cfg.clone()).fetch(&store, &req).unwrap();
     let clean_dir = tempfile::tempdir().unwrap();
@@ -366,6 +368,7 @@ fn sigkill_at_many_moments_of_a_tree_fetch() {
         name: "rerun".into(),
         urls: vec!["https://unreachable.invalid/pkg-1.0.tar.gz".to_owned()],
         pin: Pin::Tree(pin),
+        subtree: None,
     };
     let cfg = FetchConfig {
         source_dirs: vec![local],

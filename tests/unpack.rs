@@ -661,3 +661,92 @@ fn deb_packages_unpack_like_dpkg() {
         "{err}"
     );
 }
+
+/// `unpack_subtree`: only the members under the subtree land, rebased to
+/// the target's root; every rule holds against the subtree, not the archive.
+#[test]
+fn subtree_unpacks_only_its_members_rebased() {
+    let s = Sandbox::new();
+    let tar = Tar::default()
+        .dir("./")
+        .dir("./usr/")
+        .file("./usr/doc", b"not taken\n")
+        .dir("./usr/share/mod/")
+        .file("./usr/share/mod/a.scm", b"(a)\n")
+        .dir("./usr/share/mod/lang/")
+        .file("./usr/share/mod/lang/b.scm", b"(b)\n")
+        .symlink("./usr/share/mod/lang/c.scm", "b.scm")
+        .hardlink("./usr/share/mod/d.scm", "./usr/share/mod/a.scm")
+        .file(
+            "./usr/share/modx",
+            b"a sibling whose name extends the subtree's\n",
+        )
+        .end();
+    let report = unpack::unpack_subtree(&tar[..], &s.target(), &SRC, "usr/share/mod").unwrap();
+    assert_eq!(
+        report.entries, 5,
+        "a.scm, lang/, lang/b.scm, lang/c.scm, d.scm"
+    );
+    let t = s.target();
+    assert_eq!(fs::read(t.join("a.scm")).unwrap(), b"(a)\n");
+    assert_eq!(fs::read(t.join("lang/b.scm")).unwrap(), b"(b)\n");
+    assert_eq!(
+        fs::read_link(t.join("lang/c.scm")).unwrap(),
+        Path::new("b.scm")
+    );
+    assert_eq!(fs::metadata(t.join("d.scm")).unwrap().nlink(), 2);
+    let mut top: Vec<_> = fs::read_dir(&t)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["a.scm", "d.scm", "lang"]);
+    s.assert_outside_untouched();
+}
+
+#[test]
+fn subtree_with_nothing_in_it_unpacks_nothing() {
+    let s = Sandbox::new();
+    let tar = Tar::default().file("usr/doc", b"x").end();
+    let report = unpack::unpack_subtree(&tar[..], &s.target(), &SRC, "usr/share").unwrap();
+    assert_eq!(report.entries, 0);
+    assert_eq!(fs::read_dir(s.target()).unwrap().count(), 0);
+}
+
+#[test]
+fn subtree_refuses_links_out_of_the_subtree_that_stay_in_the_archive() {
+    // Contained in the archive, but not in the part unpacked.
+    let s = Sandbox::new();
+    let tar = Tar::default()
+        .file("pkg/README", b"x")
+        .dir("pkg/src/")
+        .symlink("pkg/src/README", "../README")
+        .end();
+    let err = unpack::unpack_subtree(&tar[..], &s.target(), &SRC, "pkg/src").unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("pkg/src/README") && msg.contains("outside the target"),
+        "{msg}"
+    );
+
+    let s = Sandbox::new();
+    let tar = Tar::default()
+        .file("pkg/README", b"x")
+        .hardlink("pkg/src/README", "pkg/README")
+        .end();
+    let err = unpack::unpack_subtree(&tar[..], &s.target(), &SRC, "pkg/src").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("outside the subtree"), "{msg}");
+    s.assert_outside_untouched();
+}
+
+#[test]
+fn subtree_path_may_not_climb() {
+    let s = Sandbox::new();
+    let tar = Tar::default().file("a", b"x").end();
+    for bad in ["../outside", "/etc"] {
+        let err = unpack::unpack_subtree(&tar[..], &s.target(), &SRC, bad).unwrap_err();
+        assert!(err.to_string().contains("subtree"), "{bad}: {err}");
+    }
+    s.assert_outside_untouched();
+}

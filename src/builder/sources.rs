@@ -38,6 +38,10 @@ pub fn request(recipe: &Recipe, index: usize, source: &Source) -> SourceRequest 
             Pin::Sha256(d) => fetch::Pin::File(d),
             Pin::Tree(h) => fetch::Pin::Tree(NarHash::from_bytes(h)),
         },
+        subtree: source.subtree.as_ref().map(|s| fetch::Subtree {
+            path: s.path.clone(),
+            archive: s.archive,
+        }),
     }
 }
 

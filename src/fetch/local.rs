@@ -75,6 +75,13 @@ pub fn strip_and_check(dir: &Path) -> io::Result<()> {
     check(&d)
 }
 
+/// Refuses the tree `dir` if a link leaves it (a subtree cut out of an
+/// archive: the unpacker checked each link against it already; this is the
+/// same check every tree source gets before it is hashed).
+pub fn check_links(dir: &Path) -> io::Result<()> {
+    check(&Dir::open(dir)?)
+}
+
 fn check(d: &Dir) -> io::Result<()> {
     d.check_links().map_err(|e| match e {
         CheckError::Escapes(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),

@@ -5,8 +5,9 @@
 //! mirrors. The hash decides, never the origin: a file is hashed while it
 //! streams into a temporary file of the store and kept only if it matches;
 //! a tree is unpacked with the safe unpacker, stripped of a single
-//! top-level directory, refused if a link leaves it, NAR-hashed and kept
-//! only if that matches.
+//! top-level directory (or cut to the subtree the recipe names, for which
+//! a `.deb` is its data.tar), refused if a link leaves it, NAR-hashed and
+//! kept only if that matches.
 
 mod config;
 mod http;
@@ -14,7 +15,7 @@ pub mod local;
 
 use std::fmt;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use config::{
@@ -22,6 +23,7 @@ pub use config::{
 };
 pub use local::{copy_tree, file_name_of};
 
+use crate::deb::Deb;
 use crate::digest::{Digest, HashingWriter};
 use crate::mirror::{join_url, Resolved};
 use crate::nar::{self, NarHash};
@@ -54,6 +56,19 @@ pub struct SourceRequest {
     /// The recipe's URLs in order, `{version}` already expanded.
     pub urls: Vec<String>,
     pub pin: Pin,
+    /// For a tree pin: the tree is this part of the archive, not all of it.
+    pub subtree: Option<Subtree>,
+}
+
+/// The part of an archive that a tree pin names (docs/fetch.md): the
+/// members under `path`, as if `path` were the archive's root. For a `.deb`
+/// the archive is its `data.tar`, the files it installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subtree {
+    /// A relative path as the archive's members name it.
+    pub path: String,
+    /// sha256 of the archive file itself, checked before it is unpacked.
+    pub archive: Option<Digest>,
 }
 
 /// A verified source in the store.
@@ -286,8 +301,9 @@ impl Fetcher {
         Ok(w.finish())
     }
 
-    /// Downloads an archive, unpacks it, strips a single top directory, and
-    /// keeps the tree if its NAR hash matches.
+    /// Downloads an archive, unpacks it, strips a single top directory (or
+    /// keeps only the requested subtree), and keeps the tree if its NAR hash
+    /// matches.
     fn try_tree_archive(
         &self,
         store: &Store,
@@ -296,13 +312,23 @@ impl Fetcher {
         expected: &NarHash,
         dest: &Path,
     ) -> Result<(), String> {
-        let (archive, _, _) = self.download(store, req, origin)?;
+        let (archive, got, len) = self.download(store, req, origin)?;
+        if let Some(want) = req.subtree.as_ref().and_then(|s| s.archive) {
+            if got != want {
+                return Err(format!(
+                    "archive hash mismatch: expected {want}, got {got} ({len} bytes); nothing kept"
+                ));
+            }
+        }
         let tree = store.temp_dir().map_err(|e| e.to_string())?;
-        let unpacked = unpack::unpack_file(archive.path(), tree.path(), &UnpackOptions::SOURCE)
-            .map_err(|e| format!("unpacking: {e}"))
-            .and_then(|_| {
-                local::strip_and_check(tree.path()).map_err(|e| format!("unpacking: {e}"))
-            });
+        let unpacked = match &req.subtree {
+            None => unpack::unpack_file(archive.path(), tree.path(), &UnpackOptions::SOURCE)
+                .map_err(|e| format!("unpacking: {e}"))
+                .and_then(|_| {
+                    local::strip_and_check(tree.path()).map_err(|e| format!("unpacking: {e}"))
+                }),
+            Some(sub) => unpack_subtree(archive.path(), tree.path(), &sub.path),
+        };
         drop(archive);
         if let Err(e) = unpacked {
             discard(tree);
@@ -350,6 +376,32 @@ impl Fetcher {
             .commit_dir(tree, dest, true)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Unpacks the members of the archive at `path` under `subtree` into
+/// `target` with the source rules (no link leaves the subtree). A `.deb`
+/// (recognised by its `ar` magic) contributes its data.tar.
+fn unpack_subtree(path: &Path, target: &Path, subtree: &str) -> Result<(), String> {
+    let mut magic = [0u8; 8];
+    let is_deb = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"!<arch>\n";
+    let report = if is_deb {
+        let mut deb = Deb::open(path).map_err(|e| format!("unpacking: {e}"))?;
+        let data = deb.data().map_err(|e| format!("unpacking: {e}"))?;
+        unpack::unpack_subtree(data, target, &UnpackOptions::SOURCE, subtree)
+    } else {
+        let (_, reader) = crate::archive::open(path).map_err(|e| format!("unpacking: {e}"))?;
+        unpack::unpack_subtree(reader, target, &UnpackOptions::SOURCE, subtree)
+    }
+    .map_err(|e| format!("unpacking: {e}"))?;
+    if report.entries == 0 {
+        return Err(format!(
+            "unpacking: the archive has nothing under the subtree {subtree:?}"
+        ));
+    }
+    local::check_links(target).map_err(|e| format!("unpacking: {e}"))
 }
 
 /// Removes a rejected tree now (it may hold read-only directories, which

@@ -50,6 +50,14 @@ impl Recipe {
                     m.insert("file".into(), json!(f));
                 }
                 m.insert("executable".into(), json!(s.executable));
+                // Written only when present, so recipes without one keep
+                // their input digests.
+                if let Some(sub) = &s.subtree {
+                    m.insert("subtree".into(), json!(sub.path));
+                    if let Some(a) = &sub.archive {
+                        m.insert("sha256".into(), json!(a.hex()));
+                    }
+                }
                 Value::Object(m)
             })
             .collect();

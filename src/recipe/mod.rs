@@ -107,6 +107,20 @@ pub struct Source {
     pub file: Option<String>,
     /// For `unpack = false`: mode 0755 instead of 0644.
     pub executable: bool,
+    /// Only this part of the archive is the source (its `pin` is then the
+    /// `tree` of that part): files from a `.deb`, a directory of a tarball.
+    pub subtree: Option<Subtree>,
+}
+
+/// `subtree` (docs/recipes.md): the members of an archive under a path, as
+/// if that path were the archive's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subtree {
+    /// Normalised relative path as the archive's members name it (for a
+    /// `.deb`, inside its data.tar); never `.`.
+    pub path: String,
+    /// `sha256` given beside `tree`: the archive file's own hash.
+    pub archive: Option<Digest>,
 }
 
 impl Source {

@@ -9,7 +9,8 @@ use super::diag::{Diagnostic, Position};
 use super::node::{self, LineIndex, Node, Span, Spanned};
 use super::suggest::suggest;
 use super::{
-    Action, Build, BuildDir, Debs, Image, Kind, Output, Pin, Recipe, Source, Step, SECTIONS,
+    Action, Build, BuildDir, Debs, Image, Kind, Output, Pin, Recipe, Source, Step, Subtree,
+    SECTIONS,
 };
 
 const PACKAGE_KEYS: &[&str] = &[
@@ -31,6 +32,7 @@ const SOURCE_KEYS: &[&str] = &[
     "dest",
     "file",
     "executable",
+    "subtree",
 ];
 const BUILD_KEYS: &[&str] = &[
     "deps",
@@ -522,7 +524,57 @@ impl Cx<'_> {
             ok = false;
         }
 
+        // A kind = "debs" recipe refuses the key itself (below).
+        let has_subtree = kind == Kind::Build && get(entries, "subtree").is_some();
+        let subtree = match get(entries, "subtree").filter(|_| has_subtree) {
+            Some(t) => {
+                let w = format!("{what}.subtree");
+                let v = self
+                    .string(t, &w)
+                    .and_then(|s| self.check(&t.span(), &w, check::relative_path(s)));
+                match v {
+                    Some(p) if p == "." => {
+                        let msg = format!(
+                            "{w}: names the whole archive; leave `subtree` out to unpack all of it"
+                        );
+                        self.error(&t.span(), msg);
+                        ok = false;
+                        None
+                    }
+                    Some(p) => Some((p, t.span())),
+                    None => {
+                        ok = false;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut archive_pin = None;
         let pin = match (get(entries, "sha256"), get(entries, "tree")) {
+            (Some(s), Some(t)) if has_subtree => {
+                // With a subtree both pins have a job: `sha256` the archive
+                // file, `tree` the part of it that lands in /build.
+                let w = format!("{what}.sha256");
+                archive_pin = self
+                    .string(s, &w)
+                    .and_then(|v| self.check(&s.span(), &w, check::sha256(v)));
+                ok &= archive_pin.is_some();
+                let w = format!("{what}.tree");
+                self.string(t, &w)
+                    .and_then(|v| self.check(&t.span(), &w, check::tree(v)))
+                    .map(Pin::Tree)
+            }
+            (Some(s), None) if has_subtree => {
+                self.error(
+                    &s.span(),
+                    format!(
+                        "{what}: a `subtree` is pinned by its `tree` (NAR sha256); \
+                         `sha256` may pin the archive file beside it"
+                    ),
+                );
+                None
+            }
             (Some(s), Some(_)) => {
                 self.error(
                     &s.span(),
@@ -571,9 +623,9 @@ impl Cx<'_> {
             // A wheel's files land under `dest`; a .deb's own paths are
             // absolute in the image.
             let fixed: &[&str] = if kind == Kind::Wheel {
-                &["unpack", "file", "executable"]
+                &["unpack", "file", "executable", "subtree"]
             } else {
-                &["unpack", "dest", "file", "executable"]
+                &["unpack", "dest", "file", "executable", "subtree"]
             };
             for key in fixed {
                 if let Some((k, _)) = entries.iter().find(|(k, _)| k.get_ref() == *key) {
@@ -612,15 +664,17 @@ impl Cx<'_> {
 
         let unpack = match get(entries, "unpack") {
             Some(u) => self.boolean(u, &format!("{what}.unpack")),
-            None => Some(kind == Kind::Build && check::is_archive(&name)),
+            None => Some(kind == Kind::Build && (check::is_archive(&name) || has_subtree)),
         };
+        // A .deb unpacks to the files it installs, only when asked to.
+        let unpackable = check::is_archive(&name) || name.ends_with(".deb");
         let unpack = match unpack {
-            Some(true) if named && kind == Kind::Build && !check::is_archive(&name) => {
+            Some(true) if named && kind == Kind::Build && !unpackable => {
                 let span = get(entries, "unpack").map_or(start.clone(), |u| u.span());
                 self.error(
                     &span,
                     format!(
-                        "{what}: cannot unpack `{name}`: not a known archive ({})",
+                        "{what}: cannot unpack `{name}`: not a known archive ({}, .deb)",
                         check::ARCHIVES.join(", ")
                     ),
                 );
@@ -704,6 +758,11 @@ impl Cx<'_> {
             None => false,
         };
 
+        if let (Some((_, span)), false) = (&subtree, unpack) {
+            let msg = format!("{what}.subtree: only for a source that is unpacked");
+            self.error(span, msg);
+            ok = false;
+        }
         let pin = pin?;
         ok.then_some(Source {
             urls,
@@ -713,6 +772,10 @@ impl Cx<'_> {
             dest,
             file,
             executable,
+            subtree: subtree.map(|(path, _)| Subtree {
+                path,
+                archive: archive_pin,
+            }),
         })
     }
 
