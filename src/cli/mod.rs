@@ -76,7 +76,7 @@ pub struct Cli {
 /// Options every command understands.
 #[derive(Debug, clap::Args)]
 pub struct Global {
-    /// Run as if started in DIR: recipes are read from DIR/packages and DIR/stage0.
+    /// Run as if started in DIR: recipes are read from DIR/packages, DIR/stage0 and DIR/bootstrap.
     #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
     pub directory: Option<std::path::PathBuf>,
     /// Machine-readable JSON on stdout where the output is data.

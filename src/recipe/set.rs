@@ -1,4 +1,4 @@
-//! A recipe tree: discovery under `packages/` and `stage0/`, and the checks
+//! A recipe tree: discovery under `packages/`, `stage0/` and `bootstrap/`, and the checks
 //! that need every recipe at once (directory names, duplicates, unknown and
 //! cyclic dependencies, recipes providing one image).
 
@@ -12,7 +12,7 @@ use super::suggest::suggest;
 use super::Recipe;
 
 /// The directories of a tree that hold one directory per package.
-const TREES: &[&str] = &["packages", "stage0"];
+const TREES: &[&str] = &["packages", "stage0", "bootstrap"];
 
 /// Every recipe of a tree, valid as a whole, by name.
 #[derive(Debug, Clone)]
@@ -22,8 +22,8 @@ pub struct RecipeSet {
 }
 
 impl RecipeSet {
-    /// Reads and validates `root/packages/*/package.toml` and
-    /// `root/stage0/*/package.toml`. Reports every problem of the tree.
+    /// Reads and validates `root/{packages,stage0,bootstrap}/*/package.toml`.
+    /// Reports every problem of the tree.
     /// Paths in messages are `root` joined with the file's relative path
     /// (just the relative path when `root` is `.`).
     pub fn load(root: &Path) -> Result<RecipeSet, RecipeError> {
@@ -45,7 +45,7 @@ impl RecipeSet {
         if diags.is_empty() && parsed.is_empty() && !TREES.iter().any(|t| root.join(t).is_dir()) {
             diags.push(file_error(
                 root,
-                "no recipe tree here: neither packages/ nor stage0/ exists".into(),
+                "no recipe tree here: none of packages/, stage0/ and bootstrap/ exists".into(),
             ));
         }
         let set = check_tree(root, parsed, &mut diags);
