@@ -512,7 +512,7 @@ fn directory_option_and_missing_tree() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "imgrep: error: .: no recipe tree here: neither packages/ nor stage0/ exists\n"
+        "imgrep: error: .: no recipe tree here: none of packages/, stage0/ and bootstrap/ exists\n"
     );
 }
 
