@@ -170,8 +170,8 @@ pub enum UnpackError {
     Io { entry: String, error: io::Error },
     #[error("{path}: {error}")]
     Target { path: PathBuf, error: io::Error },
-    #[error("subtree {subtree:?}: {reason}")]
-    Subtree { subtree: String, reason: Refusal },
+    #[error("subtree {0:?}: expected a relative path without `..`")]
+    Subtree(String),
 }
 
 fn refused(entry: &[u8], reason: Refusal) -> UnpackError {
@@ -221,10 +221,8 @@ pub fn unpack_subtree<R: Read>(
     opts: &UnpackOptions,
     subtree: &str,
 ) -> Result<UnpackReport, UnpackError> {
-    let subtree = components(subtree.as_bytes()).map_err(|reason| UnpackError::Subtree {
-        subtree: subtree.to_owned(),
-        reason,
-    })?;
+    let subtree =
+        components(subtree.as_bytes()).map_err(|_| UnpackError::Subtree(subtree.to_owned()))?;
     let root = Dir::open(target).map_err(|source| UnpackError::Target {
         path: target.to_owned(),
         error: source,
