@@ -1,7 +1,8 @@
 //! The full-source chain after stage0 (bootstrap/, docs/bootstrap.md): the
 //! x86 stage0-posix chain rooted on our AMD64 seed, M2-Planet 1.11.0, GNU Mes
-//! 0.24.2 and MesCC, janneke's TinyCC 0.9.26 bootstrapped on itself, each
-//! image checked against live-bootstrap's published sha256.
+//! 0.24.2 and MesCC, janneke's TinyCC 0.9.26 bootstrapped on itself and
+//! TinyCC 0.9.27 compiled by it, each image checked against live-bootstrap's
+//! published sha256.
 //!
 //! Without sources (CI) the recipes are checked as data: they validate, the
 //! chain plans in order, and every external check is wired the same way.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The chain in build order, ending at the last image built so far.
-const CHAIN: [&str; 9] = [
+const CHAIN: [&str; 10] = [
     "stage0-x86-hex0",
     "stage0-x86-seed-tools",
     "stage0-x86-m2",
@@ -27,16 +28,19 @@ const CHAIN: [&str; 9] = [
     "mescc",
     "tcc-mescc",
     "tcc-boot",
+    "tcc-mes",
 ];
 /// Recipes checked against live-bootstrap, with how many of its sha256 each
-/// compares (27: mes-0.24.2.checksums and tcc-0.9.26.checksums, whole).
-const CHECKED: [(&str, usize); 4] = [
+/// compares (28: mes-0.24.2.checksums, tcc-0.9.26.checksums and
+/// tcc-0.9.27.checksums, whole).
+const CHECKED: [(&str, usize); 5] = [
     ("mes-m2", 1),
     ("mescc", 13),
     ("tcc-mescc", 1),
     ("tcc-boot", 12),
+    ("tcc-mes", 1),
 ];
-const LAST: &str = "tcc-boot";
+const LAST: &str = "tcc-mes";
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -166,7 +170,7 @@ fn every_external_check_is_wired_the_same_way() {
             "{name}"
         );
     }
-    assert_eq!(total, 27);
+    assert_eq!(total, 28);
 }
 
 fn env_dir(var: &str, test: &str, what: &str) -> Option<PathBuf> {
