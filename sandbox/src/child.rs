@@ -22,6 +22,7 @@ use crate::mounts;
 use crate::proto::{send, InitMsg};
 use crate::seccomp::Program;
 use crate::spec::{Spec, Status};
+use crate::terminal::Console;
 
 /// Capabilities the command keeps in its bounding set: what a build running
 /// as root needs to own, chmod and switch ids of its own files. Everything
@@ -51,7 +52,8 @@ pub(crate) enum Start<'a> {
 }
 
 /// The sandbox's init, in the child of the namespace clone. `stdio`: the
-/// descriptors to put on 0-2 (None: keep the one there).
+/// descriptors to put on 0-2 (None: keep the one there). `console`: open a
+/// terminal of the sandbox's own for the commands ([`Spec::terminal`]).
 pub(crate) fn main(
     spec: &Spec,
     filter: &Program,
@@ -59,11 +61,13 @@ pub(crate) fn main(
     report: OwnedFd,
     rlimits: bool,
     stdio: [Option<RawFd>; 3],
+    console: Option<Console>,
 ) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut keep = spec.fds.clone();
     keep.push(report.as_raw_fd());
+    keep.extend(console.as_ref().map(Console::sock));
     if let Start::AfterHelper { sync, .. } = &start {
         keep.push(sync.as_raw_fd());
     }
@@ -119,7 +123,15 @@ pub(crate) fn main(
             // Nothing of the host may stay reachable through init's
             // descriptors (/proc/1/fd) once commands run.
             drop(host);
-            init(spec, filter, rlimits, &report)
+            // Opened inside the root: a pty of the sandbox's devpts.
+            let tty = console.map(Console::open).transpose()?;
+            init(
+                spec,
+                filter,
+                rlimits,
+                &report,
+                tty.as_ref().map(AsRawFd::as_raw_fd),
+            )
         }) {
         Ok(status) => InitMsg::Ended(status),
         Err(e) => InitMsg::Failed(e),
@@ -235,7 +247,13 @@ pub(crate) fn become_inside_root() -> Result<()> {
         .map_err(|e| Error::setup("take inside root's uid", e))
 }
 
-fn init(spec: &Spec, filter: &Program, rlimits: bool, report: &std::fs::File) -> Result<Status> {
+fn init(
+    spec: &Spec,
+    filter: &Program,
+    rlimits: bool,
+    report: &std::fs::File,
+    tty: Option<RawFd>,
+) -> Result<Status> {
     let commands =
         std::iter::once((&spec.argv, &spec.cwd)).chain(spec.then.iter().map(|s| (&s.argv, &s.cwd)));
     let mut status = Status::Exited(0);
@@ -244,7 +262,7 @@ fn init(spec: &Spec, filter: &Program, rlimits: bool, report: &std::fs::File) ->
             kill_leftovers();
         }
         let _ = send(report, &InitMsg::Started(k));
-        status = run_command(spec, filter, argv, cwd, rlimits)?;
+        status = run_command(spec, filter, argv, cwd, rlimits, tty)?;
         if let Some(i) = mounts::full_memory_dir(spec) {
             status = Status::Full(i);
         }
@@ -269,6 +287,7 @@ fn run_command(
     argv: &[String],
     cwd: &Path,
     rlimits: bool,
+    tty: Option<RawFd>,
 ) -> Result<Status> {
     let program = resolve(spec, &argv[0])?;
 
@@ -278,7 +297,7 @@ fn run_command(
         ForkResult::Child => {
             drop(err_r);
             let mut err_fd = err_w.as_raw_fd();
-            let err = exec_command(spec, filter, argv, cwd, &program, rlimits, &mut err_fd);
+            let err = exec_command(spec, filter, argv, cwd, &program, rlimits, tty, &mut err_fd);
             let mut line = serde_json::to_vec(&err).unwrap_or_default();
             line.push(b'\n');
             // SAFETY: err_fd is the error pipe's write end; then leave without
@@ -317,6 +336,7 @@ fn reap_until(cmd: Pid) -> Result<Status> {
 
 /// In the command's process: everything between fork and execve. Returns
 /// only on failure.
+#[allow(clippy::too_many_arguments)]
 fn exec_command(
     spec: &Spec,
     filter: &Program,
@@ -324,6 +344,7 @@ fn exec_command(
     cwd: &Path,
     program: &Path,
     rlimits: bool,
+    tty: Option<RawFd>,
     err_fd: &mut RawFd,
 ) -> Error {
     let argv: Vec<CString> = args.iter().map(|a| cstring(a)).collect();
@@ -333,7 +354,8 @@ fn exec_command(
         .map(|(k, v)| cstring(&format!("{k}={v}")))
         .collect();
     let path = cstring(&program.to_string_lossy());
-    if let Err(e) = prepare_process(spec, cwd, rlimits, err_fd).and_then(|()| filter.install()) {
+    if let Err(e) = prepare_process(spec, cwd, rlimits, tty, err_fd).and_then(|()| filter.install())
+    {
         return e;
     }
     let e = execve(&path, &argv, &envp).unwrap_err();
@@ -352,9 +374,19 @@ fn exec_command(
     }
 }
 
-fn prepare_process(spec: &Spec, cwd: &Path, rlimits: bool, err_fd: &mut RawFd) -> Result<()> {
-    // A new session: the command cannot reach the caller's terminal (TIOCSTI).
+fn prepare_process(
+    spec: &Spec,
+    cwd: &Path,
+    rlimits: bool,
+    tty: Option<RawFd>,
+    err_fd: &mut RawFd,
+) -> Result<()> {
+    // A new session: the caller's terminal is not the command's controlling
+    // terminal. With a terminal of the sandbox's own, it becomes that.
     setsid().map_err(|e| Error::setup("setsid", e))?;
+    if let Some(tty) = tty {
+        crate::terminal::take(tty).map_err(|e| Error::setup("controlling terminal", e))?;
+    }
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
         // SAFETY: restoring default dispositions.

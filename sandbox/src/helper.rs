@@ -9,7 +9,7 @@
 use std::fs::{DirBuilder, File};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crate::idmap::Maps;
 use crate::proto::{recv, send, HelperMsg, InitMsg};
 use crate::seccomp::Program;
 use crate::spec::{Enforcement, MemoryDir, Report, Spec, Stats, Status};
+use crate::terminal::Relay;
 
 pub(crate) fn main(fd: RawFd) -> i32 {
     // SAFETY: the caller passed us this socket and nothing else here owns it.
@@ -110,6 +111,9 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     ] {
         mask.add(s);
     }
+    if spec.terminal {
+        mask.add(Signal::SIGWINCH);
+    }
     // Restored when the run ends: a local caller keeps its own signal handling.
     let _restore_mask = mask
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
@@ -119,8 +123,24 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
         .map_err(|e| Error::setup("signalfd", e))?;
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("pipe", e))?;
-    let (stdio, mut pumps) = match caller {
+    let (mut stdio, mut pumps) = match caller {
         Caller::Remote(_, streams) | Caller::Local(streams) => Pump::plumb(streams)?,
+    };
+    // With a terminal, init's own stdio is /dev/null: the caller's terminal
+    // never enters the sandbox. Declared after the signal mask: the
+    // caller's terminal leaves raw mode while signals are still blocked.
+    let (mut relay, console, _null) = if spec.terminal {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/null")
+            .map_err(|e| Error::path("standard stream", "/dev/null", e))?;
+        stdio = [Some(null.as_raw_fd()); 3];
+        let (relay, console) = Relay::new()?;
+        (Some(relay), Some(console), Some(null))
+    } else {
+        (None, None, None)
     };
 
     let flags = CloneFlags::CLONE_NEWUSER
@@ -151,10 +171,11 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
                     joins_cgroup: cgroup.is_some(),
                 }
             };
-            child::main(spec, &filter, start, report_w, rlimits, stdio)
+            child::main(spec, &filter, start, report_w, rlimits, stdio, console)
         }
         Some(pid) => pid,
     };
+    drop(console);
     drop(sync_r);
     drop(report_w);
     // Only the sandbox may hold the pipes' write ends: their end of file
@@ -201,11 +222,15 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
         },
         cgroup.as_ref(),
         &mut pumps,
+        relay.as_mut(),
     )?;
     // Init is gone, and with it every process of its namespace: what they
-    // wrote last is still in the pipes.
+    // wrote last is still in the pipes and the pty.
     for p in &mut pumps {
         p.drain(true);
+    }
+    if let Some(mut relay) = relay.take() {
+        relay.finish();
     }
     let wall = start.elapsed();
     let mut command = 0;
@@ -295,6 +320,7 @@ fn supervise(
     sock: Option<&UnixStream>,
     cgroup: Option<&Cgroup>,
     pumps: &mut [Pump],
+    mut relay: Option<&mut Relay>,
 ) -> Result<(Option<Status>, (i32, libc::rusage))> {
     let mut ended_by = None;
     loop {
@@ -330,6 +356,12 @@ fn supervise(
         for &i in &open {
             fds.push(PollFd::new(pumps[i].read.as_fd(), PollFlags::POLLIN));
         }
+        let first_relay = fds.len();
+        let slots: Vec<_> = relay.as_deref().map_or_else(Vec::new, |r| {
+            let (slots, relay_fds): (Vec<_>, Vec<_>) = r.poll_fds().into_iter().unzip();
+            fds.extend(relay_fds);
+            slots
+        });
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::setup("poll", e)),
@@ -344,13 +376,28 @@ fn supervise(
             .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
             .map(|(&i, _)| i)
             .collect();
+        let relay_ready: Vec<_> = slots
+            .into_iter()
+            .zip(&fds[first_relay..])
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(slot, _)| slot)
+            .collect();
         drop(fds);
         for i in ready {
             pumps[i].drain(false);
         }
+        if let Some(relay) = relay.as_deref_mut() {
+            for slot in relay_ready {
+                relay.ready(slot);
+            }
+        }
         while let Ok(Some(info)) = signals.read_signal() {
             let sig = info.ssi_signo as i32;
-            if sig != libc::SIGCHLD && ended_by.is_none() {
+            if sig == libc::SIGWINCH {
+                if let Some(relay) = relay.as_deref() {
+                    relay.resize();
+                }
+            } else if sig != libc::SIGCHLD && ended_by.is_none() {
                 ended_by = Some(Status::Interrupted(sig));
             }
         }

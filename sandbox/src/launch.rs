@@ -295,6 +295,14 @@ fn validate(spec: &Spec) -> Result<()> {
     if spec.timeout.is_some_and(|t| t.is_zero()) {
         return Err(Error::InvalidSpec("timeout must be positive".into()));
     }
+    let inherited = [&spec.stdin, &spec.stdout, &spec.stderr]
+        .iter()
+        .all(|s| **s == Stdio::Inherit);
+    if spec.terminal && !inherited {
+        return Err(Error::InvalidSpec(
+            "a terminal replaces stdin, stdout and stderr: they must be inherited".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -386,5 +394,10 @@ mod tests {
         let mut s = spec();
         s.limits.cpus = Some(f64::NAN);
         assert!(rejected(&s).contains("cpu limit"));
+        let mut s = spec();
+        s.terminal = true;
+        assert!(validate(&s).is_ok());
+        s.stdout = Stdio::Null;
+        assert!(rejected(&s).contains("a terminal replaces stdin, stdout and stderr"));
     }
 }

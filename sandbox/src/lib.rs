@@ -23,6 +23,7 @@ mod mounts;
 mod proto;
 mod seccomp;
 mod spec;
+mod terminal;
 
 pub use error::{Error, Result};
 pub use hostids::HostIds;

@@ -85,6 +85,18 @@ pub struct Spec {
     pub stdout: Stdio,
     #[serde(skip)]
     pub stderr: Stdio,
+    /// Give the commands a terminal of the sandbox's own instead of the
+    /// caller's stdio: a pseudo-terminal of its devpts (`/dev/pts/0`) on
+    /// 0-2 and as their controlling terminal, so an interactive shell has
+    /// job control. The helper relays the caller's stdin to it and its
+    /// output to the caller's stdout; when stdin is a terminal, it is put in
+    /// raw mode for the run (and back afterwards, however the run ends) and
+    /// its size is the pty's, also when it changes (SIGWINCH). The caller's
+    /// terminal itself never enters the sandbox. Needs `stdin`, `stdout`
+    /// and `stderr` inherited (the pty replaces them: stderr comes out on
+    /// stdout). See docs/sandbox.md.
+    #[serde(default)]
+    pub terminal: bool,
     /// Open descriptors of the caller passed to the command as fds 3, 4, ...
     /// in this order. Every other descriptor is closed. (The helper inherits
     /// them under the same numbers.)
@@ -98,7 +110,7 @@ pub struct Spec {
 impl Spec {
     /// A spec with the documented defaults: no lowers, no binds, hostname
     /// `imgrep`, umask 022, cwd `/`, an empty environment, no limits, no
-    /// timeout, the caller mapped to root, stdio inherited.
+    /// timeout, the caller mapped to root, stdio inherited, no terminal.
     pub fn new(scratch: impl Into<PathBuf>, argv: Vec<String>) -> Spec {
         Spec {
             lowers: Vec::new(),
@@ -125,6 +137,7 @@ impl Spec {
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
+            terminal: false,
             fds: Vec::new(),
             seccomp_allow: Vec::new(),
         }
