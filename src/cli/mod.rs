@@ -104,6 +104,9 @@ pub enum Command {
     /// Fetch and verify pinned sources without building.
     Fetch(fetch::Args),
     /// Enter the sandbox of a failed build, for debugging.
+    ///
+    /// When stdin is a terminal, the shell gets a terminal of the sandbox's
+    /// own (job control, the window size), relayed to imgrep's; -T for none.
     Shell(shell::Args),
     /// Remove from the store what the recipe tree no longer needs.
     Gc(gc::Args),

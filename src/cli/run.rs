@@ -2,6 +2,7 @@
 //! Exit codes (docs/sandbox.md): the command's own; 128+N when it was killed
 //! by signal N; 124 when the timeout expired; 2 for bad input.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,6 +99,13 @@ pub struct Args {
     /// other than unix, inet, inet6 and netlink, TIOCSTI) stays denied.
     #[arg(long = "seccomp-allow", value_name = "GROUP", value_parser = parse_seccomp_group)]
     seccomp_allow: Vec<Vec<SeccompGroup>>,
+    /// Give the command a terminal of the sandbox's own (a pty as its
+    /// controlling terminal, for an interactive shell with job control),
+    /// relayed to imgrep's terminal in raw mode, window size included.
+    /// Only when stdin is a terminal; stderr then comes out on stdout.
+    /// imgrep's TERM is passed on unless --env sets one.
+    #[arg(short = 't', long)]
+    tty: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -199,6 +207,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     allow.sort();
     allow.dedup();
     spec.seccomp_allow = allow;
+    // As `ssh -t` does: without a terminal to relay, run as without -t.
+    let stdin_terminal = std::io::stdin().is_terminal();
+    if args.tty && !stdin_terminal {
+        crate::warn::once("-t: stdin is not a terminal; the command runs without one");
+    }
+    spec.terminal = args.tty && stdin_terminal;
+    pass_term(&mut spec);
     spec.root_ids = crate::hostids::root_ids();
     if args.subids {
         spec.idmap = sandbox::IdMap::Subordinate;
@@ -253,6 +268,17 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             Outcome::Code(1)
         }
     })
+}
+
+/// With a terminal, the command learns what displays its output from
+/// imgrep's own TERM, as ssh passes it on, unless its environment sets one.
+pub(super) fn pass_term(spec: &mut Spec) {
+    if !spec.terminal || spec.env.iter().any(|(k, _)| k == "TERM") {
+        return;
+    }
+    if let Some(term) = std::env::var("TERM").ok().filter(|t| !t.is_empty()) {
+        spec.env.push(("TERM".to_owned(), term));
+    }
 }
 
 fn signal_name(sig: i32) -> &'static str {

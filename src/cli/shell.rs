@@ -1,5 +1,7 @@
 //! `imgrep shell PKG`: enter the build environment a failed build left.
 
+use std::io::IsTerminal;
+
 use anyhow::{bail, Context};
 
 use super::{Global, Outcome};
@@ -15,6 +17,10 @@ pub struct Args {
     /// The package whose failed build to enter.
     #[arg(value_name = "PKG")]
     pub package: String,
+    /// No terminal even when stdin is one: the command gets imgrep's stdin,
+    /// stdout and stderr as they are, with no controlling terminal.
+    #[arg(short = 'T', long)]
+    pub no_tty: bool,
     /// Command to run instead of an interactive /bin/sh.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -51,7 +57,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .map(|b| b.workdir.clone())
         .unwrap_or_default();
     // On disk: what the shell changes stays in the kept directory.
-    let spec = builder::step_spec(
+    let mut spec = builder::step_spec(
         recipe,
         &lowers,
         &dir,
@@ -64,6 +70,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         "imgrep: entering the failed build of {} (exit to leave)",
         recipe.name
     );
+    spec.terminal = !args.no_tty && std::io::stdin().is_terminal();
+    super::run::pass_term(&mut spec);
     spec.give_trees(sandbox::Trees::All)?;
     let report = sandbox::run(&spec)?;
     report.warnings.iter().for_each(|w| crate::warn::once(w));
