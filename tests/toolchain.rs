@@ -122,7 +122,11 @@ fn the_whole_toolchain_from_an_empty_store() {
             r["version"].as_str().unwrap(),
             r["manifest_digest"].as_str().unwrap(),
             r["seconds"].as_f64().unwrap_or(f64::NAN),
-            if r["cached"].as_bool() == Some(true) { " (cached)" } else { "" }
+            if r["cached"].as_bool() == Some(true) {
+                " (cached)"
+            } else {
+                ""
+            }
         );
     }
     // SAFETY: getrusage only writes the struct it is given.
@@ -142,8 +146,11 @@ fn the_whole_toolchain_from_an_empty_store() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("hello.c"), HELLO_C).unwrap();
     std::fs::write(src.join("hello.cc"), HELLO_CC).unwrap();
-    let Some(cc) = in_bundle(&out, &src, &["gcc", "-O2", "-static", "hello.c", "-o", "hello"])
-    else {
+    let Some(cc) = in_bundle(
+        &out,
+        &src,
+        &["gcc", "-O2", "-static", "hello.c", "-o", "hello"],
+    ) else {
         eprintln!("SKIPPED (in part): podman or runc missing; the images were not run");
         return;
     };
@@ -152,7 +159,14 @@ fn the_whole_toolchain_from_an_empty_store() {
         &out,
         &src,
         &[
-            "g++", "-std=c++17", "-O2", "-static", "-pthread", "hello.cc", "-o", "hello++",
+            "g++",
+            "-std=c++17",
+            "-O2",
+            "-static",
+            "-pthread",
+            "hello.cc",
+            "-o",
+            "hello++",
         ],
     )
     .unwrap();
@@ -162,7 +176,10 @@ fn the_whole_toolchain_from_an_empty_store() {
         ("hello++", "c++17: thrown and caught, 9\n"),
     ] {
         let path = src.join(program);
-        assert!(!has_interp(&std::fs::read(&path).unwrap()), "{program} is static");
+        assert!(
+            !has_interp(&std::fs::read(&path).unwrap()),
+            "{program} is static"
+        );
         let run = Command::new(&path).output().unwrap();
         assert_eq!(text(&run.stdout), expect, "{program} on the host");
     }
@@ -184,8 +201,13 @@ fn the_whole_toolchain_from_an_empty_store() {
     assert_eq!(lines.len(), 2, "no glibc file may be listed: {said}");
     assert_eq!(lines[0], "GNU Make 4.4.1");
     assert!(lines[1].ends_with("busybox"), "/bin/sh -> {}", lines[1]);
-    let bzip2 = oci_support::podman_run(&out, "bzip2:1.0.8", &["/usr/bin/bzip2", "--help"]).unwrap();
-    assert!(text(&bzip2.stderr).contains("Version 1.0.8"), "{}", text(&bzip2.stderr));
+    let bzip2 =
+        oci_support::podman_run(&out, "bzip2:1.0.8", &["/usr/bin/bzip2", "--help"]).unwrap();
+    assert!(
+        text(&bzip2.stderr).contains("Version 1.0.8"),
+        "{}",
+        text(&bzip2.stderr)
+    );
 
     if std::env::var("IMGREP_SLOW_NO_REPRODUCE").as_deref() == Ok("1") {
         eprintln!("SKIPPED (in part): IMGREP_SLOW_NO_REPRODUCE=1: reproduce not run");
@@ -193,7 +215,13 @@ fn the_whole_toolchain_from_an_empty_store() {
         let reproduced = imgrep(
             &store,
             &[
-                "--json", "reproduce", "--against", "local", "--layout", out_arg, "binutils",
+                "--json",
+                "reproduce",
+                "--against",
+                "local",
+                "--layout",
+                out_arg,
+                "binutils",
                 "gcc",
             ],
         );
