@@ -291,3 +291,60 @@ fn tcc_across_debian_and_zig_agrees_and_a_subverted_root_is_caught() {
     assert_eq!(report["roots"][0]["agrees"], true);
     eprintln!("ddc: total {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// The hex0 root joins (ddc/tcc-hex0.toml): the seed's chain to TinyCC
+/// 0.9.27 (bootstrap/, docs/bootstrap.md) compiles the same TinyCC, and its
+/// stage 2 is the same layer as Debian's and Zig's. Its sources are in no
+/// registry: IMGREP_BOOTSTRAP_SOURCES names the local source directory of
+/// the chain (as for tests/bootstrap.rs); without it, SKIPPED.
+#[test]
+fn tcc_across_debian_zig_and_the_hex0_seed_agrees() {
+    let Some(chain) = std::env::var_os("IMGREP_BOOTSTRAP_SOURCES") else {
+        eprintln!(
+            "SKIPPED: tcc_across_debian_zig_and_the_hex0_seed_agrees: IMGREP_BOOTSTRAP_SOURCES \
+             is not set (the hex0 chain's sources, docs/bootstrap.md)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path());
+    for p in ["hex0-cc", "tcc-stage1-hex0", "tcc-stage2-hex0"] {
+        copy_dir(
+            &repo().join("packages").join(p),
+            &dir.path().join("packages").join(p),
+        );
+    }
+    for d in ["stage0", "bootstrap", "seeds"] {
+        copy_dir(&repo().join(d), &dir.path().join(d));
+    }
+    let mut dirs = vec![PathBuf::from(chain)];
+    dirs.extend(std::env::var_os("IMGREP_TEST_SOURCES").map(PathBuf::from));
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .arg("-C")
+        .arg(dir.path())
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .args(["--json", "ddc", "tcc-hex0", "-j", "2"])
+        .env("IMGREP_SOURCE_DIRS", std::env::join_paths(dirs).unwrap())
+        .output()
+        .expect("imgrep runs");
+    eprintln!(
+        "ddc: tcc-hex0 (debian, zig, hex0): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&report["roots"]).unwrap()
+    );
+    let roots = report["roots"].as_array().unwrap();
+    let names: Vec<&str> = roots.iter().map(|r| r["root"].as_str().unwrap()).collect();
+    assert_eq!(names, ["debian", "zig", "hex0"]);
+    for r in &roots[1..] {
+        assert_ne!(r["stage1"]["layer"], roots[0]["stage1"]["layer"]);
+        assert_eq!(r["stage2"]["layer"], roots[0]["stage2"]["layer"], "{r}");
+    }
+    assert_eq!(report["verdict"], true);
+}
