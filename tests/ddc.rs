@@ -296,7 +296,9 @@ fn tcc_across_debian_and_zig_agrees_and_a_subverted_root_is_caught() {
 /// 0.9.27 (bootstrap/, docs/bootstrap.md) compiles the same TinyCC, and its
 /// stage 2 is the same layer as Debian's and Zig's. Its sources are in no
 /// registry: IMGREP_BOOTSTRAP_SOURCES names the local source directory of
-/// the chain (as for tests/bootstrap.rs); without it, SKIPPED.
+/// the chain (as for tests/bootstrap.rs); without it, SKIPPED. The chain
+/// takes hours from an empty store: IMGREP_BOOTSTRAP_STORE=DIR uses DIR
+/// instead (what it holds is not rebuilt).
 #[test]
 fn tcc_across_debian_zig_and_the_hex0_seed_agrees() {
     let Some(chain) = std::env::var_os("IMGREP_BOOTSTRAP_SOURCES") else {
@@ -324,7 +326,10 @@ fn tcc_across_debian_zig_and_the_hex0_seed_agrees() {
         .arg("-C")
         .arg(dir.path())
         .arg("--store")
-        .arg(dir.path().join("store"))
+        .arg(
+            std::env::var_os("IMGREP_BOOTSTRAP_STORE")
+                .map_or_else(|| dir.path().join("store"), PathBuf::from),
+        )
         .args(["--json", "ddc", "tcc-hex0", "-j", "2"])
         .env("IMGREP_SOURCE_DIRS", std::env::join_paths(dirs).unwrap())
         .output()
