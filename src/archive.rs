@@ -80,10 +80,19 @@ pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<(Compression, Box
     Ok((kind, reader))
 }
 
-/// Opens the file at `path` and decompresses it by its magic bytes.
+/// Opens the file at `path` and decompresses it by its magic bytes, with a
+/// progress bar over the file's bytes (`unpacking NAME`), cleared when the
+/// reader is dropped.
 pub fn open(path: &Path) -> io::Result<(Compression, Box<dyn Read>)> {
     let f = File::open(path)?;
-    decompress(BufReader::with_capacity(128 * 1024, f))
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let bar = crate::progress::bar(
+        &format!("unpacking {name}"),
+        Some(f.metadata()?.len()),
+        true,
+    )
+    .with_finish(indicatif::ProgressFinish::AndClear);
+    decompress(BufReader::with_capacity(128 * 1024, bar.wrap_read(f)))
 }
 
 /// Returns up to `n` leading bytes without consuming them. A `BufRead`'s

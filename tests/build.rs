@@ -873,3 +873,55 @@ fn a_package_with_runtime_dependencies_gets_a_bundle_image_in_out() {
         Err(e) => eprintln!("SKIPPED: skopeo cross-check ({e}); install skopeo"),
     }
 }
+
+/// `-q`: a fetch and a build (the source downloaded over loopback HTTP,
+/// the step run in the sandbox) print nothing on stderr, while the same
+/// commands without it do; `--json` on stdout is the same; errors and a
+/// failed step's explanation still print.
+#[test]
+fn quiet_fetch_and_build_print_nothing_but_errors() {
+    let Some(fx) = Fixture::new(&[]) else { return };
+    let quiet = fx.run(&["-q", "fetch", "greet"]);
+    assert_eq!(quiet.status.code(), Some(0), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "", "quiet fetch printed on stderr");
+    assert!(quiet.stdout.is_empty());
+    let loud = fx.run(&["fetch", "greet"]);
+    assert!(stderr(&loud).contains("greet"), "{}", stderr(&loud));
+
+    let quiet = fx.run(&["-q", "--json", "build", "greet"]);
+    assert_eq!(quiet.status.code(), Some(0), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "", "quiet build printed on stderr");
+    let built = build_support::parse_built(&quiet.stdout);
+    assert!(
+        names(&built, false).contains(&"greet"),
+        "greet was not built"
+    );
+    // Again, loud: the report is on stderr; quiet: nothing.
+    let loud = fx.run(&["build", "greet"]);
+    assert!(stderr(&loud).contains("greet"), "{}", stderr(&loud));
+    let quiet = fx.run(&["-q", "build", "greet"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(stderr(&quiet), "");
+    // --json's stdout is the same, quiet or not.
+    let digests = |out: &std::process::Output| -> Vec<(String, Digest, bool)> {
+        build_support::parse_built(&out.stdout)
+            .iter()
+            .map(|p| (p.name.clone(), p.manifest, p.cached))
+            .collect()
+    };
+    let loud = digests(&fx.run(&["--json", "build", "greet"]));
+    assert_eq!(loud, digests(&fx.run(&["-q", "--json", "build", "greet"])));
+    assert!(loud
+        .iter()
+        .any(|(n, m, _)| n == "greet" && built.iter().any(|b| b.manifest == *m)));
+
+    // Errors are never silenced: an unknown package, a failing step.
+    let out = fx.run(&["-q", "build", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("error"), "{}", stderr(&out));
+    let out = fx.run(&["-q", "build", "fail"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("fail.c:3: error"), "{err}");
+    assert!(!err.contains("imgrep: building"), "{err}");
+}

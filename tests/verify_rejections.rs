@@ -65,6 +65,17 @@ fn two_signers_meet_threshold_and_roles() {
         "{}",
         out.stderr
     );
+    // Quiet: nothing on stderr when the check holds, the reasons when not.
+    let quiet = work.imgrep(&["-q", "verify", "--keyring", "keyring", "--threshold", "2"]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert_eq!(quiet.stderr, "");
+    let quiet = work.imgrep(&["-q", "verify", "--keyring", "keyring", "--threshold", "3"]);
+    assert_eq!(quiet.code, 1);
+    assert!(
+        quiet.stderr.contains("threshold not met: 2 of 3"),
+        "{}",
+        quiet.stderr
+    );
     let out = work.verify(&["--threshold", "2", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

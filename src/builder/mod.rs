@@ -44,6 +44,7 @@ use crate::fetch::Fetcher;
 use crate::graph::Graph;
 use crate::layer::PackOptions;
 use crate::oci::{self, ImageLayer, ImageSpec, Layout};
+use crate::progress::Spinner;
 use crate::recipe::{Kind, Recipe, RecipeSet};
 use crate::store::Store;
 
@@ -189,15 +190,21 @@ impl<'a> Builder<'a> {
         }
         if self.opts.verbose {
             // The log path, so that a build of an hour can be followed.
-            eprintln!(
+            crate::progress::info(format_args!(
                 "imgrep: building {} {} (input {}, log {})",
                 recipe.name,
                 recipe.version,
                 short(&input),
                 self.store.log_path(&recipe.name, &input).display()
-            );
+            ));
         }
-        let (manifest, diff_ids) = self.run_recipe(recipe, &input, done)?;
+        let spinner = if self.opts.verbose {
+            Spinner::new(&format!("{} {}", recipe.name, recipe.version))
+        } else {
+            Spinner::hidden()
+        };
+        let (manifest, diff_ids) = self.run_recipe(recipe, &input, done, &spinner)?;
+        drop(spinner);
         let inputs_path = self.inputs_path(&recipe.name);
         crate::fsutil::write_atomic(&inputs_path, &input_json).map_err(|source| {
             BuildError::Io {
@@ -216,13 +223,13 @@ impl<'a> Builder<'a> {
         )?;
         let built = Built::new(recipe, input, (manifest, diff_ids), false, start.elapsed());
         if self.opts.verbose {
-            eprintln!(
+            crate::progress::info(format_args!(
                 "imgrep: built {} {} -> {} in {:.1}s",
                 built.name,
                 built.version,
                 built.manifest_digest(),
                 built.duration.as_secs_f64()
-            );
+            ));
         }
         self.publish(&built)?;
         self.publish_bundle(&built, done)?;
@@ -235,6 +242,7 @@ impl<'a> Builder<'a> {
         recipe: &Recipe,
         input: &Digest,
         done: &BTreeMap<String, Built>,
+        spinner: &Spinner,
     ) -> Result<(Descriptor, Vec<Digest>), BuildError> {
         let io_err = |what: &str| {
             let what = what.to_owned();
@@ -245,24 +253,36 @@ impl<'a> Builder<'a> {
                 error: source,
             }
         };
+        spinner.say("fetching sources");
         let ready = sources::fetch_all(recipe, self.graph.set().root(), self.store, self.fetcher)?;
         let work = self.store.temp_dir()?;
         let out = work.path().join("out");
         fs::create_dir(&out).map_err(io_err("creating $OUT"))?;
         let mut kept_lowers = None;
         match recipe.kind {
-            Kind::Debs => debs::assemble(recipe, &ready, &out)?,
-            Kind::Wheel => wheel::assemble(recipe, &ready, &out)?,
+            Kind::Debs => {
+                spinner.say("assembling the .debs");
+                debs::assemble(recipe, &ready, &out)?
+            }
+            Kind::Wheel => {
+                spinner.say("assembling the wheel");
+                wheel::assemble(recipe, &ready, &out)?
+            }
             Kind::Build => {
                 let build_dir = work.path().join("build");
                 fs::create_dir_all(build_dir.join(".home")).map_err(io_err("creating /build"))?;
                 // overlayfs' work directory when a source tree is mounted at /build.
                 fs::create_dir(work.path().join("build-work"))
                     .map_err(io_err("creating /build"))?;
+                spinner.say("laying out the sources in /build");
+                let build = sources::place(recipe, &ready, &build_dir, work.path())?;
+                spinner.say("unpacking the build root");
                 let lowers = Lowers {
-                    build: sources::place(recipe, &ready, &build_dir, work.path())?,
+                    build,
                     root: self.build_root(recipe, done)?,
                 };
+                // The "building" line above names the log.
+                spinner.say("running the build steps");
                 if let Err(e) = self.run_steps(recipe, input, &lowers, work.path()) {
                     self.keep_failed(recipe, work, &lowers);
                     return Err(e);
@@ -279,6 +299,7 @@ impl<'a> Builder<'a> {
             package: recipe.name.clone(),
             error: source,
         };
+        spinner.say("packing $OUT into a layer");
         let info = self.layout.add_layer(&out, &opts).map_err(oci_err)?;
         if let Some(o) = recipe.output.as_ref().filter(|o| o.diff_id != info.diff_id) {
             if let Some(lowers) = &kept_lowers {

@@ -82,10 +82,10 @@ impl Builder<'_> {
             }
             self.store.write_record(input, &digest)?;
             if self.opts.verbose {
-                eprintln!(
+                crate::progress::info(format_args!(
                     "imgrep: {} {} from the remote cache {reference}",
                     recipe.name, recipe.version
-                );
+                ));
             }
             let (desc, diff_ids) = self
                 .layout
@@ -114,7 +114,9 @@ impl Builder<'_> {
             .push_image(&layout, &ref_name, &reference)
             .map_err(|e| fail(e.to_string()))?;
         if self.opts.verbose {
-            eprintln!("imgrep: pushed {ref_name} to the remote cache {reference}");
+            crate::progress::info(format_args!(
+                "imgrep: pushed {ref_name} to the remote cache {reference}"
+            ));
         }
         Ok(())
     }

@@ -202,14 +202,14 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             entry["signer"] = serde_json::json!(key.id.to_string());
         }
         if !global.json {
-            eprintln!(
+            crate::progress::info(format_args!(
                 "{ref_name}: SBOM {}{}",
                 entry["sbom"].as_str().unwrap_or_default(),
                 entry["provenance"]
                     .as_str()
                     .map(|p| format!(", provenance {p} signed by {}", entry["signer"]))
                     .unwrap_or_default()
-            );
+            ));
         }
         report.push(entry);
     }

@@ -91,7 +91,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         });
         super::print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        eprint!("{}", table(&done.packages, done.signatures_checked));
+        super::report(&table(&done.packages, done.signatures_checked), !ok);
     }
     Ok(if ok {
         Outcome::Success

@@ -101,7 +101,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             if b.cached { "cached" } else { "built" }
         ));
     }
-    eprint!("{table}");
+    super::report(&table, false);
     Ok(Outcome::Success)
 }
 

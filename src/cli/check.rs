@@ -21,12 +21,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         for p in &report.problems {
             println!("{}", p);
         }
-        eprintln!(
-            "{}: {} image(s), {} blob(s) verified, {} problem(s)",
-            args.layout.display(),
-            report.images.len(),
-            report.blobs_verified,
-            report.problems.len()
+        super::report(
+            &format!(
+                "{}: {} image(s), {} blob(s) verified, {} problem(s)\n",
+                args.layout.display(),
+                report.images.len(),
+                report.blobs_verified,
+                report.problems.len()
+            ),
+            !report.problems.is_empty(),
         );
     }
     Ok(if report.problems.is_empty() {

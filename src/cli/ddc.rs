@@ -49,7 +49,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     if global.json {
         super::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        eprint!("{report}");
+        super::report(&report.to_string(), !report.verdict);
     }
     Ok(if report.verdict {
         Outcome::Success

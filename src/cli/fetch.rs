@@ -37,7 +37,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         return super::print(&format!("{}\n", serde_json::to_string_pretty(&v)?));
     }
     for (n, p) in &rows {
-        eprintln!("{n:<24} {}", p.display());
+        crate::progress::info(format_args!("{n:<24} {}", p.display()));
     }
     Ok(Outcome::Success)
 }

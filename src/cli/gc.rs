@@ -48,12 +48,12 @@ pub fn run(global: &Global, _args: Args) -> anyhow::Result<Outcome> {
     let report = store.gc(&roots)?;
     let failed = store.root().join("failed");
     let removed_failed = crate::store::remove_tree(&failed).unwrap_or(0);
-    eprintln!(
+    crate::progress::info(format_args!(
         "imgrep: gc kept {} cached packages; removed {} entries ({} bytes) and {} kept failed-build files",
         versions.len(),
         report.removed,
         report.bytes,
         removed_failed
-    );
+    ));
     Ok(Outcome::Success)
 }

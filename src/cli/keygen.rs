@@ -34,7 +34,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     if global.json {
         println!("{}", serde_json::to_string(&generated)?);
     } else {
-        eprintln!(
+        crate::progress::info(format_args!(
             "key {}: public key {}, secret key {} ({})",
             generated.key_id,
             generated.public_key.display(),
@@ -44,7 +44,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             } else {
                 "not encrypted"
             }
-        );
+        ));
     }
     Ok(Outcome::Success)
 }

@@ -82,6 +82,11 @@ pub struct Global {
     /// Machine-readable JSON on stdout where the output is data.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Quiet, for scripts: no progress bars and no informational lines on
+    /// stderr; errors, warnings and the reasons a check failed still print,
+    /// and stdout (--json included) is unchanged.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
     /// The store directory (default: <user cache dir>/imgrep).
     #[arg(long, global = true, value_name = "DIR", env = "IMGREP_STORE")]
     pub store: Option<std::path::PathBuf>,
@@ -190,6 +195,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    crate::progress::set_quiet(cli.global.quiet);
     if let Some(ids) = cli.global.root_ids {
         crate::hostids::choose(ids);
     }
@@ -251,6 +257,14 @@ pub fn load_recipes(global: &Global) -> anyhow::Result<crate::recipe::RecipeSet>
         .as_deref()
         .unwrap_or(std::path::Path::new("."));
     Ok(crate::recipe::RecipeSet::load(root)?)
+}
+
+/// Prints a command's human report on stderr: always when `failed` (it
+/// says why), else unless quiet.
+pub fn report(text: &str, failed: bool) {
+    if failed || !crate::progress::quiet() {
+        eprint!("{text}");
+    }
 }
 
 /// Writes a command's data to stdout; a reader that went away (`| head`)

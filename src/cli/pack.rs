@@ -94,9 +94,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     };
     let layout = Layout::create(&args.out)
         .with_context(|| format!("creating layout {}", args.out.display()))?;
+    let spinner = crate::progress::Spinner::new(&format!("packing {}", args.dir.display()));
     let layer = layout
         .add_layer(&args.dir, &opts)
         .with_context(|| format!("packing {}", args.dir.display()))?;
+    drop(spinner);
     let spec = ImageSpec {
         name: name.to_owned(),
         version: version.to_owned(),
@@ -126,7 +128,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!("{}", manifest.digest());
-        eprintln!(
+        crate::progress::info(format_args!(
             "packed {} into {}:{} (layer {}, diff_id {}, {} bytes)",
             args.dir.display(),
             args.out.display(),
@@ -134,7 +136,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             layer.digest,
             layer.diff_id,
             layer.size
-        );
+        ));
     }
     Ok(Outcome::Success)
 }

@@ -70,12 +70,12 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         .with_context(|| format!("{name}: making its statement"))?;
         let path = manifests.write_statement(&st)?;
         if !global.json {
-            eprintln!(
+            crate::progress::info(format_args!(
                 "{name} {}: statement {} ({})",
                 built.version,
                 path.display(),
                 st.digest()
-            );
+            ));
         }
         written.push(serde_json::json!({
             "name": built.name,

@@ -58,7 +58,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         .pull_referrers(&source.repo, &digest, &layout)
         .with_context(|| format!("pulling the artifacts attached to {source}"))?;
     if !global.json && !referrers.is_empty() {
-        eprintln!("pulled {} attached artifact(s)", referrers.len());
+        crate::progress::info(format_args!(
+            "pulled {} attached artifact(s)",
+            referrers.len()
+        ));
     }
     if global.json {
         let out = serde_json::json!({
@@ -70,7 +73,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         });
         super::print(&format!("{out}\n"))
     } else {
-        eprintln!("pulled {source} into {}:{ref_name}", layout_path.display());
+        crate::progress::info(format_args!(
+            "pulled {source} into {}:{ref_name}",
+            layout_path.display()
+        ));
         super::print(&format!("{digest}\n"))
     }
 }

@@ -165,21 +165,21 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     }
     let pushed = format!("{target}@{digest}");
     if !global.json && !attached.is_empty() {
-        eprintln!(
+        crate::progress::info(format_args!(
             "attached the statement signatures of {} by {}",
             args.image,
             attached.join(", ")
-        );
+        ));
     }
     if !global.json && !referrers.is_empty() {
-        eprintln!(
+        crate::progress::info(format_args!(
             "pushed {} attached artifact(s) ({})",
             referrers.len(),
             match mode {
                 crate::registry::ReferrersMode::Api => "the registry indexes them",
                 crate::registry::ReferrersMode::TagSchema => "listed under the fallback tag",
             }
-        );
+        ));
     }
     if global.json {
         let out = serde_json::json!({
@@ -193,7 +193,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         });
         super::print(&format!("{out}\n"))
     } else {
-        eprintln!("pushed {} to {pushed}", args.image);
+        crate::progress::info(format_args!("pushed {} to {pushed}", args.image));
         super::print(&format!("{digest}\n"))
     }
 }

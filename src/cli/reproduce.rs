@@ -109,7 +109,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     if global.json {
         super::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        eprint!("{}", table(&report));
+        super::report(&table(&report), !report.all_match());
     }
     Ok(if report.all_match() {
         Outcome::Success

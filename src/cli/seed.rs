@@ -54,7 +54,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     if global.json {
         return super::print(&format!("{}\n", serde_json::to_string_pretty(&exported)?));
     }
-    eprintln!(
+    crate::progress::info(format_args!(
         "imgrep: wrote {} ({} bytes): {} packages, {} sources, {} statements, {} members",
         exported.path.display(),
         exported.size,
@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         exported.sources,
         exported.statements,
         exported.members
-    );
+    ));
     super::print(&format!(
         "{}  {}\n",
         exported.digest.hex(),

@@ -66,10 +66,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         BuildDir::Disk,
         &builder::Options::default(),
     );
-    eprintln!(
+    crate::progress::info(format_args!(
         "imgrep: entering the failed build of {} (exit to leave)",
         recipe.name
-    );
+    ));
     spec.terminal = !args.no_tty && std::io::stdin().is_terminal();
     super::run::pass_term(&mut spec);
     spec.give_trees(sandbox::Trees::All)?;

@@ -60,10 +60,10 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             Err(ImageError::NotFound { .. })
         );
         if !named && !local {
-            eprintln!(
+            crate::progress::info(format_args!(
                 "skipping {pv}: not built locally (no image tagged {pv} in {})",
                 layout.display()
-            );
+            ));
         }
         named || local
     });
@@ -85,7 +85,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         match sign_package(&manifests, pv, &key, &args.role, &layout) {
             Ok(s) => {
                 if !global.json {
-                    eprintln!("{}", signed_line(&s));
+                    crate::progress::info(format_args!("{}", signed_line(&s)));
                 }
                 signed.push(s);
             }

@@ -47,8 +47,9 @@ fn verify(global: &Global) -> anyhow::Result<Outcome> {
         }
         super::print(&text)?;
         let c = &report.checked;
-        eprintln!(
-            "{}: {} source(s), {} tree(s), {} blob(s), {} unpacked layer(s), {} record(s) checked; {} problem(s)",
+        super::report(
+            &format!(
+            "{}: {} source(s), {} tree(s), {} blob(s), {} unpacked layer(s), {} record(s) checked; {} problem(s)\n",
             store.root().display(),
             c.sources,
             c.trees,
@@ -56,6 +57,8 @@ fn verify(global: &Global) -> anyhow::Result<Outcome> {
             c.layers,
             c.records,
             report.problems.len()
+            ),
+            !report.problems.is_empty(),
         );
     }
     Ok(if report.problems.is_empty() {

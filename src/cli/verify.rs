@@ -167,7 +167,7 @@ fn finish(global: &Global, reports: &[PackageReport], policy: &Policy) -> Result
             serde_json::to_string(&out).context("serializing the report")?
         );
     } else {
-        eprint!("{}", table(reports, policy));
+        super::report(&table(reports, policy), !reports.iter().all(|r| r.ok));
     }
     Ok(if reports.iter().all(|r| r.ok) {
         Outcome::Success

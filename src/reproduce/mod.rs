@@ -400,7 +400,7 @@ fn rebuild_and_compare(
     let fetcher = Fetcher::new(fetch.clone());
     let cond = conditions::varied(&builder::Variation::standard(), work, user_store.root());
     for (what, value) in &cond.described {
-        eprintln!("imgrep: reproduce: {what}: {value}");
+        crate::progress::info(format_args!("imgrep: reproduce: {what}: {value}"));
     }
     let build_opts = builder::Options {
         jobs: opts.jobs.max(1),

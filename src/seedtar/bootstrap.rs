@@ -109,13 +109,13 @@ pub fn bootstrap(
         refuse_other(seed, opened.digest, expected)?;
     }
     if opts.build.verbose {
-        eprintln!(
+        crate::progress::info(format_args!(
             "imgrep: {}: verified {} members ({} bytes, sha256 {})",
             seed.display(),
             opened.index.members.len() + 2,
             opened.size,
             opened.digest.hex()
-        );
+        ));
     }
 
     let set = RecipeSet::load(&work).map_err(SeedError::Recipes)?;

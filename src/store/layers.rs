@@ -34,14 +34,17 @@ impl Store {
             error,
         };
         let blob = open_blob().map_err(blob_err)?;
-        let (_, reader) = crate::archive::decompress(BufReader::with_capacity(128 * 1024, blob))
-            .map_err(blob_err)?;
+        let label = format!("unpacking layer {}", &diff_id.hex()[..12]);
+        let bar = crate::progress::bar(&label, None, true);
+        let buffered = BufReader::with_capacity(128 * 1024, bar.wrap_read(blob));
+        let (_, reader) = crate::archive::decompress(buffered).map_err(blob_err)?;
         let report = unpack(reader, tmp.path(), &UnpackOptions::LAYER_ALONE).map_err(|error| {
             StoreError::Layer {
                 diff_id: *diff_id,
                 error,
             }
         })?;
+        bar.finish_and_clear();
         if report.diff_id != *diff_id {
             return Err(StoreError::DiffId {
                 expected: *diff_id,
