@@ -42,6 +42,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let fetcher = super::fetcher(global)?;
     let roots: Vec<&str> = args.packages.iter().map(String::as_str).collect();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let spinner = crate::progress::Spinner::new("seed export");
+    spinner.say("staging the recipes, sources and manifests, then compressing");
     let exported = seedtar::export(
         &set,
         &roots,
@@ -51,6 +53,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
         &ExportOptions { threads },
     )
     .with_context(|| format!("exporting the seed tarball {}", args.file.display()))?;
+    drop(spinner);
     if global.json {
         return super::print(&format!("{}\n", serde_json::to_string_pretty(&exported)?));
     }

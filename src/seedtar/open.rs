@@ -48,7 +48,13 @@ pub fn open(file: &Path, dest: &Path) -> Result<Opened, SeedError> {
         reason,
     };
     let f = File::open(file).map_err(SeedError::io(file, "opening the seed tarball"))?;
-    let mut hashed = BufReader::with_capacity(256 * 1024, Hashed::new(f));
+    let len = f
+        .metadata()
+        .map_err(SeedError::io(file, "opening the seed tarball"))?
+        .len();
+    let bar = crate::progress::bar("verifying and unpacking the seed", Some(len), true)
+        .with_finish(indicatif::ProgressFinish::AndClear);
+    let mut hashed = BufReader::with_capacity(256 * 1024, Hashed::new(bar.wrap_read(f)));
     let expected = gzip_header();
     let head = hashed.fill_buf().map_err(SeedError::io(file, "reading"))?;
     if !head.starts_with(&expected) {
