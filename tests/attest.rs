@@ -18,6 +18,7 @@ use serde_json::Value;
 
 const SPDX: &str = "application/spdx+json";
 const IN_TOTO: &str = "application/vnd.in-toto+json";
+const SIGNATURES: &str = "application/vnd.imgrep.statement.signature.v1+json";
 
 /// The Python with spdx-tools and securesystemslib that .ci/run installs
 /// (IMGREP_TEST_PYTHON), or None after saying why the test is skipped.
@@ -585,6 +586,44 @@ fn verify_counts_the_signatures_attached_in_the_registry() {
     )
     .unwrap();
     assert!(sigs.iter().all(|(_, first)| *first == statement));
+    // They come along with `imgrep pull`, and skopeo sees them listed.
+    let pulled = fx.tree.path().join("pulled");
+    ok(
+        fx.run(&[
+            "pull",
+            &format!("{}/imgrep/greet:1.0", reg.host()),
+            "--layout",
+            pulled.to_str().unwrap(),
+        ]),
+        "pull",
+    );
+    assert_eq!(attached(&pulled, SIGNATURES).len(), 2);
+    ok(fx.run(&["check", pulled.to_str().unwrap()]), "imgrep check");
+    if Path::new("/usr/bin/skopeo").exists() {
+        let manifest = tagged_digest(&out_dir, "greet:1.0");
+        let raw = ok(
+            Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false", "--raw"])
+                .arg(format!(
+                    "docker://{}/imgrep/greet:sha256-{}",
+                    reg.host(),
+                    &manifest[7..]
+                ))
+                .output()
+                .unwrap(),
+            "skopeo inspect of the fallback tag",
+        );
+        let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+        let listed = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["artifactType"] == SIGNATURES)
+            .count();
+        assert_eq!(listed, 2, "{index}");
+    } else {
+        eprintln!("SKIPPED (part): {test}: skopeo is not installed");
+    }
 
     // From here on nothing local is read: the manifests are gone.
     fs::rename(
