@@ -2,7 +2,9 @@
 //! x86 stage0-posix chain rooted on our AMD64 seed, M2-Planet 1.11.0, GNU Mes
 //! 0.24.2 and MesCC, janneke's TinyCC 0.9.26 bootstrapped on itself and
 //! TinyCC 0.9.27 compiled by it, each image checked against live-bootstrap's
-//! published sha256.
+//! published sha256; then musl 1.2.5 compiled by that TinyCC and TinyCC
+//! rebuilt on musl, checked by its own fixed point and a program it
+//! compiles and runs.
 //!
 //! Without sources (CI) the recipes are checked as data: they validate, the
 //! chain plans in order, and every external check is wired the same way.
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The chain in build order, ending at the last image built so far.
-const CHAIN: [&str; 10] = [
+const CHAIN: [&str; 12] = [
     "stage0-x86-hex0",
     "stage0-x86-seed-tools",
     "stage0-x86-m2",
@@ -29,6 +31,8 @@ const CHAIN: [&str; 10] = [
     "tcc-mescc",
     "tcc-boot",
     "tcc-mes",
+    "musl-tcc",
+    "tcc",
 ];
 /// Recipes checked against live-bootstrap, with how many of its sha256 each
 /// compares (28: mes-0.24.2.checksums, tcc-0.9.26.checksums and
@@ -40,7 +44,7 @@ const CHECKED: [(&str, usize); 5] = [
     ("tcc-boot", 12),
     ("tcc-mes", 1),
 ];
-const LAST: &str = "tcc-mes";
+const LAST: &str = "tcc";
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -171,6 +175,116 @@ fn every_external_check_is_wired_the_same_way() {
         );
     }
     assert_eq!(total, 28);
+}
+
+fn recipe(name: &str) -> toml::Value {
+    let file = repo("bootstrap").join(name).join("package.toml");
+    toml::from_str(&fs::read_to_string(file).unwrap()).unwrap()
+}
+
+fn argv(step: &toml::Value) -> Vec<&str> {
+    step.get("argv")
+        .unwrap_or(step)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn musl_is_compiled_twice_from_one_list_and_archived_whole() {
+    let recipe = recipe("musl-tcc");
+    let steps: Vec<Vec<&str>> = recipe["build"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(argv)
+        .collect();
+    // The sources each pass's compiler compiles (`tcc -c FLAGS FILES...`).
+    let sources = |tcc: &str| -> Vec<&str> {
+        let mut all: Vec<&str> = steps
+            .iter()
+            .filter(|a| a[0] == tcc && a[1] == "-c")
+            .flat_map(|a| a.iter().copied())
+            .filter(|x| [".c", ".s", ".S"].iter().any(|e| x.ends_with(e)))
+            .collect();
+        all.sort_unstable();
+        all
+    };
+    let pass1 = sources("/usr/bin/tcc");
+    assert_eq!(pass1.len(), 1345);
+    assert_eq!(
+        pass1,
+        sources("/build/pass1/tcc"),
+        "both passes compile one list"
+    );
+    assert!(!pass1.iter().any(|s| s.contains("/src/complex/")));
+    assert!(!pass1
+        .iter()
+        .any(|s| s.contains("/src/math/i386/") && s.ends_with(".c")));
+    // Both archives hold the objects those steps write, crt files aside.
+    let mut objects: Vec<String> = pass1
+        .iter()
+        .filter(|s| !s.contains("/crt/"))
+        .map(|s| {
+            let rel = s
+                .trim_start_matches("/build/musl-1.2.5/")
+                .replace("/i386/", "/");
+            format!("{}.o", rel.rsplit_once('.').unwrap().0)
+        })
+        .collect();
+    objects.sort_unstable();
+    let archives: Vec<&Vec<&str>> = steps.iter().filter(|a| a[1] == "-ar").collect();
+    assert_eq!(archives.len(), 2);
+    for archive in archives {
+        let mut members = archive[4..].to_vec();
+        members.sort_unstable();
+        assert_eq!(members, objects);
+    }
+}
+
+#[test]
+fn tcc_on_musl_checks_its_fixed_point_and_a_program_it_runs() {
+    let recipe = recipe("tcc");
+    let dir = repo("bootstrap/tcc");
+    for source in recipe["source"].as_array().unwrap() {
+        let Some(path) = source.get("path").and_then(|p| p.as_str()) else {
+            continue;
+        };
+        let file = fs::read(dir.join(path)).unwrap();
+        let pin = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file));
+        assert_eq!(
+            source["sha256"].as_str(),
+            Some(pin.as_str()),
+            "{path}: stale pin"
+        );
+    }
+    // The expected output is the line hello.c writes, named as it is run.
+    let line = "hello, 42 3.25 1.41421 musl\n";
+    let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line.as_bytes()));
+    assert_eq!(
+        fs::read_to_string(dir.join("hello.sha256")).unwrap(),
+        format!("{expected}  hello.out\n")
+    );
+    let steps: Vec<Vec<&str>> = recipe["build"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(argv)
+        .collect();
+    let n = steps.len();
+    assert_eq!(
+        steps[n - 3][0],
+        "/out/usr/bin/tcc",
+        "the installed tcc compiles hello"
+    );
+    assert_eq!(steps[n - 2], ["/build/hello", "/build/hello.out"]);
+    assert_eq!(
+        steps[n - 1],
+        ["/bin/sha256sum", "-c", "/build/check/hello.sha256"]
+    );
+    assert!(steps.contains(&vec!["/bin/sha256sum", "-c", "/build/tcc-3.sha256"]));
 }
 
 fn env_dir(var: &str, test: &str, what: &str) -> Option<PathBuf> {
