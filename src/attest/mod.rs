@@ -1,7 +1,8 @@
 //! What an image says about itself, for the tools users already have: an
 //! SPDX 2.3 SBOM of the packages in it, an in-toto statement with a SLSA
-//! provenance v1 predicate in a DSSE envelope, and a cosign-style signature
-//! that podman's `sigstoreSigned` policy checks (docs/attest.md).
+//! provenance v1 predicate in a DSSE envelope, and image signatures podman
+//! checks: cosign-style for its `sigstoreSigned` policy, OpenPGP "simple
+//! signing" for `signedBy` (docs/attest.md).
 //!
 //! Everything here is a pure function of plain data (recipes, digests, the
 //! signer's key): generating the same attestation twice, on any machine,
@@ -10,6 +11,7 @@
 
 pub mod cosign;
 pub mod dsse;
+pub mod pgp;
 pub mod provenance;
 pub mod spdx;
 
