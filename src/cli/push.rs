@@ -76,6 +76,7 @@ impl RegistryArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("signing").args(["cosign_key", "lookaside_key"]).multiple(true))]
 pub struct Args {
     /// The image to push: its ref name NAME:VERSION in the layout.
     #[arg(value_name = "NAME:VERSION")]
@@ -100,8 +101,18 @@ pub struct Args {
     /// `sigstoreSigned` policy (docs/attest.md).
     #[arg(long, value_name = "FILE")]
     pub cosign_key: Option<PathBuf>,
-    /// Read the cosign key's password from the first line of FILE.
-    #[arg(long, value_name = "FILE", requires = "cosign_key")]
+    /// Also write an OpenPGP "simple signing" signature of the image into
+    /// this lookaside directory (`DIR/REPO@sha256=HEX/signature-N`), for
+    /// podman's `signedBy` policy with a registries.d `lookaside:
+    /// file:///DIR` entry (docs/attest.md). Needs --lookaside-key.
+    #[arg(long, value_name = "DIR", requires = "lookaside_key")]
+    pub lookaside: Option<PathBuf>,
+    /// The minisign secret key that signs for --lookaside, in its OpenPGP
+    /// form (`imgrep key pgp FILE` prints the public key to trust).
+    #[arg(long, value_name = "FILE", requires = "lookaside")]
+    pub lookaside_key: Option<PathBuf>,
+    /// Read the signing keys' password from the first line of FILE.
+    #[arg(long, value_name = "FILE", requires = "signing")]
     pub password_file: Option<PathBuf>,
     /// The manifests directory: the signatures of the image's statement
     /// (`packages/NAME/VERSION/sigs/`) are attached to the image and pushed
@@ -124,16 +135,23 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let layout_path = base.join(&args.layout);
     let layout = Layout::open(&layout_path)
         .with_context(|| format!("opening the layout {}", layout_path.display()))?;
-    let cosign_key = args
-        .cosign_key
-        .as_ref()
-        .map(|k| {
-            crate::sign::keys::load_secret_key(
-                &base.join(k),
-                &crate::sign::keys::PasswordSource {
-                    file: args.password_file.as_ref().map(|f| base.join(f)),
-                },
-            )
+    let load = |key: &Option<PathBuf>| {
+        key.as_ref()
+            .map(|k| {
+                crate::sign::keys::load_secret_key(
+                    &base.join(k),
+                    &crate::sign::keys::PasswordSource {
+                        file: args.password_file.as_ref().map(|f| base.join(f)),
+                    },
+                )
+            })
+            .transpose()
+    };
+    let cosign_key = load(&args.cosign_key)?;
+    let lookaside_key = load(&args.lookaside_key)?
+        .map(|key| {
+            let user_id = crate::attest::pgp::default_user_id(&key);
+            crate::attest::pgp::PgpKey::new(&key, &user_id)
         })
         .transpose()?;
     let attached = attach_signatures(
@@ -150,11 +168,14 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let (referrers, mode) = client
         .push_referrers(&layout, &target.repo, &digest)
         .with_context(|| format!("pushing the artifacts attached to {}", args.image))?;
-    let mut signature = None;
-    if let Some(key) = &cosign_key {
+    // What the signatures name: the image as users pull it.
+    let identity = {
         let tag = target.tag.clone().unwrap_or_else(|| digest.to_string());
         let sep = if target.tag.is_some() { ':' } else { '@' };
-        let identity = format!("{}{sep}{tag}", target.repo);
+        format!("{}{sep}{tag}", target.repo)
+    };
+    let mut signature = None;
+    if let Some(key) = &cosign_key {
         let payload = crate::attest::cosign::payload(&identity, &digest);
         let image = crate::attest::cosign::signature_image(payload, key);
         signature = Some(
@@ -162,6 +183,29 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
                 .push_cosign_signature(&target.repo, &digest, &image)
                 .with_context(|| format!("pushing the cosign signature of {}", args.image))?,
         );
+    }
+    let mut lookaside = None;
+    if let (Some(key), Some(dir)) = (&lookaside_key, &args.lookaside) {
+        let payload = crate::attest::pgp::payload(&identity, &digest);
+        let stored = crate::oci::lookaside::store(
+            &base.join(dir),
+            &target.repo.name,
+            &digest,
+            &key.sign(&payload)?,
+        )?;
+        if !global.json {
+            crate::progress::info(format_args!(
+                "{} the OpenPGP signature by {} as {}",
+                if stored.existed { "kept" } else { "wrote" },
+                key.fingerprint(),
+                stored.path.display()
+            ));
+        }
+        lookaside = Some(serde_json::json!({
+            "path": stored.path,
+            "existed": stored.existed,
+            "fingerprint": key.fingerprint(),
+        }));
     }
     let pushed = format!("{target}@{digest}");
     if !global.json && !attached.is_empty() {
@@ -189,6 +233,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
             "referrers": referrers,
             "referrers_mode": mode,
             "cosign_signature": signature,
+            "lookaside_signature": lookaside,
             "statement_signatures": attached,
         });
         super::print(&format!("{out}\n"))

@@ -4,6 +4,7 @@
 
 mod check;
 mod image;
+pub mod lookaside;
 mod referrers;
 
 use std::collections::{BTreeMap, HashMap};
