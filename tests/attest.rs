@@ -1,7 +1,8 @@
-//! `imgrep attest`, push/pull of attached artifacts and cosign-layout
-//! signatures, checked by independent implementations: spdx-tools'
-//! validator, securesystemslib's DSSE verifier, skopeo, a real
-//! docker-registry on loopback and podman's sigstoreSigned policy.
+//! `imgrep attest`, push/pull of attached artifacts, cosign-layout and
+//! OpenPGP simple-signing signatures, checked by independent
+//! implementations: spdx-tools' validator, securesystemslib's DSSE
+//! verifier, skopeo, gpg, a real docker-registry on loopback and podman's
+//! sigstoreSigned and signedBy policies.
 
 mod build_support;
 #[path = "registry_support/mod.rs"]
@@ -387,6 +388,8 @@ fn podman_pull(dir: &Path, policy: &Path, image: &str) -> std::process::Output {
         .arg(dir.join("storage"))
         .arg("--runroot")
         .arg(dir.join("run"))
+        // vfs works in any directory, under any file system.
+        .args(["--storage-driver", "vfs"])
         .args(["pull", "--tls-verify=false", "--signature-policy"])
         .arg(policy)
         .arg(image)
@@ -760,5 +763,286 @@ fn verify_counts_the_signatures_attached_in_the_registry() {
             .unwrap()
             .contains("no imgrep statement signatures are attached"),
         "{report}"
+    );
+}
+
+/// containers-policy.json whose scope `host` demands one `signedBy`
+/// signature per key of `keys` (requirements are ANDed), and the
+/// registries.d entry naming `lookaside` as the registry's signature store.
+fn signed_by_policy(
+    dir: &Path,
+    name: &str,
+    host: &str,
+    keys: &[&Path],
+    lookaside: &Path,
+) -> PathBuf {
+    let policy = dir.join(name);
+    let requirements: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            serde_json::json!({
+                "type": "signedBy",
+                "keyType": "GPGKeys",
+                "keyPath": key,
+                "signedIdentity": {"type": "matchRepoDigestOrExact"},
+            })
+        })
+        .collect();
+    fs::write(
+        &policy,
+        serde_json::json!({
+            "default": [{"type": "reject"}],
+            "transports": {"docker": {host: requirements}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let regd = dir.join("home/.config/containers/registries.d");
+    fs::create_dir_all(&regd).unwrap();
+    fs::write(
+        regd.join("imgrep-test.yaml"),
+        format!(
+            "docker:\n  {host}:\n    lookaside: file://{}\n",
+            lookaside.display()
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// gpg with a fresh home of its own, never starting an agent.
+fn gpg(home: &Path) -> Command {
+    let mut cmd = Command::new("gpg");
+    cmd.arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--no-autostart", "--status-fd", "1"]);
+    cmd
+}
+
+#[test]
+fn simple_signing_signatures_verify_with_gpg_and_podman_signed_by() {
+    let test = "simple_signing_signatures_verify_with_gpg_and_podman_signed_by";
+    let Some(fx) = Fixture::new(&[]) else { return };
+    let Some(reg) = Registry::start(test, None) else {
+        return;
+    };
+    fx.build(&["greet"]);
+    let (key, public) = keygen(&fx, "maintainer");
+    let (other, _) = keygen(&fx, "stranger");
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+
+    // The OpenPGP form of each key: deterministic, binary or armored.
+    let export = |secret: &Path, extra: &[&str]| {
+        let mut args = vec!["key", "pgp", secret.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        ok(fx.run(&args), "key pgp").stdout
+    };
+    let armored = export(&key, &[]);
+    assert_eq!(armored, export(&key, &[]), "the same key every time");
+    let binary = export(&key, &["--binary"]);
+    let info: Value = serde_json::from_slice(
+        &ok(
+            fx.run(&["--json", "key", "pgp", key.to_str().unwrap()]),
+            "key pgp --json",
+        )
+        .stdout,
+    )
+    .unwrap();
+    let fingerprint = info["fingerprint"].as_str().unwrap().to_owned();
+    // The fingerprint, computed here from the minisign public key as RFC
+    // 4880 12.2 defines it: SHA-1 of 0x99, the length (51) and the v4 key
+    // packet body: version 4, created 0, algorithm 22 (EdDSA), the Ed25519
+    // OID 1.3.6.1.4.1.11591.15.1 (length 9), the point 0x40 || key as an
+    // MPI of 263 bits. Nothing but the key bytes varies.
+    let mut packet = hex::decode("990033").unwrap();
+    packet.extend(hex::decode("040000000016").unwrap());
+    packet.extend(hex::decode("092b06010401da470f01").unwrap());
+    packet.extend(hex::decode("010740").unwrap());
+    packet.extend(hex::decode(raw_public(&public).0).unwrap());
+    let body = work.path().join("key-packet");
+    fs::write(&body, &packet).unwrap();
+    let sha1 = ok(
+        Command::new("sha1sum").arg(&body).output().unwrap(),
+        "sha1sum",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&sha1.stdout)[..40].to_uppercase(),
+        fingerprint
+    );
+    assert_eq!(info["public_key"].as_str().unwrap().as_bytes(), armored);
+    let maintainer_asc = work.path().join("maintainer.asc");
+    let maintainer_gpg = work.path().join("maintainer.gpg");
+    let stranger_gpg = work.path().join("stranger.gpg");
+    fs::write(&maintainer_asc, &armored).unwrap();
+    fs::write(&maintainer_gpg, &binary).unwrap();
+    fs::write(&stranger_gpg, export(&other, &["--binary"])).unwrap();
+
+    // Signed by the maintainer, unsigned, signed by a stranger, and signed
+    // by both (two signatures of one image in the store).
+    let lookaside = work.path().join("lookaside");
+    let sign = |who: &Path| {
+        vec![
+            "--lookaside".to_owned(),
+            lookaside.to_str().unwrap().to_owned(),
+            "--lookaside-key".to_owned(),
+            who.to_str().unwrap().to_owned(),
+        ]
+    };
+    let push_with = |repo: &str, extra: Vec<String>| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        push(&fx, &reg, repo, &extra)
+    };
+    let signed = push_with("imgrep/signed", sign(&key));
+    push_with("imgrep/unsigned", vec![]);
+    push_with("imgrep/wrongkey", sign(&other));
+    push_with("imgrep/both", sign(&key));
+    let second = push_with("imgrep/both", sign(&other));
+    let again = push_with("imgrep/signed", sign(&key));
+    let manifest = signed["digest"].as_str().unwrap();
+    let sig_dir = |repo: &str| lookaside.join(format!("{repo}@sha256={}", &manifest[7..]));
+    assert_eq!(
+        signed["lookaside_signature"]["path"],
+        sig_dir("imgrep/signed")
+            .join("signature-1")
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(
+        signed["lookaside_signature"]["fingerprint"],
+        fingerprint.as_str()
+    );
+    assert_eq!(again["lookaside_signature"]["existed"], true, "{again}");
+    assert_eq!(
+        second["lookaside_signature"]["path"],
+        sig_dir("imgrep/both").join("signature-2").to_str().unwrap()
+    );
+    // gpg, independently: the key imports with the fingerprint imgrep
+    // printed, the signature is good and says what podman will compare;
+    // the stranger's signature and a tampered one are refused.
+    if Command::new("gpg").arg("--version").output().is_err() {
+        eprintln!("SKIPPED (part): {test}: gpg is not installed");
+    } else {
+        let home = work.path().join("gnupg");
+        fs::create_dir_all(&home).unwrap();
+        fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        ok(
+            gpg(&home)
+                .arg("--import")
+                .arg(&maintainer_asc)
+                .output()
+                .unwrap(),
+            "gpg --import",
+        );
+        let listed = ok(
+            gpg(&home)
+                .args(["--with-colons", "--fingerprint", "--list-keys"])
+                .output()
+                .unwrap(),
+            "gpg --list-keys",
+        );
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert!(
+            listed.contains(&format!("fpr:::::::::{fingerprint}:")),
+            "{listed}"
+        );
+        // pub:-:255:22:...: an Ed25519 EdDSA key created at the epoch (0).
+        assert!(
+            listed.contains(":255:22:") && listed.contains(":0:::"),
+            "{listed}"
+        );
+        let signature = sig_dir("imgrep/signed").join("signature-1");
+        let payload = work.path().join("payload.json");
+        let verified = ok(
+            gpg(&home)
+                .arg("--output")
+                .arg(&payload)
+                .arg("--decrypt")
+                .arg(&signature)
+                .output()
+                .unwrap(),
+            "gpg --decrypt of the signature",
+        );
+        let status = String::from_utf8_lossy(&verified.stdout).into_owned();
+        assert!(
+            status.contains("[GNUPG:] GOODSIG")
+                && status.contains(&format!("VALIDSIG {fingerprint}")),
+            "{status}"
+        );
+        let doc: Value = serde_json::from_slice(&fs::read(&payload).unwrap()).unwrap();
+        assert_eq!(doc["critical"]["type"], "atomic container signature");
+        assert_eq!(
+            doc["critical"]["identity"]["docker-reference"],
+            format!("{host}/imgrep/signed:1.0")
+        );
+        assert_eq!(doc["critical"]["image"]["docker-manifest-digest"], manifest);
+        let stranger = gpg(&home)
+            .arg("--verify")
+            .arg(sig_dir("imgrep/wrongkey").join("signature-1"))
+            .output()
+            .unwrap();
+        assert!(!stranger.status.success());
+        assert!(String::from_utf8_lossy(&stranger.stdout).contains("NO_PUBKEY"));
+        let mut tampered = fs::read(&signature).unwrap();
+        let at = tampered
+            .windows(manifest.len())
+            .position(|w| w == manifest.as_bytes())
+            .unwrap();
+        tampered[at + 10] ^= 1;
+        let tampered_file = work.path().join("tampered");
+        fs::write(&tampered_file, &tampered).unwrap();
+        let bad = gpg(&home)
+            .arg("--verify")
+            .arg(&tampered_file)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stdout).contains("BADSIG"));
+    }
+
+    // podman's own signedBy check, reading the lookaside store.
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("SKIPPED (part): {test}: podman is not installed");
+        return;
+    }
+    let pull =
+        |policy: &Path, repo: &str| podman_pull(work.path(), policy, &format!("{host}/{repo}:1.0"));
+    let maintainer = signed_by_policy(
+        work.path(),
+        "one.json",
+        &host,
+        &[&maintainer_gpg],
+        &lookaside,
+    );
+    let pulled = pull(&maintainer, "imgrep/signed");
+    assert!(
+        pulled.status.success(),
+        "podman refused the signed image: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    for repo in ["imgrep/unsigned", "imgrep/wrongkey"] {
+        let refused = pull(&maintainer, repo);
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "podman accepted {repo}");
+        assert!(err.contains("Source image rejected"), "{repo}: {err}");
+    }
+    // Two requirements: both keys must have signed (AND, never M-of-N).
+    let both = signed_by_policy(
+        work.path(),
+        "both.json",
+        &host,
+        &[&maintainer_gpg, &stranger_gpg],
+        &lookaside,
+    );
+    let refused = pull(&both, "imgrep/signed");
+    assert!(
+        !refused.status.success(),
+        "one signature met a policy of two"
+    );
+    let pulled = pull(&both, "imgrep/both");
+    assert!(
+        pulled.status.success(),
+        "podman refused the image both signed: {}",
+        String::from_utf8_lossy(&pulled.stderr)
     );
 }
