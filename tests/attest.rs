@@ -1000,13 +1000,8 @@ fn simple_signing_signatures_verify_with_gpg_and_podman_signed_by() {
         assert!(String::from_utf8_lossy(&bad.stdout).contains("BADSIG"));
     }
 
-    // podman's own signedBy check, reading the lookaside store.
-    if !Path::new("/usr/bin/podman").exists() {
-        eprintln!("SKIPPED (part): {test}: podman is not installed");
-        return;
-    }
-    let pull =
-        |policy: &Path, repo: &str| podman_pull(work.path(), policy, &format!("{host}/{repo}:1.0"));
+    // skopeo (the same containers/image, its own --registries.d option)
+    // copies what the key signed and refuses the rest.
     let maintainer = signed_by_policy(
         work.path(),
         "one.json",
@@ -1014,6 +1009,40 @@ fn simple_signing_signatures_verify_with_gpg_and_podman_signed_by() {
         &[&maintainer_gpg],
         &lookaside,
     );
+    if Path::new("/usr/bin/skopeo").exists() {
+        let copy = |repo: &str| {
+            Command::new("skopeo")
+                .arg("--policy")
+                .arg(&maintainer)
+                .arg("--registries.d")
+                .arg(work.path().join("home/.config/containers/registries.d"))
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!("docker://{host}/{repo}:1.0"))
+                .arg(format!(
+                    "dir:{}",
+                    work.path().join(repo.replace('/', "-")).display()
+                ))
+                .output()
+                .unwrap()
+        };
+        ok(copy("imgrep/signed"), "skopeo copy of the signed image");
+        for repo in ["imgrep/unsigned", "imgrep/wrongkey"] {
+            let refused = copy(repo);
+            let err = String::from_utf8_lossy(&refused.stderr);
+            assert!(!refused.status.success(), "skopeo accepted {repo}");
+            assert!(err.contains("Source image rejected"), "{repo}: {err}");
+        }
+    } else {
+        eprintln!("SKIPPED (part): {test}: skopeo is not installed");
+    }
+
+    // podman's own signedBy check, reading the lookaside store.
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("SKIPPED (part): {test}: podman is not installed");
+        return;
+    }
+    let pull =
+        |policy: &Path, repo: &str| podman_pull(work.path(), policy, &format!("{host}/{repo}:1.0"));
     let pulled = pull(&maintainer, "imgrep/signed");
     assert!(
         pulled.status.success(),

@@ -145,7 +145,7 @@ pub enum Command {
     Publish(publish::Args),
     /// Attach an SBOM and signed SLSA provenance to images of local builds.
     Attest(attest::Args),
-    /// Show a public key in other tools' formats (`key pem FILE.pub`).
+    /// Show a signing key in other tools' formats (`key pem FILE.pub`, `key pgp FILE.key`).
     Key(key::Args),
     /// Say what this host supports (namespaces, ids, cgroups, overlayfs, i386, space).
     Doctor(doctor::Args),
