@@ -14,7 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 /// (docs/fetch.md: a tree pin is found as `<dir>/<NAR sha256 in hex>/`).
 const RELEASE_NAR_HEX: &str = "eedb65918580b1566e4299b10eb731be7a4891a786604166518ecf76606d34e2";
 const UPSTREAM_SEED: &str = "bootstrap-seeds/POSIX/AMD64/hex0-seed";
-const TARGET_RATIO: f64 = 1.05;
+pub(crate) const TARGET_RATIO: f64 = 1.05;
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut runs = 3;
@@ -57,31 +57,13 @@ pub fn run(args: &[String]) -> Result<()> {
         .context("creating a scratch directory")?;
     let bench = Bench::prepare(tmp.path(), &root, &tree, imgrep)?;
 
-    let mut raw = Vec::new();
-    let mut ours = Vec::new();
-    // Alternate, and swap which goes first each round, so that a change in
-    // the machine's load hits both sides alike.
-    for round in 0..runs {
-        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-            if side == 0 {
-                let t = bench.raw(&tree, round)?;
-                eprintln!(
-                    "xtask: run {}/{runs}: upstream's kaem in unshare: {:.2} s",
-                    round + 1,
-                    t.as_secs_f64()
-                );
-                raw.push(t);
-            } else {
-                let t = bench.imgrep(round)?;
-                eprintln!(
-                    "xtask: run {}/{runs}: imgrep build: {:.2} s",
-                    round + 1,
-                    t.as_secs_f64()
-                );
-                ours.push(t);
-            }
-        }
-    }
+    let (mut raw, mut ours) = interleave(
+        runs,
+        ("upstream's kaem in unshare", &mut |round| {
+            bench.raw(&tree, round)
+        }),
+        ("imgrep build", &mut |round| bench.imgrep(round)),
+    )?;
     let (raw_median, ours_median) = (median(&mut raw), median(&mut ours));
     let ratio = ours_median / raw_median;
     println!(
@@ -98,13 +80,44 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     println!(
         "  ratio of medians: {ratio:.3} (target <= {TARGET_RATIO}: {})",
-        if ratio <= TARGET_RATIO {
-            "met"
-        } else {
-            "NOT met"
-        }
+        verdict(ratio)
     );
     Ok(())
+}
+
+/// One side of a comparison: its name and one timed run (given the round).
+pub(crate) type Side<'a> = (&'a str, &'a mut dyn FnMut(usize) -> Result<Duration>);
+
+/// `runs` rounds of the two sides, alternating, the first of each round
+/// swapping, so that a change in the machine's load hits both alike.
+pub(crate) fn interleave<'a>(
+    runs: usize,
+    raw: Side<'a>,
+    ours: Side<'a>,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut sides = [(raw, Vec::new()), (ours, Vec::new())];
+    for round in 0..runs {
+        for i in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let ((name, run), times) = &mut sides[i];
+            let t = run(round)?;
+            eprintln!(
+                "xtask: run {}/{runs}: {name}: {:.2} s",
+                round + 1,
+                t.as_secs_f64()
+            );
+            times.push(t);
+        }
+    }
+    let [(_, raw), (_, ours)] = sides;
+    Ok((raw, ours))
+}
+
+pub(crate) fn verdict(ratio: f64) -> &'static str {
+    if ratio <= TARGET_RATIO {
+        "met"
+    } else {
+        "NOT met"
+    }
 }
 
 /// A recipe tree and a store template holding the fetched sources, so each
@@ -196,7 +209,7 @@ impl Bench {
 }
 
 /// Runs `cmd` with its output discarded (shown on failure) and times it.
-fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
+pub(crate) fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -216,7 +229,7 @@ fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn tail(bytes: &[u8]) -> String {
+pub(crate) fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().collect();
     let mut shown = lines[lines.len().saturating_sub(20)..].join("\n");
@@ -227,23 +240,29 @@ fn tail(bytes: &[u8]) -> String {
 }
 
 /// `cp -a`: modes, links and times as they are.
-fn cp_a(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn cp_a(from: &Path, to: &Path) -> Result<()> {
+    cp(&["-a"], from, to)
+}
+
+/// `cp FLAGS... FROM TO`.
+pub(crate) fn cp(flags: &[&str], from: &Path, to: &Path) -> Result<()> {
     let status = Command::new("cp")
-        .arg("-a")
+        .args(flags)
         .arg(from)
         .arg(to)
         .status()
         .context("cannot start cp")?;
     ensure!(
         status.success(),
-        "cp -a {} {}: {status}",
+        "cp {} {} {}: {status}",
+        flags.join(" "),
         from.display(),
         to.display()
     );
     Ok(())
 }
 
-fn median(times: &mut [Duration]) -> f64 {
+pub(crate) fn median(times: &mut [Duration]) -> f64 {
     times.sort();
     let n = times.len();
     let mid = |i: usize| times[i].as_secs_f64();
@@ -254,7 +273,7 @@ fn median(times: &mut [Duration]) -> f64 {
     }
 }
 
-fn list(times: &[Duration]) -> String {
+pub(crate) fn list(times: &[Duration]) -> String {
     let all: Vec<String> = times
         .iter()
         .map(|t| format!("{:.2}", t.as_secs_f64()))
@@ -262,7 +281,7 @@ fn list(times: &[Duration]) -> String {
     format!("[{}]", all.join(", "))
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask ci`, `cargo xtask tidy`, `cargo xtask bench <name>`,
 //! `cargo xtask fuzz`.
 
+mod bench_bootstrap;
 mod bench_build;
 mod bench_cache;
 mod fuzz;
@@ -23,7 +24,7 @@ fn main() -> Result<()> {
         Some("man") => man(),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0|build> | cargo xtask fuzz [TARGET...] [--seconds N]"
+            "usage: cargo xtask ci | cargo xtask tidy | cargo xtask man | cargo xtask bench <sandbox|layers|cache|stage0|bootstrap|build> | cargo xtask fuzz [TARGET...] [--seconds N]"
         ),
     }
 }
@@ -173,9 +174,10 @@ fn bench(args: &[String]) -> Result<()> {
         Some("layers") => bench_layers::run(&args[1..]),
         Some("cache") => bench_cache::run(&args[1..]),
         Some("stage0") => bench_stage0::run(&args[1..]),
+        Some("bootstrap") => bench_bootstrap::run(&args[1..]),
         Some("build") => bench_build::run(&args[1..]),
         other => {
-            bail!("unknown benchmark {other:?}: expected sandbox, layers, cache, stage0 or build")
+            bail!("unknown benchmark {other:?}: expected sandbox, layers, cache, stage0, bootstrap or build")
         }
     }
 }
