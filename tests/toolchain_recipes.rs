@@ -246,12 +246,18 @@ fn plan_accepts_the_whole_tree() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (ours, chain): (Vec<&str>, Vec<&str>) =
         planned.iter().partition(|n| names.iter().any(|m| m == *n));
-    assert_eq!(ours.len(), names.len(), "every package planned: {planned:?}");
+    assert_eq!(
+        ours.len(),
+        names.len(),
+        "every package planned: {planned:?}"
+    );
     for n in chain {
         assert!(
-            ["stage0", "bootstrap"]
-                .iter()
-                .any(|d| repo.join(d).join(n).join("package.toml").is_file()),
+            ["stage0", "bootstrap"].iter().any(|d| repo
+                .join(d)
+                .join(n)
+                .join("package.toml")
+                .is_file()),
             "{n} planned but neither a package nor a stage of the seed's chain"
         );
     }
