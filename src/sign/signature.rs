@@ -143,8 +143,16 @@ impl SignatureFile {
                 text.lines().count()
             )));
         }
-        sig.trusted_comment()
+        let comment = sig
+            .trusted_comment()
             .map_err(|e| malformed(e.to_string()))?;
+        // One spelling per signature: the crate reads the comment past any
+        // extra blanks, which would let one signature have many files.
+        if text.lines().nth(2) != Some(format!("trusted comment: {comment}").as_str()) {
+            return Err(malformed(
+                "line 3: expected `trusted comment: ` and the comment, nothing else".into(),
+            ));
+        }
         Ok(SignatureFile {
             path: path.to_owned(),
             key_id: KeyId::from_keynum(sig.keynum()),
@@ -217,6 +225,15 @@ mod tests {
                 .to_string();
             assert!(err.contains(&format!("line {}: the ", n + 1)), "{err}");
         }
+        // Found by `cargo xtask fuzz signature`: a second blank after the
+        // prefix still verified under the crate.
+        let blank = good.replacen("\ntrusted comment: ", "\ntrusted comment:  ", 1);
+        std::fs::write(&path, blank).unwrap();
+        let err = SignatureFile::read(&path)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("line 3:"), "{err}");
     }
 
     #[test]
