@@ -8,6 +8,23 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The toolchain's recipes and the packages built on it (the ddc and
+/// stage0/bootstrap recipes document their own sources).
+const TOOLCHAIN: [&str; 12] = [
+    "cross-binutils",
+    "cross-musl",
+    "cross-gcc",
+    "linux-headers",
+    "musl",
+    "binutils",
+    "make",
+    "busybox",
+    "gcc",
+    "bzip2",
+    "gzip",
+    "m4",
+];
+
 fn packages_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packages")
 }
@@ -66,24 +83,8 @@ fn source_comments(text: &str) -> Vec<String> {
 fn every_recipe_says_what_it_builds_how_to_run_it_and_whose_bytes_it_pins() {
     let all = recipes();
     assert!(all.len() >= 9, "{:?}", all.keys());
-    // The packages of the toolchain and those built on the Debian root with
-    // it (the ddc recipes document their own sources: docs/ddc.md).
-    let checked = [
-        "cross-binutils",
-        "cross-musl",
-        "cross-gcc",
-        "linux-headers",
-        "musl",
-        "binutils",
-        "make",
-        "busybox",
-        "gcc",
-        "bzip2",
-        "gzip",
-        "m4",
-    ];
     for (name, (text, recipe)) in &all {
-        if !checked.contains(&name.as_str()) {
+        if !TOOLCHAIN.contains(&name.as_str()) {
             continue;
         }
         let header: String = text
@@ -181,22 +182,8 @@ fn the_stages_depend_on_each_other_as_documented() {
 fn scripts_do_not_name_the_root_they_are_compiled_on() {
     // Swapping `deps` (another root, e.g. a clang one for diverse double
     // compilation) must be all it takes to build a recipe on another root.
-    let toolchain = [
-        "cross-binutils",
-        "cross-musl",
-        "cross-gcc",
-        "linux-headers",
-        "musl",
-        "binutils",
-        "make",
-        "busybox",
-        "gcc",
-        "bzip2",
-        "gzip",
-        "m4",
-    ];
     for (name, (_, recipe)) in recipes() {
-        if !toolchain.contains(&name.as_str()) {
+        if !TOOLCHAIN.contains(&name.as_str()) {
             continue;
         }
         let Some(script) = recipe

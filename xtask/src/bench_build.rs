@@ -16,9 +16,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+
+use crate::bench_stage0::{cp_a, list, load_average, median, timed};
 
 const TARGET_RATIO: f64 = 1.03;
 /// imgrep's default SOURCE_DATE_EPOCH (docs/recipes.md).
@@ -323,54 +325,6 @@ impl Bench {
     }
 }
 
-/// Runs `cmd` with its output discarded (shown on failure) and times it.
-fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {what}"))?;
-    let elapsed = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}\n{}{}",
-            out.status,
-            tail(&out.stdout),
-            tail(&out.stderr)
-        );
-    }
-    Ok(elapsed)
-}
-
-fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut shown = lines[lines.len().saturating_sub(20)..].join("\n");
-    if !shown.is_empty() {
-        shown.push('\n');
-    }
-    shown
-}
-
-/// `cp -a`: modes, links and times as they are.
-fn cp_a(from: &Path, to: &Path) -> Result<()> {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .context("cannot start cp")?;
-    ensure!(
-        status.success(),
-        "cp -a {} {}: {status}",
-        from.display(),
-        to.display()
-    );
-    Ok(())
-}
-
 /// `rm -rf`, which also clears the read-only directories a store holds.
 fn remove_all(path: &Path) -> Result<()> {
     let status = Command::new("sh")
@@ -380,30 +334,4 @@ fn remove_all(path: &Path) -> Result<()> {
         .context("cannot start sh")?;
     ensure!(status.success(), "removing {}: {status}", path.display());
     Ok(())
-}
-
-fn median(times: &mut [Duration]) -> f64 {
-    times.sort();
-    let n = times.len();
-    let mid = |i: usize| times[i].as_secs_f64();
-    if n % 2 == 1 {
-        mid(n / 2)
-    } else {
-        (mid(n / 2 - 1) + mid(n / 2)) / 2.0
-    }
-}
-
-fn list(times: &[Duration]) -> String {
-    let all: Vec<String> = times
-        .iter()
-        .map(|t| format!("{:.1}", t.as_secs_f64()))
-        .collect();
-    format!("[{}]", all.join(", "))
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
 }
