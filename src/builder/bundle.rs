@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{to_digest, BuildError, Builder, Built};
+use super::{run_config, to_digest, BuildError, Builder, Built};
 use crate::compress::Compression;
 use crate::layer::LayerInfo;
 use crate::oci::{ImageLayer, ImageSpec, Layout};
@@ -123,16 +123,7 @@ impl Builder<'_> {
                 String::from_utf8(stacked).expect("JSON is UTF-8"),
             )]
             .into(),
-            entrypoint: recipe.image.entrypoint.clone(),
-            cmd: recipe.image.cmd.clone(),
-            env: recipe
-                .image
-                .env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-            working_dir: recipe.image.workdir.clone(),
-            ..ImageSpec::default()
+            ..run_config(recipe)
         };
         let manifest = layout.write_image_blobs(&spec, &layers).map_err(oci_err)?;
         let ref_name = bundle_ref(&built.name, &built.version);

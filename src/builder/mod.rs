@@ -336,16 +336,7 @@ impl<'a> Builder<'a> {
                     .into()
                 })
                 .unwrap_or_default(),
-            entrypoint: recipe.image.entrypoint.clone(),
-            cmd: recipe.image.cmd.clone(),
-            env: recipe
-                .image
-                .env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-            working_dir: recipe.image.workdir.clone(),
-            ..ImageSpec::default()
+            ..run_config(recipe)
         };
         let diff_ids = vec![info.diff_id];
         let layers = [ImageLayer {
@@ -395,4 +386,21 @@ fn invalid<E: std::error::Error + Send + Sync + 'static>(e: E) -> io::Error {
 /// `sha256:` and the first 12 hex digits.
 pub fn short(d: &Digest) -> String {
     format!("sha256:{}", &d.hex()[..12])
+}
+
+/// The image config a recipe's `[image]` asks for (entrypoint, cmd, env,
+/// working directory): the package's own image and its bundle alike.
+pub(super) fn run_config(recipe: &Recipe) -> ImageSpec {
+    ImageSpec {
+        entrypoint: recipe.image.entrypoint.clone(),
+        cmd: recipe.image.cmd.clone(),
+        env: recipe
+            .image
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        working_dir: recipe.image.workdir.clone(),
+        ..ImageSpec::default()
+    }
 }
