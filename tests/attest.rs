@@ -264,6 +264,21 @@ fn sbom_and_provenance_pass_independent_validators_and_are_deterministic() {
     assert_eq!(payloads[0], payloads[1]);
 }
 
+/// `imgrep pull` of the pushed greet:1.0 into a fresh layout `pulled`.
+fn pull_greet(fx: &Fixture, reg: &Registry) -> PathBuf {
+    let pulled = fx.tree.path().join("pulled");
+    ok(
+        fx.run(&[
+            "pull",
+            &format!("{}/imgrep/greet:1.0", reg.host()),
+            "--layout",
+            pulled.to_str().unwrap(),
+        ]),
+        "pull",
+    );
+    pulled
+}
+
 /// Pushes greet with its attachments (and, with `cosign_key`, a cosign
 /// signature) to `repo` of `reg`.
 fn push(fx: &Fixture, reg: &Registry, repo: &str, extra: &[&str]) -> Value {
@@ -330,16 +345,7 @@ fn attached_artifacts_travel_with_push_and_pull() {
         eprintln!("SKIPPED (part): {test}: skopeo is not installed");
     }
     // Pulled into a fresh layout, the artifacts come along, bytes intact.
-    let pulled = fx.tree.path().join("pulled");
-    ok(
-        fx.run(&[
-            "pull",
-            &format!("{}/imgrep/greet:1.0", reg.host()),
-            "--layout",
-            pulled.to_str().unwrap(),
-        ]),
-        "pull",
-    );
+    let pulled = pull_greet(&fx, &reg);
     for kind in [SPDX, IN_TOTO] {
         let here: Vec<Vec<u8>> = attached(&out_dir, kind).into_iter().map(|a| a.1).collect();
         let there: Vec<Vec<u8>> = attached(&pulled, kind).into_iter().map(|a| a.1).collect();
@@ -590,16 +596,7 @@ fn verify_counts_the_signatures_attached_in_the_registry() {
     .unwrap();
     assert!(sigs.iter().all(|(_, first)| *first == statement));
     // They come along with `imgrep pull`, and skopeo sees them listed.
-    let pulled = fx.tree.path().join("pulled");
-    ok(
-        fx.run(&[
-            "pull",
-            &format!("{}/imgrep/greet:1.0", reg.host()),
-            "--layout",
-            pulled.to_str().unwrap(),
-        ]),
-        "pull",
-    );
+    let pulled = pull_greet(&fx, &reg);
     assert_eq!(attached(&pulled, SIGNATURES).len(), 2);
     ok(fx.run(&["check", pulled.to_str().unwrap()]), "imgrep check");
     if Path::new("/usr/bin/skopeo").exists() {

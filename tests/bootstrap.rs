@@ -15,6 +15,10 @@
 //! `imgrep reproduce` rebuilds the last image. Without them those tests
 //! print SKIPPED and return.
 
+#[path = "tree_support/mod.rs"]
+mod tree_support;
+use tree_support::copy_tree;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -68,19 +72,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A scratch copy of the recipe tree (stage0/, bootstrap/, seeds/).

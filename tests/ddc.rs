@@ -13,6 +13,10 @@
 //! binary: `cargo test --release --test ddc -- --nocapture` (about five
 //! minutes on two cores, most of it zig's first compile of musl).
 
+#[path = "tree_support/mod.rs"]
+mod tree_support;
+use tree_support::copy_tree;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -37,35 +41,22 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// A recipe tree with the comparison's packages and ddc/tcc.toml.
 fn tree(dir: &Path) {
     for p in PACKAGES {
-        copy_dir(
+        copy_tree(
             &repo().join("packages").join(p),
             &dir.join("packages").join(p),
         );
     }
-    copy_dir(&repo().join("ddc"), &dir.join("ddc"));
+    copy_tree(&repo().join("ddc"), &dir.join("ddc"));
 }
 
 /// Copies package `from` of the tree as `to`, its text edited by `edit`.
 fn derive(dir: &Path, from: &str, to: &str, edit: impl Fn(String) -> String) {
     let src = dir.join("packages").join(from);
     let dst = dir.join("packages").join(to);
-    copy_dir(&src, &dst);
+    copy_tree(&src, &dst);
     let toml = std::fs::read_to_string(dst.join("package.toml")).unwrap();
     let toml = edit(toml.replace(&format!("name = \"{from}\""), &format!("name = \"{to}\"")));
     std::fs::write(dst.join("package.toml"), toml).unwrap();
@@ -311,13 +302,13 @@ fn tcc_across_debian_zig_and_the_hex0_seed_agrees() {
     let dir = tempfile::tempdir().unwrap();
     tree(dir.path());
     for p in ["hex0-cc", "tcc-stage1-hex0", "tcc-stage2-hex0"] {
-        copy_dir(
+        copy_tree(
             &repo().join("packages").join(p),
             &dir.path().join("packages").join(p),
         );
     }
     for d in ["stage0", "bootstrap", "seeds"] {
-        copy_dir(&repo().join(d), &dir.path().join(d));
+        copy_tree(&repo().join(d), &dir.path().join(d));
     }
     let mut dirs = vec![PathBuf::from(chain)];
     dirs.extend(std::env::var_os("IMGREP_TEST_SOURCES").map(PathBuf::from));

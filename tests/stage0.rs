@@ -16,6 +16,10 @@
 //! IMGREP_STAGE0_SOURCES at it (docs/bootstrap.md says how to rebuild it from
 //! public git history). Without it those tests print SKIPPED and return.
 
+#[path = "tree_support/mod.rs"]
+mod tree_support;
+use tree_support::copy_tree;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -171,19 +175,6 @@ impl Workspace {
     /// The one OCI layout every image is tagged in.
     fn layout(&self) -> PathBuf {
         self.root.join("out")
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

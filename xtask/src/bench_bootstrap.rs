@@ -21,7 +21,9 @@ use imgrep::recipe::{Action, BuildDir, Recipe, RecipeSet};
 use imgrep::store::Store;
 use serde_json::{json, Value};
 
-use crate::bench_stage0::{cp, cp_a, interleave, list, load_average, median, timed, verdict};
+use crate::bench_stage0::{
+    cp, cp_a, interleave, list, load_average, median, parse_runs, timed, verdict,
+};
 
 /// The chain measured by default: everything the `tcc` image needs but
 /// MesCC's two steps, which take tens of minutes each (5666 s and 456 s
@@ -42,11 +44,7 @@ pub fn run(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--runs" => {
                 let n = rest.next().context(USAGE)?;
-                runs = n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--runs {n:?}: expected a positive number"))?
+                runs = parse_runs(n)?
             }
             "--imgrep" => binary = Some(PathBuf::from(rest.next().context(USAGE)?)),
             name if !name.starts_with('-') => chosen.push(name.to_owned()),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::bench_stage0::{cp_a, list, load_average, median, timed};
+use crate::bench_stage0::{cp_a, list, load_average, median, parse_runs, timed};
 
 const TARGET_RATIO: f64 = 1.03;
 /// imgrep's default SOURCE_DATE_EPOCH (docs/recipes.md).
@@ -33,13 +33,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match (arg.as_str(), rest.next()) {
-            ("--runs", Some(n)) => {
-                runs = n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--runs {n:?}: expected a positive number"))?
-            }
+            ("--runs", Some(n)) => runs = parse_runs(n)?,
             ("--imgrep", Some(path)) => binary = Some(PathBuf::from(path)),
             ("--package", Some(name)) => package = name.clone(),
             _ => bail!(

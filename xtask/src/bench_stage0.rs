@@ -22,13 +22,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match (arg.as_str(), rest.next()) {
-            ("--runs", Some(n)) => {
-                runs = n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("--runs {n:?}: expected a positive number"))?
-            }
+            ("--runs", Some(n)) => runs = parse_runs(n)?,
             ("--imgrep", Some(path)) => binary = Some(PathBuf::from(path)),
             _ => bail!("usage: cargo xtask bench stage0 [--runs N] [--imgrep BINARY]"),
         }
@@ -260,6 +254,14 @@ pub(crate) fn cp(flags: &[&str], from: &Path, to: &Path) -> Result<()> {
         to.display()
     );
     Ok(())
+}
+
+/// The value of `--runs`: a positive number of rounds.
+pub(crate) fn parse_runs(n: &str) -> Result<usize> {
+    n.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .with_context(|| format!("--runs {n:?}: expected a positive number"))
 }
 
 pub(crate) fn median(times: &mut [Duration]) -> f64 {
