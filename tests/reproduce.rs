@@ -350,6 +350,58 @@ fn against_published_statements() {
 }
 
 #[test]
+fn reuse_deps_rebuilds_only_the_named_packages_and_verifies_what_it_takes() {
+    let Some(t) = tree() else { return };
+    build(&t, &["det", "nondet"]);
+    let (c, v, err) = reproduce_json(&t, &["det", "--reuse-deps"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        statuses(&v),
+        [
+            ("base".into(), "REUSED".into()),
+            ("det".into(), "OK".into())
+        ],
+        "{err}"
+    );
+    assert!(err.contains("base 1 taken from"), "{err}");
+    assert!(!err.contains("building base"), "base was rebuilt: {err}");
+    assert!(err.contains("building det"), "{err}");
+    // The named package is still rebuilt and compared.
+    let (c, v, err) = reproduce_json(&t, &["nondet", "--reuse-deps"]);
+    assert_eq!(c, 1, "{err}");
+    assert!(statuses(&v).contains(&("nondet".into(), "MISMATCH".into())));
+
+    // A dependency's blob altered in the user's store is refused, not used.
+    let manifest = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "base")
+        .unwrap()["got"]["manifest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let manifest = t.store().join("blobs/sha256").join(&manifest);
+    let m: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+    let blob = t.store().join("blobs/sha256").join(
+        m["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let mut bytes = fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&blob, bytes).unwrap();
+    let o = t.imgrep(&["reproduce", "det", "--reuse-deps"]);
+    let err = stderr(&o);
+    assert_ne!(code(&o), 0, "a corrupt dependency was reused: {err}");
+    assert!(err.contains("base"), "the package is not named: {err}");
+}
+
+#[test]
 fn no_reference_is_an_input_error() {
     let Some(t) = tree() else { return };
     let o = t.imgrep(&["reproduce", "det"]);

@@ -1,16 +1,19 @@
 //! The local cache: a package's input digest, the store's record of the
 //! image built from it, and the input document of its last build (which
-//! `imgrep plan` compares to say what changed).
+//! `imgrep plan` compares to say what changed); and images of the same
+//! input digest taken from another store (`reproduce --reuse-deps`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::Descriptor;
 
-use super::{Builder, Built};
+use super::{BuildError, Builder, Built};
 use crate::digest::Digest;
 use crate::layer;
+use crate::oci::Layout;
 use crate::recipe::Recipe;
+use crate::store::Store;
 
 impl Builder<'_> {
     /// The input digest of `name` given its build root's images, and the
@@ -42,6 +45,59 @@ impl Builder<'_> {
         let manifest = self.store.record(input).ok()??;
         let image = self.layout.stored_image(&manifest, name).ok()?;
         Some(image)
+    }
+
+    /// The image of `input` from the store at `from`, if it has one whole:
+    /// its manifest, config and layers are verified (digest and size) and
+    /// copied here, and the record written, as if it had been built here.
+    pub(super) fn import_cached(
+        &self,
+        from: &Path,
+        recipe: &Recipe,
+        input: &Digest,
+    ) -> Result<Option<(Descriptor, Vec<Digest>)>, BuildError> {
+        let other = Store::open(from)?;
+        let Some(manifest) = other.record(input)? else {
+            return Ok(None);
+        };
+        let oci_err = |error| BuildError::Oci {
+            package: recipe.name.clone(),
+            error,
+        };
+        let layout = Layout::open(from).map_err(oci_err)?;
+        let io_err = |what: String| {
+            let package = recipe.name.clone();
+            move |error| BuildError::Io {
+                package,
+                what,
+                error,
+            }
+        };
+        let size = std::fs::metadata(layout.blob_path(&manifest))
+            .map_err(io_err(format!("reading {manifest} in {}", from.display())))?
+            .len();
+        let image = layout
+            .read_manifest(&manifest, size, &recipe.name, false)
+            .map_err(oci_err)?;
+        let mut blobs = vec![manifest, image.config_digest];
+        for l in image.manifest.layers() {
+            blobs.push(super::to_digest(l.digest()).expect("read_manifest verified the digest"));
+        }
+        for d in &blobs {
+            self.layout
+                .copy_blob(&layout, d)
+                .map_err(io_err(format!("copying blob {d} from {}", from.display())))?;
+        }
+        self.store.write_record(input, &manifest)?;
+        if self.opts.verbose {
+            crate::progress::info(format_args!(
+                "imgrep: {} {} taken from {} (not rebuilt)",
+                recipe.name,
+                recipe.version,
+                from.display()
+            ));
+        }
+        Ok(self.cached(input, &recipe.name))
     }
 
     /// The input document of the last build of `name` (for `imgrep plan`).

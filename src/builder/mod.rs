@@ -30,7 +30,7 @@ pub mod sources;
 mod steps;
 pub mod wheel;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::PathBuf;
@@ -74,6 +74,17 @@ pub struct Options {
     /// Registry repository prefix to push each built image to, tagged by
     /// its input digest.
     pub cache_to: Option<String>,
+    /// Another store whose images are taken, for the same input digest,
+    /// instead of building (`reproduce --reuse-deps`).
+    pub reuse: Option<Reuse>,
+}
+
+/// Images taken from another store instead of built: every package but
+/// `except` whose input digest that store has a whole image for.
+#[derive(Debug, Clone)]
+pub struct Reuse {
+    pub store: PathBuf,
+    pub except: BTreeSet<String>,
 }
 
 impl Default for Options {
@@ -88,6 +99,7 @@ impl Default for Options {
             verbose: true,
             cache_from: Vec::new(),
             cache_to: None,
+            reuse: None,
         }
     }
 }
@@ -187,6 +199,16 @@ impl<'a> Builder<'a> {
         }
         if let Some(hit) = self.lookup_remote_cache(recipe, &input)? {
             return found(hit);
+        }
+        if let Some(reuse) = self
+            .opts
+            .reuse
+            .as_ref()
+            .filter(|r| !r.except.contains(name))
+        {
+            if let Some(hit) = self.import_cached(&reuse.store, recipe, &input)? {
+                return found(hit);
+            }
         }
         if self.opts.verbose {
             // The log path, so that a build of an hour can be followed.

@@ -33,6 +33,14 @@ pub struct Args {
     /// Keep the rebuild's directory (its store, logs and out/ layout).
     #[arg(long)]
     pub keep: bool,
+    /// Rebuild only the named packages: their dependencies' images are
+    /// taken from the store (the same input digests; every blob verified on
+    /// the way in) and reported as REUSED. This checks that each named
+    /// package's own build reproduces from the same inputs, not that its
+    /// dependencies do (e.g. the native gcc, without rebuilding the cross
+    /// compiler that builds it).
+    #[arg(long)]
+    pub reuse_deps: bool,
     /// The manifests directory (default: manifests/ of the recipe tree).
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
@@ -80,6 +88,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         jobs: args.steps.jobs,
         limits: args.steps.limits(),
         timeout: args.steps.timeout,
+        reuse_deps: args.reuse_deps,
     };
     // The key is unlocked before the rebuild, which may take hours.
     let key = match &args.sign {
