@@ -131,6 +131,23 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Every comparison the repository declares (ddc/*.toml) is sound against
+/// the repository's recipes, the long opt-in ones (GCC) included.
+#[test]
+fn the_repository_declarations_are_sound() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let set = imgrep::recipe::RecipeSet::load(root).unwrap();
+    let names = imgrep::ddc::list(root);
+    for expected in ["gcc", "tcc", "tcc-hex0"] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+    for name in &names {
+        if let Err(e) = imgrep::ddc::Declaration::load(&set, name) {
+            panic!("ddc/{name}.toml: {e}");
+        }
+    }
+}
+
 #[test]
 fn unsound_declarations_are_refused_before_building() {
     let dir = tempfile::tempdir().unwrap();
