@@ -111,6 +111,13 @@ impl AsFd for Dir {
     }
 }
 
+/// A directory opened elsewhere (an in-memory directory init handed over).
+impl From<OwnedFd> for Dir {
+    fn from(fd: OwnedFd) -> Dir {
+        Dir(fd)
+    }
+}
+
 fn owned(fd: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: called on a descriptor a system call just returned, which
     // nothing else owns.

@@ -54,6 +54,9 @@ pub(crate) enum Start<'a> {
 /// The sandbox's init, in the child of the namespace clone. `stdio`: the
 /// descriptors to put on 0-2 (None: keep the one there). `console`: open a
 /// terminal of the sandbox's own for the commands ([`Spec::terminal`]).
+/// `fill`: init's end of the channel the in-memory directories the caller
+/// lays out go through (`crate::fill`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn main(
     spec: &Spec,
     filter: &Program,
@@ -62,12 +65,16 @@ pub(crate) fn main(
     rlimits: bool,
     stdio: [Option<RawFd>; 3],
     console: Option<Console>,
+    fill: Option<RawFd>,
 ) -> ! {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut keep = spec.fds.clone();
     keep.push(report.as_raw_fd());
     keep.extend(console.as_ref().map(Console::sock));
+    keep.extend(fill);
+    // SAFETY: this forked copy owns its copy of the helper's descriptor.
+    let fill = fill.map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     if let Start::AfterHelper { sync, .. } = &start {
         keep.push(sync.as_raw_fd());
     }
@@ -119,7 +126,7 @@ pub(crate) fn main(
             // keeps from it.
             hide_init()?;
             new_session_keyring()?;
-            mounts::build(&host.spec)?;
+            mounts::build(&host.spec, fill)?;
             // Nothing of the host may stay reachable through init's
             // descriptors (/proc/1/fd) once commands run.
             drop(host);

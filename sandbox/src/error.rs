@@ -29,6 +29,10 @@ pub enum Error {
     /// The helper process could not be started or broke its protocol.
     #[error("sandbox helper: {0}")]
     Helper(String),
+    /// The caller's [`crate::Fill`] could not lay out an in-memory
+    /// directory: its own reason.
+    #[error("{0}")]
+    Fill(String),
 }
 
 impl Error {

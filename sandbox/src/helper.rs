@@ -27,6 +27,7 @@ use crate::child;
 use crate::copy::{self, Specials};
 use crate::error::{Error, Result};
 use crate::idmap::Maps;
+use crate::launch::Filling;
 use crate::proto::{recv, send, HelperMsg, InitMsg};
 use crate::seccomp::Program;
 use crate::spec::{Enforcement, MemoryDir, Report, Spec, Stats, Status};
@@ -36,16 +37,25 @@ pub(crate) fn main(fd: RawFd) -> i32 {
     // SAFETY: the caller passed us this socket and nothing else here owns it.
     let sock = unsafe { UnixStream::from_raw_fd(fd) };
     let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    let (spec, streams): (Spec, [Stream; 3]) = match recv(BufReader::new(&sock)) {
-        Ok(Some(request)) => request,
-        Ok(None) => return 2,
-        Err(e) => {
-            let err = Error::Helper(format!("unreadable spec: {e}"));
-            let _ = send(&sock, &HelperMsg::Done(Err(err)));
-            return 2;
+    let (spec, streams, init_end): (Spec, [Stream; 3], Option<RawFd>) =
+        match recv(BufReader::new(&sock)) {
+            Ok(Some(request)) => request,
+            Ok(None) => return 2,
+            Err(e) => {
+                let err = Error::Helper(format!("unreadable spec: {e}"));
+                let _ = send(&sock, &HelperMsg::Done(Err(err)));
+                return 2;
+            }
+        };
+    let fill = init_end.map(|fd| {
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        Filling {
+            // SAFETY: the caller passed us init's end of the channel.
+            init: unsafe { OwnedFd::from_raw_fd(fd) },
+            local: None,
         }
-    };
-    let result = run(&spec, &Caller::Remote(&sock, streams));
+    });
+    let result = run(&spec, &Caller::Remote(&sock, streams), fill);
     let _ = send(&sock, &HelperMsg::Done(result));
     0
 }
@@ -72,8 +82,10 @@ pub(crate) enum Caller<'a> {
 }
 
 /// Builds the sandbox, runs it to the end and cleans up. The calling process
-/// must be single-threaded: it clones the sandbox's init.
-pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
+/// must be single-threaded: it clones the sandbox's init. With `fill`, init
+/// hands its in-memory directories over before any command starts, to this
+/// process when it is the caller (`fill.local`), else to the caller.
+pub(crate) fn run(spec: &Spec, caller: &Caller, fill: Option<Filling>) -> Result<Report> {
     if nix::unistd::geteuid().is_root() && !matches!(spec.idmap, crate::IdMap::Custom { .. }) {
         spec.root_ids.check()?;
     }
@@ -171,11 +183,16 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
                     joins_cgroup: cgroup.is_some(),
                 }
             };
-            child::main(spec, &filter, start, report_w, rlimits, stdio, console)
+            let fill = fill.as_ref().map(|f| f.init.as_raw_fd());
+            child::main(
+                spec, &filter, start, report_w, rlimits, stdio, console, fill,
+            )
         }
         Some(pid) => pid,
     };
     drop(console);
+    // Init's end is init's alone: its end of file says init is gone.
+    let fill = fill.and_then(|f| f.local);
     drop(sync_r);
     drop(report_w);
     // Only the sandbox may hold the pipes' write ends: their end of file
@@ -211,6 +228,10 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
         nix::unistd::write(&sync_w, &[1]).map_err(|e| Error::setup("start sandbox", e))?;
     }
     drop(sync_w);
+    let filled = match fill {
+        Some((ours, f)) => crate::fill::serve(ours, spec, f),
+        None => Ok(()),
+    };
 
     let (ended_by, rusage) = supervise(
         pid,
@@ -281,6 +302,8 @@ pub(crate) fn run(spec: &Spec, caller: &Caller) -> Result<Report> {
     if let Err(e) = reclaim(spec, &maps, reclaimed) {
         warnings.push(format!("reclaiming the run's files failed: {e}"));
     }
+    // The caller's own reason, rather than init's "the caller did not finish".
+    filled?;
     let status = match (report, ended_by) {
         (Some(Ok(status)), _) => status,
         (Some(Err(err)), _) => return Err(err),

@@ -22,7 +22,29 @@ use crate::HELPER_MARKER;
 /// Run `spec` to the end and report how it ended. Blocks the calling thread;
 /// safe to call from any thread of a multithreaded program.
 pub fn run(spec: &Spec) -> Result<Report> {
+    run_with(spec, None)
+}
+
+/// [`run`] a spec with in-memory directories the caller lays out
+/// ([`crate::MemoryDir::fill`]): `fill` gets them, mounted and empty but for
+/// their `sources`, on the calling thread before any command starts, and
+/// writes with inside root's ids (as real root, this thread's fsuid and
+/// fsgid are the range's for the call). No timeout runs meanwhile when the
+/// calling process has one thread. When `fill` fails, so does the run,
+/// with its reason ([`Error::Fill`]).
+pub fn run_filling(spec: &Spec, fill: &mut crate::Fill) -> Result<Report> {
+    run_with(spec, Some(fill))
+}
+
+fn run_with(spec: &Spec, fill: Option<&mut crate::Fill>) -> Result<Report> {
     validate(spec)?;
+    let filled = spec.memory_dirs.iter().any(|m| m.fill);
+    if filled != fill.is_some() {
+        return Err(Error::InvalidSpec(
+            "in-memory directories the caller fills need sandbox::run_filling, and only they"
+                .into(),
+        ));
+    }
     let stdin = open_stdio(&spec.stdin, false)?;
     let stdout = open_stdio(&spec.stdout, true)?;
     // One file for both streams: one descriptor, so the helper pumps both
@@ -34,9 +56,16 @@ pub fn run(spec: &Spec) -> Result<Report> {
         _ => open_stdio(&spec.stderr, true)?,
     };
     let stdio = [stdin, stdout, stderr];
+    let channel = fill
+        .map(|f| crate::fill::channel().map(|ends| (ends, f)))
+        .transpose()?;
     if single_threaded() {
         let streams = [0, 1, 2].map(|i| stdio[i].stream());
-        return crate::helper::run(spec, &Caller::Local(streams));
+        let fill = channel.map(|((ours, init), f)| Filling {
+            init,
+            local: Some((ours, f)),
+        });
+        return crate::helper::run(spec, &Caller::Local(streams), fill);
     }
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| Error::Helper(format!("socketpair: {e}")))?;
@@ -45,13 +74,26 @@ pub fn run(spec: &Spec) -> Result<Report> {
         Stream::Direct(_) => Stream::Keep,
         other => other,
     });
-    let mut helper = exec_helper(spec, theirs, stdio)?;
-    let result = converse(&ours, spec, streams);
+    let (fill, init_end) = match channel {
+        Some(((ours, init), f)) => (Some((ours, f)), Some(init)),
+        None => (None, None),
+    };
+    let mut helper = exec_helper(
+        spec,
+        theirs,
+        stdio,
+        init_end.as_ref().map(AsRawFd::as_raw_fd),
+    )?;
+    // Only init may hold its end once the helper has passed it on: the
+    // end of file says init is gone.
+    let init_fd = init_end.as_ref().map(AsRawFd::as_raw_fd);
+    drop(init_end);
+    let result = converse(&ours, spec, streams, init_fd, fill);
     drop(ours);
     let exit = helper.wait();
     match result {
-        Ok(Some(done)) => done,
-        Ok(None) => Err(Error::Helper(format!(
+        Ok((Some(done), filled)) => filled.and(done),
+        Ok((None, _)) => Err(Error::Helper(format!(
             "exited without a report ({})",
             exit.map_or_else(|e| e.to_string(), |s| s.to_string())
         ))),
@@ -69,9 +111,11 @@ fn exec_helper(
     spec: &Spec,
     theirs: UnixStream,
     stdio: [StdioFd; 3],
+    init_end: Option<RawFd>,
 ) -> Result<std::process::Child> {
     let mut keep: Vec<RawFd> = spec.fds.clone();
     keep.push(theirs.as_raw_fd());
+    keep.extend(init_end);
     keep.extend(stdio.iter().filter_map(StdioFd::log_fd));
     // Log files stay open here until the helper has inherited them.
     let mut logs = Vec::new();
@@ -107,14 +151,31 @@ fn exec_helper(
         .map_err(|e| Error::Helper(format!("cannot start /proc/self/exe: {e}")))
 }
 
-/// Send the spec to the exec'd helper and wait for its report.
+/// Send the spec to the exec'd helper, lay out the in-memory directories
+/// init hands over (`init_fd`: the number of init's end in the helper),
+/// and wait for the report. Returns it, and how the laying out went.
 fn converse(
     sock: &UnixStream,
     spec: &Spec,
     streams: [Stream; 3],
-) -> std::io::Result<Option<Result<Report>>> {
-    send(sock, &(spec, streams))?;
-    Ok(recv::<HelperMsg>(BufReader::new(sock))?.map(|HelperMsg::Done(done)| done))
+    init_fd: Option<RawFd>,
+    fill: Option<(OwnedFd, &mut crate::Fill)>,
+) -> std::io::Result<(Option<Result<Report>>, Result<()>)> {
+    send(sock, &(spec, streams, init_fd))?;
+    let filled = match fill {
+        Some((ours, f)) => crate::fill::serve(ours, spec, f),
+        None => Ok(()),
+    };
+    let done = recv::<HelperMsg>(BufReader::new(sock))?.map(|HelperMsg::Done(done)| done);
+    Ok((done, filled))
+}
+
+/// The in-memory directories the caller fills: init's end of their
+/// channel, and when the sandbox is built in this very process, the
+/// caller's end and its callback, which the helper serves itself.
+pub(crate) struct Filling<'a, 'f> {
+    pub(crate) init: OwnedFd,
+    pub(crate) local: Option<(OwnedFd, &'a mut crate::Fill<'f>)>,
 }
 
 /// A standard stream of the command as the caller opened it.
@@ -379,6 +440,7 @@ mod tests {
                 dst: "/build".into(),
                 size,
                 save: save.map(std::path::PathBuf::from),
+                fill: false,
             });
             s
         };

@@ -15,6 +15,7 @@ mod cgroup;
 mod child;
 mod copy;
 mod error;
+mod fill;
 mod helper;
 mod hostids;
 mod idmap;
@@ -26,8 +27,9 @@ mod spec;
 mod terminal;
 
 pub use error::{Error, Result};
+pub use fill::Fill;
 pub use hostids::HostIds;
-pub use launch::run;
+pub use launch::{run, run_filling};
 pub use spec::{
     Bind, Enforcement, IdMap, IdRange, Limits, MemoryDir, Overlay, Report, RootFs, SeccompGroup,
     Spec, Stats, Status, Stdio, Step, Trees,

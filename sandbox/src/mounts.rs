@@ -2,9 +2,11 @@
 //! pivot_root. docs/sandbox.md lists every mount and why.
 
 use std::fs::{DirBuilder, OpenOptions};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, pivot_root};
@@ -35,7 +37,9 @@ const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
 /// /proc entries that stay visible but read-only.
 const PROC_READONLY: [&str; 4] = ["sys", "bus", "fs", "irq"];
 
-pub(crate) fn build(spec: &Spec) -> Result<()> {
+/// `fill`: init's end of the channel the in-memory directories the caller
+/// lays out are handed over through, once mounted.
+pub(crate) fn build(spec: &Spec, fill: Option<OwnedFd>) -> Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -54,9 +58,23 @@ pub(crate) fn build(spec: &Spec) -> Result<()> {
         let target = target(&root, &o.dst, true)?;
         mount_overlay(spec, o, &target)?;
     }
+    let mut handed = Vec::new();
     for m in &spec.memory_dirs {
         let target = target(&root, &m.dst, true)?;
         memory_dir(spec, m, &target)?;
+        if m.fill {
+            let dir = nix::fcntl::open(
+                &target,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| Error::setup(format!("open the in-memory {}", m.dst.display()), e))?;
+            // SAFETY: open just returned this descriptor.
+            handed.push(unsafe { OwnedFd::from_raw_fd(dir) });
+        }
+    }
+    if let Some(sock) = fill {
+        crate::fill::hand_over(sock, handed)?;
     }
     for b in &spec.binds {
         let is_dir = b.src.is_dir();

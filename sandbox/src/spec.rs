@@ -38,8 +38,9 @@ pub struct Spec {
     #[serde(default)]
     pub overlays: Vec<Overlay>,
     /// In-memory directories mounted inside, in order, after `overlays`:
-    /// a tmpfs holding a copy of host trees, so the command's file I/O
-    /// never goes through overlayfs or touches the disk.
+    /// a tmpfs holding a copy of host trees and what the caller lays out
+    /// in it, so the command's file I/O never goes through overlayfs or
+    /// touches the disk.
     #[serde(default)]
     pub memory_dirs: Vec<MemoryDir>,
     /// Fresh, empty tmpfs mounts (mode 1777) inside, e.g. `/tmp`.
@@ -332,6 +333,13 @@ pub struct MemoryDir {
     /// the failure can be examined after the sandbox is gone. It exists
     /// afterwards only if the copy is complete (else a warning says why).
     pub save: Option<PathBuf>,
+    /// The caller lays out what the directory holds (after `sources` are
+    /// copied): [`crate::run_filling`] hands the mounted tmpfs to its
+    /// callback, which writes beneath it with inside root's ids, before
+    /// any command starts. A tree the caller would otherwise write to the
+    /// host's disk, only to have it copied in, is written once.
+    #[serde(default)]
+    pub fill: bool,
 }
 
 impl MemoryDir {

@@ -37,6 +37,7 @@ pub fn step_spec(
             dst: env::BUILD_DIR.into(),
             size: None,
             save: Some(work.join(SAVED_BUILD_DIR)),
+            fill: false,
         }),
         BuildDir::Disk if lowers.build.is_empty() => spec.binds.push(sandbox::Bind {
             src: placed,

@@ -176,6 +176,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
                 dst,
                 size: None,
                 save: None,
+                fill: false,
             }),
         }
     }
