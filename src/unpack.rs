@@ -221,12 +221,24 @@ pub fn unpack_subtree<R: Read>(
     opts: &UnpackOptions,
     subtree: &str,
 ) -> Result<UnpackReport, UnpackError> {
-    let subtree =
-        components(subtree.as_bytes()).map_err(|_| UnpackError::Subtree(subtree.to_owned()))?;
     let root = Dir::open(target).map_err(|source| UnpackError::Target {
         path: target.to_owned(),
         error: source,
     })?;
+    unpack_in(reader, root, opts, subtree)
+}
+
+/// [`unpack_subtree`] into the open directory `root`, whose contents the
+/// unpacker judges as it does a path's (an in-memory directory of a
+/// sandbox has no path here).
+fn unpack_in<R: Read>(
+    reader: R,
+    root: Dir,
+    opts: &UnpackOptions,
+    subtree: &str,
+) -> Result<UnpackReport, UnpackError> {
+    let subtree =
+        components(subtree.as_bytes()).map_err(|_| UnpackError::Subtree(subtree.to_owned()))?;
     let mut u = Unpacker {
         root,
         subtree,
@@ -266,6 +278,19 @@ pub fn unpack_file(
         error: source,
     })?;
     unpack(reader, target, opts)
+}
+
+/// [`unpack_file`] into the open, existing directory `target`.
+pub fn unpack_file_into(
+    path: &Path,
+    target: Dir,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let (_, reader) = crate::archive::open(path).map_err(|source| UnpackError::Target {
+        path: path.to_owned(),
+        error: source,
+    })?;
+    unpack_in(reader, target, opts, "")
 }
 
 struct Unpacker {

@@ -178,12 +178,23 @@ fn source(file: &str, bytes: &[u8], dest: &str) -> String {
     )
 }
 
-fn build_recipe(name: &str, sources: &str) -> String {
+/// A recipe of `sources` with `/build` in `build_dir`: on disk the
+/// sources are laid out in the work directory, in memory straight into the
+/// sandbox's tmpfs, by the same code. Its one step does not exist.
+fn build_recipe(name: &str, sources: &str, build_dir: &str) -> String {
     format!(
         "[package]\nname = \"{name}\"\nversion = \"1\"\ndescription = \"an attack\"\n\
          license = \"MIT\"\nhomepage = \"https://example.org\"\n\n{sources}\
-         [build]\nsteps = [[\"/nothing\"]]\n"
+         [build]\nbuild_dir = \"{build_dir}\"\nsteps = [[\"/nothing\"]]\n"
     )
+}
+
+/// Who each attack runs as, and where `/build` lives.
+fn cases() -> Vec<(Option<u32>, &'static str)> {
+    users()
+        .into_iter()
+        .flat_map(|u| [(u, "disk"), (u, "memory")])
+        .collect()
 }
 
 /// Issue 14, defect 1: archive sources each holding `top/upN -> ..` at
@@ -194,7 +205,8 @@ fn build_recipe(name: &str, sources: &str) -> String {
 /// over a link an earlier source left.
 #[test]
 fn source_layout_never_writes_outside_build() {
-    for user in users() {
+    for (user, build_dir) in cases() {
+        let who = |user| format!("{} in {build_dir}", who(user));
         // The issue's chain: from store/tmp/d-*/build, four levels up is
         // the scratch directory that holds the store.
         let s = Scratch::new(user);
@@ -217,7 +229,7 @@ fn source_layout_never_writes_outside_build() {
         sources.push_str(&source("last.tar", &last, &dest));
         files.push(("last.tar".into(), last));
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(f, b)| (f.as_str(), &b[..])).collect();
-        s.package("climb", &build_recipe("climb", &sources), &refs);
+        s.package("climb", &build_recipe("climb", &sources, build_dir), &refs);
         let out = s.imgrep(&["build", "climb"], &[]);
         let err = stderr(&out);
         assert_eq!(s.strays(), Vec::<String>::new(), "{}: {err}", who(user));
@@ -244,7 +256,7 @@ fn source_layout_never_writes_outside_build() {
         .concat();
         s.package(
             "combine",
-            &build_recipe("combine", &sources),
+            &build_recipe("combine", &sources, build_dir),
             &[("one.tar", &one), ("two.tar", &two), ("three.tar", &three)],
         );
         let out = s.imgrep(&["build", "combine"], &[]);
@@ -277,7 +289,7 @@ fn source_layout_never_writes_outside_build() {
         .concat();
         s.package(
             "overwrite",
-            &build_recipe("overwrite", &sources),
+            &build_recipe("overwrite", &sources, build_dir),
             &[("one.tar", &one), ("two.tar", &two), ("payload", payload)],
         );
         let out = s.imgrep(&["build", "overwrite"], &[]);
@@ -294,6 +306,74 @@ fn source_layout_never_writes_outside_build() {
             who(user)
         );
     }
+}
+
+/// A source may hold any name, the staging directory's own included
+/// (`.imgrep-source-0`, where the first source laid out apart is unpacked
+/// before it is moved in), and the layout in memory is the layout on disk:
+/// the kept failure's `build/` (the work directory, or the in-memory
+/// `/build` saved when the step could not start) holds the same entries.
+#[test]
+fn a_source_named_like_the_staging_directory_is_laid_out_whole() {
+    for (user, build_dir) in cases() {
+        let s = Scratch::new(user);
+        let tar = tar_of(&[
+            ("top/", D, b""),
+            ("top/.imgrep-source-0/", D, b""),
+            ("top/.imgrep-source-0/f", F, b"inside\n"),
+            ("top/g", F, b"beside\n"),
+        ]);
+        let sources = [source("a.tar", &tar, "."), source("b.tar", &tar, "again")].concat();
+        s.package(
+            "names",
+            &build_recipe("names", &sources, build_dir),
+            &[("a.tar", &tar), ("b.tar", &tar)],
+        );
+        let out = s.imgrep(&["build", "names"], &[]);
+        let err = stderr(&out);
+        let label = format!("{} in {build_dir}: {err}", who(user));
+        // Laid out, then the step that does not exist is refused.
+        assert_ne!(out.status.code(), Some(0), "{label}");
+        assert!(err.contains("command \"/nothing\""), "{label}");
+        let kept = s.path("store/failed/names/build");
+        assert_eq!(
+            listing(&kept),
+            [
+                ".home",
+                ".imgrep-source-0",
+                ".imgrep-source-0/f",
+                "again",
+                "again/.imgrep-source-0",
+                "again/.imgrep-source-0/f",
+                "again/g",
+                "g",
+            ],
+            "{label}"
+        );
+        assert_eq!(
+            fs::read(kept.join(".imgrep-source-0/f")).unwrap(),
+            b"inside\n"
+        );
+        assert!(s.strays().is_empty(), "{label}");
+    }
+}
+
+/// Every path under `dir`, relative, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let path = format!("{rel}{}", e.file_name().to_string_lossy());
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), &format!("{path}/"), out);
+            }
+            out.push(path);
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out);
+    out.sort();
+    out
 }
 
 /// Whether any directory under `root` (links not followed) holds `name`.

@@ -45,7 +45,7 @@ use crate::graph::Graph;
 use crate::layer::PackOptions;
 use crate::oci::{self, ImageLayer, ImageSpec, Layout};
 use crate::progress::Spinner;
-use crate::recipe::{Kind, Recipe, RecipeSet};
+use crate::recipe::{BuildDir, Kind, Recipe, RecipeSet};
 use crate::store::Store;
 
 pub use env::Variation;
@@ -281,6 +281,13 @@ impl<'a> Builder<'a> {
         let out = work.path().join("out");
         fs::create_dir(&out).map_err(io_err("creating $OUT"))?;
         let mut kept_lowers = None;
+        // In memory, the sources go straight into the sandbox's tmpfs
+        // (run_steps); on disk, into the work directory.
+        let in_memory = recipe
+            .build
+            .as_ref()
+            .is_some_and(|b| env::build_dir(b, &self.opts.variation) == BuildDir::Memory);
+        let build_dir = work.path().join("build");
         match recipe.kind {
             Kind::Debs => {
                 spinner.say("assembling the .debs");
@@ -291,22 +298,31 @@ impl<'a> Builder<'a> {
                 wheel::assemble(recipe, &ready, &out)?
             }
             Kind::Build => {
-                let build_dir = work.path().join("build");
-                fs::create_dir_all(build_dir.join(".home")).map_err(io_err("creating /build"))?;
+                fs::create_dir(&build_dir).map_err(io_err("creating /build"))?;
                 // overlayfs' work directory when a source tree is mounted at /build.
                 fs::create_dir(work.path().join("build-work"))
                     .map_err(io_err("creating /build"))?;
-                spinner.say("laying out the sources in /build");
-                let build = sources::place(recipe, &ready, &build_dir, work.path())?;
+                let mounted = if in_memory {
+                    Vec::new()
+                } else {
+                    spinner.say("laying out the sources in /build");
+                    let root =
+                        crate::beneath::Dir::open(&build_dir).map_err(io_err("opening /build"))?;
+                    sources::place(recipe, &ready, &root, true)?
+                };
                 spinner.say("unpacking the build root");
                 let lowers = Lowers {
-                    build,
+                    build: mounted,
                     root: self.build_root(recipe, done)?,
                 };
                 // The "building" line above names the log.
                 spinner.say("running the build steps");
-                if let Err(e) = self.run_steps(recipe, input, &lowers, work.path()) {
-                    self.keep_failed(recipe, work, &lowers);
+                let fill = in_memory.then_some(ready.as_slice());
+                if let Err(e) = self.run_steps(recipe, input, &lowers, work.path(), fill) {
+                    // Sources that could not be laid out left nothing to enter.
+                    if !matches!(e, BuildError::Source { .. }) {
+                        self.keep_failed(recipe, work, &lowers);
+                    }
                     return Err(e);
                 }
                 kept_lowers = Some(lowers);
@@ -324,8 +340,15 @@ impl<'a> Builder<'a> {
         spinner.say("packing $OUT into a layer");
         let info = self.layout.add_layer(&out, &opts).map_err(oci_err)?;
         if let Some(o) = recipe.output.as_ref().filter(|o| o.diff_id != info.diff_id) {
-            if let Some(lowers) = &kept_lowers {
-                self.keep_failed(recipe, work, lowers);
+            if let Some(mut lowers) = kept_lowers.clone() {
+                // Laid out in memory only: again on disk, for imgrep shell.
+                if in_memory {
+                    let placed = crate::beneath::Dir::open(&build_dir)
+                        .ok()
+                        .and_then(|root| sources::place(recipe, &ready, &root, true).ok());
+                    lowers.build = placed.unwrap_or_default();
+                }
+                self.keep_failed(recipe, work, &lowers);
             }
             return Err(BuildError::FixedOutput(Box::new(OutputMismatch {
                 package: recipe.name.clone(),

@@ -3,10 +3,11 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::beneath::{self, Dir};
+use crate::beneath::{self, is_type, Dir};
 use crate::digest::hash_reader;
 use crate::fetch::local;
 use crate::fetch::{self, Fetcher, SourceRequest};
@@ -14,6 +15,7 @@ use crate::nar::NarHash;
 use crate::recipe::{Pin, Recipe, Source};
 use crate::store::Store;
 use crate::unpack::{self, UnpackOptions};
+use nix::sys::stat::SFlag;
 
 use super::BuildError;
 
@@ -111,26 +113,29 @@ fn local_file(recipe: &Recipe, path: PathBuf, source: &Source) -> Result<Ready, 
     })
 }
 
-/// Lays the sources out under `build_dir`, in order, and returns the
-/// verified trees that are mounted at the build directory instead of being
-/// copied into it (bottom first): every tree source whose `dest` is `.`.
-/// Copying a store tree cost a create per entry and an unlink per entry
-/// afterwards; an overlay with the store's read-only tree below and
-/// `build_dir` on top gives the steps the same files, writable, for nothing.
-/// Sources still may not overlap: a path that two of them provide is an
-/// error, as when everything was copied.
+/// Lays the sources out in the build directory `root`, in order, after its
+/// `.home`, and returns the verified trees that are mounted at the build
+/// directory instead of being copied into it (bottom first): with
+/// `mount_trees` (`build_dir = "disk"`), every tree source whose `dest` is
+/// `.`. Copying a store tree onto the disk cost a create per entry and an
+/// unlink per entry afterwards; an overlay with the store's read-only tree
+/// below and the build directory on top gives the steps the same files,
+/// writable, for nothing. In memory (`root` is the sandbox's tmpfs) every
+/// source is written there, once. Sources may not overlap: a path that two
+/// of them provide is an error, mounted or not.
 pub fn place(
     recipe: &Recipe,
     ready: &[Ready],
-    build_dir: &Path,
-    staging: &Path,
+    root: &Dir,
+    mount_trees: bool,
 ) -> Result<Vec<PathBuf>, BuildError> {
+    root.create_dirs(Path::new(HOME), 0o755)
+        .map_err(|e| BuildError::Io {
+            package: recipe.name.clone(),
+            what: format!("creating {}/{HOME}", super::env::BUILD_DIR),
+            error: e.into(),
+        })?;
     let mut mounted: Vec<(usize, &Path)> = Vec::new();
-    let root = Dir::open(build_dir).map_err(|source| BuildError::Io {
-        package: recipe.name.clone(),
-        what: format!("opening {}", build_dir.display()),
-        error: source,
-    })?;
     for (i, (source, got)) in recipe.sources.iter().zip(ready).enumerate() {
         let err = |e: io::Error| BuildError::Source {
             package: recipe.name.clone(),
@@ -142,7 +147,7 @@ pub fn place(
                 source.dest
             ),
         };
-        if got.is_tree && source.dest == "." {
+        if got.is_tree && source.dest == "." && mount_trees {
             mounted.push((i, &got.path));
             continue;
         }
@@ -152,14 +157,15 @@ pub fn place(
             .create_dirs(Path::new(&source.dest), 0o755)
             .map_err(|e| err(e.into()))?;
         if got.is_tree || source.unpack {
-            // Laid out apart, checked, then moved in: links are judged
-            // within the source once it has its final shape.
-            let tmp = staging.join(format!("source-{i}"));
-            fs::create_dir(&tmp).map_err(err)?;
+            // Laid out apart (on the same file system: moved in by
+            // rename), checked, then moved in: links are judged within the
+            // source once it has its final shape.
+            let (mut name, tmp) = staging(root).map_err(err)?;
             if got.is_tree {
-                local::copy_tree(&got.path, &tmp).map_err(err)?;
+                local::copy_tree_into(&got.path, &tmp).map_err(err)?;
             } else {
-                unpack::unpack_file(&got.path, &tmp, &UnpackOptions::SOURCE).map_err(|e| {
+                let into = tmp.try_clone().map_err(err)?;
+                unpack::unpack_file_into(&got.path, into, &UnpackOptions::SOURCE).map_err(|e| {
                     BuildError::Source {
                         package: recipe.name.clone(),
                         message: format!("source {} ({}): {e}", i + 1, source.file_name()),
@@ -167,8 +173,17 @@ pub fn place(
                 })?;
                 local::strip_and_check(&tmp).map_err(err)?;
             }
-            let from = Dir::open(&tmp).map_err(err)?;
-            beneath::merge_into(&from, &dest).map_err(|e| err(e.into()))?;
+            // A source with an entry of the staging directory's own name
+            // would be merged into itself.
+            if tmp.stat(&name).map_err(|e| err(e.into()))?.is_some() {
+                let other = free_name(root, Some(&tmp)).map_err(err)?;
+                root.rename_to(&name, root, &other)
+                    .map_err(|e| err(e.into()))?;
+                name = other;
+            }
+            beneath::merge_into(&tmp, &dest).map_err(|e| err(e.into()))?;
+            // Directories the merge entered are left behind, empty.
+            root.remove_all(&name).map_err(|e| err(e.into()))?;
         } else {
             let name = source.file.as_deref().unwrap_or(source.file_name());
             let mode = if source.executable { 0o755 } else { 0o644 };
@@ -176,45 +191,73 @@ pub fn place(
         }
     }
     for (k, &(i, tree)) in mounted.iter().enumerate() {
-        let others = std::iter::once(build_dir).chain(mounted[..k].iter().map(|m| m.1));
-        for other in others {
-            let clash = first_overlap(other, tree, Path::new("")).map_err(|e| BuildError::Io {
+        let clash = match first_overlap(root, tree, Path::new("")) {
+            Ok(None) => mounted[..k]
+                .iter()
+                .map(|m| Dir::open(m.1).and_then(|d| first_overlap(&d, tree, Path::new(""))))
+                .find_map(Result::transpose)
+                .transpose(),
+            other => other,
+        }
+        .map_err(|e| BuildError::Io {
+            package: recipe.name.clone(),
+            what: format!("comparing source {} with the others", i + 1),
+            error: e,
+        })?;
+        if let Some(rel) = clash {
+            return Err(BuildError::Source {
                 package: recipe.name.clone(),
-                what: format!("comparing source {} with the others", i + 1),
-                error: e,
-            })?;
-            if let Some(rel) = clash {
-                return Err(BuildError::Source {
-                    package: recipe.name.clone(),
-                    message: format!(
-                        "source {} ({}): {}/{} is also provided by another source (sources overlap)",
-                        i + 1,
-                        recipe.sources[i].file_name(),
-                        super::env::BUILD_DIR,
-                        rel.display()
-                    ),
-                });
-            }
+                message: format!(
+                    "source {} ({}): {}/{} is also provided by another source (sources overlap)",
+                    i + 1,
+                    recipe.sources[i].file_name(),
+                    super::env::BUILD_DIR,
+                    rel.display()
+                ),
+            });
         }
     }
     Ok(mounted.into_iter().map(|(_, p)| p.to_owned()).collect())
 }
 
+/// `$HOME` of the steps, under the build directory.
+const HOME: &str = ".home";
+
+/// A new, empty directory in `root` to lay a source out in.
+fn staging(root: &Dir) -> io::Result<(Vec<u8>, Dir)> {
+    let name = free_name(root, None)?;
+    root.mkdir(&name, 0o700)?;
+    let dir = root.child(&name)?;
+    Ok((name, dir))
+}
+
+/// A name for a staging directory that neither `root` nor `also` holds.
+fn free_name(root: &Dir, also: Option<&Dir>) -> io::Result<Vec<u8>> {
+    for n in 0u32.. {
+        let name = format!(".imgrep-source-{n}").into_bytes();
+        if root.stat(&name)?.is_none() && also.map_or(Ok(None), |d| d.stat(&name))?.is_none() {
+            return Ok(name);
+        }
+    }
+    unreachable!("a free name among 2^32")
+}
+
 /// The first path (relative, under `rel`) that both `a` and `b` hold and that
 /// is not a directory in both: what one of them would hide in an overlay.
-fn first_overlap(a: &Path, b: &Path, rel: &Path) -> io::Result<Option<PathBuf>> {
-    for entry in fs::read_dir(a)? {
-        let entry = entry?;
-        let name = entry.file_name();
+fn first_overlap(a: &Dir, b: &Path, rel: &Path) -> io::Result<Option<PathBuf>> {
+    for name in a.names()? {
         let theirs = match b.join(&name).symlink_metadata() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             other => other?,
         };
         let path = rel.join(&name);
-        if !(theirs.is_dir() && entry.file_type()?.is_dir()) {
+        let ours = a.stat(name.as_bytes())?;
+        let both_dirs = theirs.is_dir() && ours.is_some_and(|st| is_type(&st, SFlag::S_IFDIR));
+        if !both_dirs {
             return Ok(Some(path));
         }
-        if let Some(found) = first_overlap(&entry.path(), &b.join(&name), &path)? {
+        let sub = a.child(name.as_bytes())?;
+        if let Some(found) = first_overlap(&sub, &b.join(&name), &path)? {
             return Ok(Some(found));
         }
     }

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::failed::SAVED_BUILD_DIR;
+use super::sources::{self, Ready};
 use super::{env, to_digest, BuildError, Builder, Built, Options, StepFailure};
 use crate::digest::Digest;
 use crate::recipe::{Action, BuildDir, Recipe};
@@ -30,14 +31,14 @@ pub fn step_spec(
     spec.lowers = lowers.root.clone();
     let placed = work.join("build");
     match build_dir {
-        // The trees below, then what place() put in the work directory
-        // on top: the overlay's order, so the same file wins.
+        // Empty: the builder lays the sources out in it through
+        // sandbox::run_filling (sources::place), nothing on the disk.
         BuildDir::Memory => spec.memory_dirs.push(sandbox::MemoryDir {
-            sources: lowers.build.iter().cloned().chain([placed]).collect(),
+            sources: Vec::new(),
             dst: env::BUILD_DIR.into(),
             size: None,
             save: Some(work.join(SAVED_BUILD_DIR)),
-            fill: false,
+            fill: true,
         }),
         BuildDir::Disk if lowers.build.is_empty() => spec.binds.push(sandbox::Bind {
             src: placed,
@@ -78,7 +79,8 @@ pub struct Lowers {
     /// The build root: the dependencies' unpacked layers, bottom first.
     pub root: Vec<PathBuf>,
     /// Verified source trees under the build directory, below what the
-    /// other sources and the steps write there ([`sources::place`]).
+    /// other sources and the steps write there ([`sources::place`]); on
+    /// disk only: in memory, every source is copied into `/build`.
     pub build: Vec<PathBuf>,
 }
 
@@ -116,12 +118,15 @@ impl Builder<'_> {
         Ok(lowers)
     }
 
+    /// Runs `recipe`'s steps in one sandbox; with `fill`, `/build` is in
+    /// memory and these sources are laid out straight into it.
     pub(super) fn run_steps(
         &self,
         recipe: &Recipe,
         input: &Digest,
         lowers: &Lowers,
         work: &Path,
+        fill: Option<&[Ready]>,
     ) -> Result<(), BuildError> {
         let build = recipe.build.as_ref().expect("build recipes have [build]");
         let steps: Vec<(Vec<String>, String)> = match &build.action {
@@ -183,7 +188,24 @@ impl Builder<'_> {
         };
         // As root, the step runs as an unprivileged range (docs/sandbox.md).
         spec.give_trees(sandbox::Trees::All).map_err(sandbox_err)?;
-        let report = sandbox::run(&spec).map_err(sandbox_err)?;
+        let mut unplaced = None;
+        let report = match fill {
+            Some(ready) => sandbox::run_filling(&spec, &mut |dirs| {
+                let build = dirs.first().expect("one in-memory /build");
+                sources::place(recipe, ready, build, false)
+                    .map(drop)
+                    .map_err(|e| {
+                        let reason = e.to_string();
+                        unplaced = Some(e);
+                        reason
+                    })
+            }),
+            None => sandbox::run(&spec),
+        };
+        if let Some(e) = unplaced {
+            return Err(e);
+        }
+        let report = report.map_err(sandbox_err)?;
         report.warnings.iter().for_each(|w| crate::warn::once(w));
         if !report.status.success() {
             return Err(BuildError::StepFailed(Box::new(StepFailure {

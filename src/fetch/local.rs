@@ -61,18 +61,21 @@ pub fn tree_candidates(dirs: &[PathBuf], hash: &NarHash, urls: &[String]) -> Vec
 /// refuses the copy if a link leaves it (the rule the unpacker applies to
 /// sources), checked on the copy so that `src` cannot change in between.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let to = Dir::open(dst)?;
-    beneath::copy_tree(&Dir::open(src)?, &to)?;
-    check(&to)
+    copy_tree_into(src, &Dir::open(dst)?)
+}
+
+/// [`copy_tree`] into the open, existing empty directory `to`.
+pub fn copy_tree_into(src: &Path, to: &Dir) -> io::Result<()> {
+    beneath::copy_tree(&Dir::open(src)?, to)?;
+    check(to)
 }
 
 /// Strips a single top directory from the tree `dir` (as Nix's fetchzip
 /// does), then refuses it if a link leaves it: a link that stayed inside
 /// the top directory may climb out of the stripped tree.
-pub fn strip_and_check(dir: &Path) -> io::Result<()> {
-    let d = Dir::open(dir)?;
-    beneath::strip_single_top_dir(&d)?;
-    check(&d)
+pub fn strip_and_check(dir: &Dir) -> io::Result<()> {
+    beneath::strip_single_top_dir(dir)?;
+    check(dir)
 }
 
 /// Refuses the tree `dir` if a link leaves it (a subtree cut out of an

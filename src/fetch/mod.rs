@@ -325,7 +325,9 @@ impl Fetcher {
             None => unpack::unpack_file(archive.path(), tree.path(), &UnpackOptions::SOURCE)
                 .map_err(|e| format!("unpacking: {e}"))
                 .and_then(|_| {
-                    local::strip_and_check(tree.path()).map_err(|e| format!("unpacking: {e}"))
+                    crate::beneath::Dir::open(tree.path())
+                        .and_then(|d| local::strip_and_check(&d))
+                        .map_err(|e| format!("unpacking: {e}"))
                 }),
             Some(sub) => unpack_subtree(archive.path(), tree.path(), &sub.path),
         };

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use imgrep::beneath::Dir;
 use imgrep::builder::{env, sources};
 use imgrep::digest::Digest;
 use imgrep::fetch::{FetchConfig, Fetcher};
@@ -341,7 +342,7 @@ impl<'a> Bench<'a> {
         } else {
             root.join("build")
         };
-        fs::create_dir_all(build.join(".home"))?;
+        fs::create_dir_all(&build)?;
         let store = open(&self.template)?;
         let recipe: &Recipe = self.set.get(name).expect("checked");
         let fetcher = Fetcher::new(FetchConfig {
@@ -350,12 +351,8 @@ impl<'a> Bench<'a> {
             ..FetchConfig::default()
         });
         let ready = sources::fetch_all(recipe, &self.repo, &store, &fetcher)?;
-        let staging = round_dir.join("staging");
-        fs::create_dir(&staging)?;
-        // Trees imgrep mounts at /build under an overlay are copied here.
-        for tree in sources::place(recipe, &ready, &build, &staging)? {
-            cp(&["-a", "--no-preserve=ownership"], &tree.join("."), &build)?;
-        }
+        // Every source copied, trees imgrep mounts on disk included.
+        sources::place(recipe, &ready, &Dir::open(&build)?, false)?;
         chmod_writable(&build)?;
         drop(store);
         let spec = round_dir.join("spec.json");
