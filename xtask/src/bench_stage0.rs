@@ -27,12 +27,15 @@ pub fn run(args: &[String]) -> Result<()> {
             _ => bail!("usage: cargo xtask bench stage0 [--runs N] [--imgrep BINARY]"),
         }
     }
-    let Some(tree) = std::env::var_os("IMGREP_STAGE0_SOURCES").map(PathBuf::from) else {
+    let Some(given) = std::env::var_os("IMGREP_STAGE0_SOURCES").map(PathBuf::from) else {
         bail!(
             "bench stage0 needs the stage0-posix 1.9.1 release tree: set \
              IMGREP_STAGE0_SOURCES to it (docs/bootstrap.md says how to rebuild it)"
         );
     };
+    // The tree itself, not a link to it: `cp -a` of a link copies the link.
+    let tree = fs::canonicalize(&given)
+        .with_context(|| format!("IMGREP_STAGE0_SOURCES={}", given.display()))?;
     ensure!(
         tree.join("kaem.amd64").is_file(),
         "IMGREP_STAGE0_SOURCES={}: no kaem.amd64 there, not the release tree",
