@@ -262,6 +262,8 @@ impl Bench {
             Ok(())
         };
         mode(&root)?;
+        // /tmp: the root's own belongs to the store's id range, unmapped
+        // here; a fresh tmpfs, as the sandbox gives a step.
         for d in ["build/.home", "out", "tmp", "dev", "proc"] {
             fs::create_dir_all(root.join(d))?;
         }
@@ -282,6 +284,7 @@ impl Bench {
         let script = recipe.script.replace('\'', r"'\''");
         let inner = format!(
             "mount --rbind /dev '{root}/dev' && mount -t proc proc '{root}/proc' && \
+             mount -t tmpfs -o mode=1777 tmpfs '{root}/tmp' && \
              exec chroot '{root}' /usr/bin/env -i \
              PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
              HOME=/build/.home TZ=UTC LC_ALL=C SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH} \
