@@ -83,11 +83,12 @@ impl Builder<'_> {
         for l in image.manifest.layers() {
             blobs.push(super::to_digest(l.digest()).expect("read_manifest verified the digest"));
         }
-        for d in &blobs {
-            self.layout
-                .copy_blob(&layout, d)
-                .map_err(io_err(format!("copying blob {d} from {}", from.display())))?;
-        }
+        self.layout
+            .copy_blobs(&layout, &blobs)
+            .map_err(io_err(format!(
+                "copying the blobs of {manifest} from {}",
+                from.display()
+            )))?;
         self.store.write_record(input, &manifest)?;
         if self.opts.verbose {
             crate::progress::info(format_args!(

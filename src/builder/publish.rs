@@ -58,15 +58,13 @@ impl Builder<'_> {
         if self.tagged(&layout, &ref_name).map_err(oci_err)?.as_ref() == Some(&wanted) {
             return Ok(());
         }
-        for d in self.image_blobs(built)? {
-            layout
-                .copy_blob(&self.layout, &d)
-                .map_err(|source| BuildError::Io {
-                    package: built.name.clone(),
-                    what: format!("copying blob {d} to {}", out.display()),
-                    error: source,
-                })?;
-        }
+        layout
+            .copy_blobs(&self.layout, &self.image_blobs(built)?)
+            .map_err(|source| BuildError::Io {
+                package: built.name.clone(),
+                what: format!("copying the blobs of {} to {}", built.name, out.display()),
+                error: source,
+            })?;
         layout.set_ref(&ref_name, &manifest).map_err(oci_err)?;
         if let Some(tags) = self.tags.lock().expect("tags lock").as_mut() {
             tags.insert(ref_name, wanted);

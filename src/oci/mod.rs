@@ -227,34 +227,60 @@ impl Layout {
     /// complete (blobs are written atomically), unless it is `from`'s own
     /// file, hard-linked by an older imgrep: that one is replaced by a copy.
     pub fn copy_blob(&self, from: &Layout, digest: &Digest) -> io::Result<()> {
+        self.copy_blobs(from, std::slice::from_ref(digest))
+    }
+
+    /// [`Layout::copy_blob`] of each of `digests`, made durable together:
+    /// every copy is written to a temporary file first, their fsyncs run at
+    /// once (a journaling file system commits them together, where one
+    /// after the other each waited for a commit of its own), then each is
+    /// renamed in and the directory synced once.
+    pub fn copy_blobs(&self, from: &Layout, digests: &[Digest]) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        let (from, to) = (from.blob_path(digest), self.blob_path(digest));
-        let src = File::open(&from)?;
-        match fs::metadata(&to) {
-            Ok(m) => {
-                let s = src.metadata()?;
-                if (m.dev(), m.ino()) != (s.dev(), s.ino()) {
-                    return Ok(());
+        let mut copies = Vec::new();
+        for digest in digests {
+            let (from, to) = (from.blob_path(digest), self.blob_path(digest));
+            let src = File::open(&from)?;
+            match fs::metadata(&to) {
+                Ok(m) => {
+                    let s = src.metadata()?;
+                    if (m.dev(), m.ino()) != (s.dev(), s.ino()) {
+                        continue;
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .permissions(fs::Permissions::from_mode(0o644))
+                .tempfile_in(self.blobs_dir())?;
+            // SAFETY: FICLONE on two descriptors this function owns; on any
+            // error nothing was written and the copy below does the work.
+            let cloned =
+                unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, src.as_raw_fd()) }
+                    == 0;
+            if !cloned {
+                io::copy(&mut &src, &mut tmp.as_file())?;
+            }
+            copies.push((tmp, to));
         }
-        let dir = to.parent().expect("blob paths have a parent");
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)?;
-        // SAFETY: FICLONE on two descriptors this function owns; on any
-        // error nothing was written and the copy below does the work.
-        let cloned =
-            unsafe { libc::ioctl(tmp.as_file().as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0;
-        if !cloned {
-            io::copy(&mut &src, &mut tmp.as_file())?;
+        if copies.is_empty() {
+            return Ok(());
         }
-        tmp.as_file().sync_all()?;
-        tmp.persist(&to).map_err(|e| e.error)?;
-        crate::fsutil::sync_dir(dir)
+        std::thread::scope(|s| {
+            let syncs: Vec<_> = copies
+                .iter()
+                .map(|(tmp, _)| s.spawn(|| tmp.as_file().sync_all()))
+                .collect();
+            syncs
+                .into_iter()
+                .try_for_each(|h| h.join().expect("fsync does not panic"))
+        })?;
+        for (tmp, to) in copies {
+            tmp.persist(&to).map_err(|e| e.error)?;
+        }
+        crate::fsutil::sync_dir(&self.blobs_dir())
     }
 
     /// Packs `dir` as a layer straight into this layout's blobs.
