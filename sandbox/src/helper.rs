@@ -91,7 +91,7 @@ pub(crate) fn run(spec: &Spec, caller: &Caller, fill: Option<Filling>) -> Result
     }
     let maps = Maps::resolve(&spec.idmap, &spec.root_ids)?;
     let owner = spec.host_root()?;
-    let filter = Program::compile(&spec.seccomp_allow)?;
+    let filter = Program::for_groups(&spec.seccomp_allow);
     let _mount_point = prepare_scratch(spec, owner)?;
     let mut warnings = Vec::new();
     let (cgroup, enforcement) = if spec.limits.any() {
