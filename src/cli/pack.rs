@@ -22,9 +22,10 @@ pub struct Args {
     pub tag: String,
     #[arg(long, default_value = "gzip", value_name = "gzip|zstd|none")]
     pub compression: Compression,
-    /// Compression threads; the output bytes do not depend on it.
-    #[arg(long, default_value_t = default_threads(), value_name = "N")]
-    pub threads: usize,
+    /// Compression threads (default: the CPUs imgrep may use); the output
+    /// bytes do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// mtime of every entry and the image's creation time.
     #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = crate::DEFAULT_SOURCE_DATE_EPOCH)]
     pub source_date_epoch: i64,
@@ -46,10 +47,6 @@ pub struct Args {
     /// Config label and manifest annotation KEY=VALUE (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
-}
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 #[derive(serde::Serialize)]
@@ -89,7 +86,12 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     let opts = PackOptions {
         source_date_epoch: args.source_date_epoch,
         compression: args.compression,
-        threads: args.threads.max(1),
+        // Counted only here: clap would count them for every command line
+        // it parses (cgroup files read), `imgrep run` included.
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1),
         special_modes,
     };
     let layout = Layout::create(&args.out)
