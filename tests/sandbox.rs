@@ -431,8 +431,8 @@ fn copies_are_a_writable_tmpfs_where_later_trees_win() {
                   stat -c '%a %u' /m/exe /m/ro; echo new > /m/ro/new && cat /m/ro/new; \
                   echo changed > /m/etc/which; rm /m/a-only; cat /m/etc/which /m/a-only";
     for who in identities("copy") {
-        // The run's own in-memory scratch goes under TMPDIR: it must be
-        // empty again afterwards.
+        // The run's in-memory scratch is mounted over /tmp in its own
+        // mount namespace: nothing is left under TMPDIR (nor /tmp).
         let tmp = fx.owned_dir(&format!("copy-tmp-{}", who.uid()), &who);
         let o = fx
             .command(

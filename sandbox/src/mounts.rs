@@ -271,9 +271,12 @@ fn mount_proc(root: &Path) -> Result<()> {
     // The sandbox's /dev/null is a read-only bind: each bind of it is
     // read-only too, in one mount call (chmod cannot reach the host's node).
     let null = target(root, Path::new("/dev/null"), false)?;
+    // Only regular files are looked up (each lookup in a fresh /proc makes
+    // an inode): the directory's entry types come with the listing.
     let restricted = std::fs::read_dir(&proc_dir)
         .map_err(|e| Error::setup("list /proc", e))?
         .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter(|e| {
             e.metadata()
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o004 == 0)

@@ -150,16 +150,14 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     for d in &args.ro {
         lowers.push(absolute(d)?);
     }
-    // Without --scratch, the helper creates this mount point for the
-    // in-memory scratch and removes it, even if imgrep is killed meanwhile.
+    // Without --scratch, the in-memory scratch is mounted over /tmp in the
+    // sandbox's own mount namespace (as bwrap mounts its base there): the
+    // host's /tmp is neither seen nor written, and no directory is made
+    // and removed per run. Where /tmp is missing, the helper creates it for
+    // the run and removes it again.
     let scratch = match &args.scratch {
         Some(s) => absolute(s)?,
-        None => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            std::env::temp_dir().join(format!("imgrep-run-{}-{nanos}", std::process::id()))
-        }
+        None => PathBuf::from("/tmp"),
     };
     let mut spec = Spec::new(scratch, args.command);
     spec.scratch_in_memory = args.scratch.is_none();
