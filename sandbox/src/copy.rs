@@ -194,7 +194,12 @@ pub(crate) fn fill_tree(src: &Path, dst: &Path) -> io::Result<()> {
 pub(crate) fn reclaim_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     walk_beneath(path, &mut |fd, st| {
         let ft = st.st_mode & libc::S_IFMT;
-        chown_fd(fd, uid, gid)?;
+        // Only where the owner differs: a kept scratch's work directory is
+        // reclaimed after every run, and each chown is a metadata write.
+        // The bits and capabilities an unchanged owner keeps go below.
+        if (st.st_uid, st.st_gid) != (uid, gid) {
+            chown_fd(fd, uid, gid)?;
+        }
         if ft == libc::S_IFLNK {
             return Ok(());
         }
@@ -451,11 +456,23 @@ mod tests {
         fs::write(locked.join("f"), "x").unwrap();
         fs::set_permissions(locked.join("f"), fs::Permissions::from_mode(0o000)).unwrap();
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
+        // Owned by the reclaiming ids already, so no chown(2) drops the bits.
+        for (name, special) in [("suid", 0o4755), ("sgid", 0o2755)] {
+            fs::write(t.path().join(name), "x").unwrap();
+            fs::set_permissions(t.path().join(name), fs::Permissions::from_mode(special)).unwrap();
+        }
         let (uid, gid) = (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),
         );
         reclaim_tree(t.path(), uid, gid).unwrap();
+        for name in ["suid", "sgid"] {
+            assert_eq!(
+                fs::metadata(t.path().join(name)).unwrap().mode() & 0o7777,
+                0o755,
+                "{name}"
+            );
+        }
         assert_eq!(fs::metadata(&locked).unwrap().mode() & 0o700, 0o700);
         assert_eq!(
             fs::metadata(locked.join("f")).unwrap().mode() & 0o777,

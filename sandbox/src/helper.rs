@@ -9,7 +9,7 @@
 use std::fs::{DirBuilder, File};
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -492,20 +492,32 @@ fn prepare_scratch(spec: &Spec, owner: (u32, u32)) -> Result<Option<MountPoint>>
         };
         return Ok(created.then(|| MountPoint(spec.scratch.clone())));
     }
-    for sub in ["upper", "work", "root"] {
-        let dir = spec.scratch.join(sub);
-        std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
-        // 0755 whatever the caller's umask: as real root, the run's ids are
-        // an unprivileged range that must pass through the scratch directory.
-        for d in [&spec.scratch, &dir] {
+    // 0755 whatever the caller's umask: as real root, the run's ids are an
+    // unprivileged range that must pass through the scratch directory.
+    // Modes and owners are changed only where they differ: a kept scratch
+    // serves run after run, and each change is a metadata write to disk.
+    let mode_755 = |d: &Path| -> Result<()> {
+        let meta = std::fs::metadata(d).map_err(|e| fail(&e))?;
+        if meta.permissions().mode() & 0o7777 != 0o755 {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| fail(&e))?;
         }
+        Ok(())
+    };
+    for sub in ["upper", "work", "root"] {
+        let dir = spec.scratch.join(sub);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+        mode_755(&dir)?;
         if nix::unistd::geteuid().is_root() {
             // Real root's sandbox runs as the range's ids: they write here.
-            std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1)).map_err(|e| fail(&e))?;
+            let meta = dir.symlink_metadata().map_err(|e| fail(&e))?;
+            if (meta.uid(), meta.gid()) != owner {
+                std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
+                    .map_err(|e| fail(&e))?;
+            }
         }
     }
+    mode_755(&spec.scratch)?;
     if !nix::unistd::geteuid().is_root() {
         nix::unistd::access(&spec.scratch.join("upper"), nix::unistd::AccessFlags::W_OK)
             .map_err(|e| fail(&e.desc()))?;
