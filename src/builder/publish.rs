@@ -25,49 +25,67 @@ impl Builder<'_> {
 
     /// Copies `built`'s blobs into `out/` and tags it `NAME:VERSION` there.
     pub(super) fn publish(&self, built: &Built) -> Result<(), BuildError> {
-        let Some(out) = &self.opts.out else {
+        self.publish_all(std::slice::from_ref(built))
+    }
+
+    /// [`Builder::publish`] of each of `builts` together: every blob they
+    /// lack in `out/` copied with the fsyncs at once, then one write of
+    /// index.json for all their tags.
+    pub(super) fn publish_all(&self, builts: &[Built]) -> Result<(), BuildError> {
+        let (Some(out), Some(first)) = (&self.opts.out, builts.first()) else {
             return Ok(());
         };
         let oci_err = |source| BuildError::Oci {
-            package: built.name.clone(),
+            package: first.name.clone(),
             error: source,
         };
         let layout = Layout::create(out).map_err(oci_err)?;
-        let ref_name = format!("{}:{}", built.name, built.version);
-        let mut manifest = built.manifest.clone();
-        // Which recipe made a fixed-output image is recorded beside it, in
-        // index.json, where it changes no digest.
-        let recipe = self.graph.recipe(&built.name)?;
-        let recorded = recipe.output.is_some().then(|| built.input.to_string());
-        if let Some(input) = &recorded {
-            let sources =
-                crate::canonical::to_vec(&sources::describe(recipe)).expect("strings serialize");
-            manifest.set_annotations(Some(
-                [
-                    (oci::ANNOTATION_RECIPE.to_owned(), built.name.clone()),
-                    (oci::ANNOTATION_INPUT_DIGEST.to_owned(), input.clone()),
-                    (
-                        oci::ANNOTATION_SOURCES.to_owned(),
-                        String::from_utf8(sources).expect("JSON is UTF-8"),
-                    ),
-                ]
-                .into(),
-            ));
+        let (mut blobs, mut refs, mut tags) = (Vec::new(), Vec::new(), Vec::new());
+        for built in builts {
+            let ref_name = format!("{}:{}", built.name, built.version);
+            let mut manifest = built.manifest.clone();
+            // Which recipe made a fixed-output image is recorded beside it, in
+            // index.json, where it changes no digest.
+            let recipe = self.graph.recipe(&built.name)?;
+            let recorded = recipe.output.is_some().then(|| built.input.to_string());
+            if let Some(input) = &recorded {
+                let sources = crate::canonical::to_vec(&sources::describe(recipe))
+                    .expect("strings serialize");
+                manifest.set_annotations(Some(
+                    [
+                        (oci::ANNOTATION_RECIPE.to_owned(), built.name.clone()),
+                        (oci::ANNOTATION_INPUT_DIGEST.to_owned(), input.clone()),
+                        (
+                            oci::ANNOTATION_SOURCES.to_owned(),
+                            String::from_utf8(sources).expect("JSON is UTF-8"),
+                        ),
+                    ]
+                    .into(),
+                ));
+            }
+            let wanted = (built.manifest.digest().to_string(), recorded);
+            if self.tagged(&layout, &ref_name).map_err(oci_err)?.as_ref() == Some(&wanted) {
+                continue;
+            }
+            blobs.extend(self.image_blobs(built)?);
+            refs.push((ref_name.clone(), manifest));
+            tags.push((ref_name, wanted));
         }
-        let wanted = (built.manifest.digest().to_string(), recorded);
-        if self.tagged(&layout, &ref_name).map_err(oci_err)?.as_ref() == Some(&wanted) {
+        if refs.is_empty() {
             return Ok(());
         }
+        blobs.sort();
+        blobs.dedup();
         layout
-            .copy_blobs(&self.layout, &self.image_blobs(built)?)
+            .copy_blobs(&self.layout, &blobs)
             .map_err(|source| BuildError::Io {
-                package: built.name.clone(),
-                what: format!("copying the blobs of {} to {}", built.name, out.display()),
+                package: first.name.clone(),
+                what: format!("copying image blobs to {}", out.display()),
                 error: source,
             })?;
-        layout.set_ref(&ref_name, &manifest).map_err(oci_err)?;
-        if let Some(tags) = self.tags.lock().expect("tags lock").as_mut() {
-            tags.insert(ref_name, wanted);
+        layout.set_refs(&refs).map_err(oci_err)?;
+        if let Some(known) = self.tags.lock().expect("tags lock").as_mut() {
+            known.extend(tags);
         }
         Ok(())
     }

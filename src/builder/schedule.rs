@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use super::{BuildError, Builder, Built};
 
@@ -19,6 +20,7 @@ impl Builder<'_> {
             .iter()
             .map(|r| r.name.clone())
             .collect();
+        self.publish_cached(&order)?;
         let schedule = Mutex::new(self.graph.schedule(roots)?);
         let done: Mutex<BTreeMap<String, Built>> = Mutex::new(BTreeMap::new());
         let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
@@ -72,5 +74,28 @@ impl Builder<'_> {
         }
         let mut done = done.into_inner().expect("results lock");
         Ok(order.iter().filter_map(|n| done.remove(n)).collect())
+    }
+
+    /// Tags every package of `order` (build order) that the local store has
+    /// built already into `out/` at once, before anything runs: one wave of
+    /// fsyncs and one index.json write, not two of each per image. The
+    /// scheduler then finds them tagged.
+    fn publish_cached(&self, order: &[String]) -> Result<(), BuildError> {
+        if self.opts.out.is_none() || self.opts.rebuild {
+            return Ok(());
+        }
+        let mut done = BTreeMap::new();
+        for name in order {
+            let recipe = self.graph.recipe(name)?;
+            let Some((input, _)) = self.input_of(recipe, &done) else {
+                continue;
+            };
+            if let Some(hit) = self.cached(&input, name) {
+                let built = Built::new(recipe, input, hit, true, Duration::ZERO);
+                done.insert(name.clone(), built);
+            }
+        }
+        let found: Vec<Built> = order.iter().filter_map(|n| done.remove(n)).collect();
+        self.publish_all(&found)
     }
 }

@@ -320,20 +320,35 @@ impl Layout {
     /// Points `ref_name` at `manifest` in index.json, replacing any entry with
     /// the same ref name. Entries stay sorted by ref name, then digest.
     pub fn set_ref(&self, ref_name: &str, manifest: &Descriptor) -> Result<()> {
-        validate_ref_name(ref_name)?;
+        self.set_refs(&[(ref_name.to_owned(), manifest.clone())])
+    }
+
+    /// [`Layout::set_ref`] of each `(ref_name, manifest)`, in one write of
+    /// index.json (each write is a fsync of the file and one of its
+    /// directory). A ref named twice points at its last manifest.
+    pub fn set_refs(&self, refs: &[(String, Descriptor)]) -> Result<()> {
+        for (ref_name, _) in refs {
+            validate_ref_name(ref_name)?;
+        }
         let _lock = self.lock()?;
         let mut index = self.index()?;
+        let named = |d: &Descriptor| refs.iter().any(|(r, _)| ref_of(d) == Some(r.as_str()));
         let mut entries: Vec<Descriptor> = index
             .manifests()
             .iter()
-            .filter(|d| ref_of(d) != Some(ref_name))
+            .filter(|d| !named(d))
             .cloned()
             .collect();
-        let mut desc = manifest.clone();
-        let mut ann = desc.annotations().clone().unwrap_or_default();
-        ann.insert(ANNOTATION_REF_NAME.to_owned(), ref_name.to_owned());
-        desc.set_annotations(Some(ann));
-        entries.push(desc);
+        for (i, (ref_name, manifest)) in refs.iter().enumerate() {
+            if refs[i + 1..].iter().any(|(r, _)| r == ref_name) {
+                continue;
+            }
+            let mut desc = manifest.clone();
+            let mut ann = desc.annotations().clone().unwrap_or_default();
+            ann.insert(ANNOTATION_REF_NAME.to_owned(), ref_name.clone());
+            desc.set_annotations(Some(ann));
+            entries.push(desc);
+        }
         entries.sort_by(|a, b| {
             (ref_of(a), a.digest().to_string()).cmp(&(ref_of(b), b.digest().to_string()))
         });
