@@ -27,7 +27,6 @@ use crate::child;
 use crate::copy::{self, Specials};
 use crate::error::{Error, Result};
 use crate::idmap::Maps;
-use crate::launch::Filling;
 use crate::proto::{recv, send, HelperMsg, InitMsg};
 use crate::seccomp::Program;
 use crate::spec::{Enforcement, MemoryDir, Report, Spec, Stats, Status};
@@ -79,6 +78,14 @@ pub(crate) enum Caller<'a> {
     Remote(&'a UnixStream, [Stream; 3]),
     /// This very process.
     Local([Stream; 3]),
+}
+
+/// The in-memory directories the caller fills: init's end of their
+/// channel, and when the sandbox is built in this very process, the
+/// caller's end and its callback, which the helper serves itself.
+pub(crate) struct Filling<'a, 'f> {
+    pub(crate) init: OwnedFd,
+    pub(crate) local: Option<(OwnedFd, &'a mut crate::Fill<'f>)>,
 }
 
 /// Builds the sandbox, runs it to the end and cleans up. The calling process

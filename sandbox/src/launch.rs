@@ -14,7 +14,7 @@ use std::path::{Component, Path};
 use std::process::Command;
 
 use crate::error::{Error, Result};
-use crate::helper::{Caller, Stream};
+use crate::helper::{Caller, Filling, Stream};
 use crate::proto::{recv, send, HelperMsg};
 use crate::spec::{Report, Spec, Stdio};
 use crate::HELPER_MARKER;
@@ -168,14 +168,6 @@ fn converse(
     };
     let done = recv::<HelperMsg>(BufReader::new(sock))?.map(|HelperMsg::Done(done)| done);
     Ok((done, filled))
-}
-
-/// The in-memory directories the caller fills: init's end of their
-/// channel, and when the sandbox is built in this very process, the
-/// caller's end and its callback, which the helper serves itself.
-pub(crate) struct Filling<'a, 'f> {
-    pub(crate) init: OwnedFd,
-    pub(crate) local: Option<(OwnedFd, &'a mut crate::Fill<'f>)>,
 }
 
 /// A standard stream of the command as the caller opened it.
