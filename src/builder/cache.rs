@@ -4,16 +4,14 @@
 //! input digest taken from another store (`reproduce --reuse-deps`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::image::Descriptor;
 
 use super::{BuildError, Builder, Built};
 use crate::digest::Digest;
 use crate::layer;
-use crate::oci::Layout;
 use crate::recipe::Recipe;
-use crate::store::Store;
 
 impl Builder<'_> {
     /// The input digest of `name` given its build root's images, and the
@@ -47,24 +45,26 @@ impl Builder<'_> {
         Some(image)
     }
 
-    /// The image of `input` from the store at `from`, if it has one whole:
-    /// its manifest, config and layers are verified (digest and size) and
-    /// copied here, and the record written, as if it had been built here.
+    /// The image of `input` from the store `opts.reuse` names, if it has
+    /// one whole: its manifest, config and layers are verified (digest and
+    /// size) and copied here, and the record written, as if it had been
+    /// built here.
     pub(super) fn import_cached(
         &self,
-        from: &Path,
         recipe: &Recipe,
         input: &Digest,
     ) -> Result<Option<(Descriptor, Vec<Digest>)>, BuildError> {
-        let other = Store::open(from)?;
+        let Some((other, layout)) = &self.reused else {
+            return Ok(None);
+        };
         let Some(manifest) = other.record(input)? else {
             return Ok(None);
         };
+        let from = other.root();
         let oci_err = |error| BuildError::Oci {
             package: recipe.name.clone(),
             error,
         };
-        let layout = Layout::open(from).map_err(oci_err)?;
         let io_err = |what: String| {
             let package = recipe.name.clone();
             move |error| BuildError::Io {
@@ -84,7 +84,7 @@ impl Builder<'_> {
             blobs.push(super::to_digest(l.digest()).expect("read_manifest verified the digest"));
         }
         self.layout
-            .copy_blobs(&layout, &blobs)
+            .copy_blobs(layout, &blobs)
             .map_err(io_err(format!(
                 "copying the blobs of {manifest} from {}",
                 from.display()

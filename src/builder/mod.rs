@@ -130,6 +130,8 @@ pub struct Builder<'a> {
     opts: Options,
     /// Set when a remote cache is configured.
     registry: Option<crate::registry::Client>,
+    /// The store `opts.reuse` names and its layout, opened once.
+    reused: Option<(Store, Layout)>,
 }
 
 impl<'a> Builder<'a> {
@@ -156,8 +158,20 @@ impl<'a> Builder<'a> {
             })?;
             Some(client)
         };
+        let reused = match &opts.reuse {
+            Some(r) => {
+                let store = Store::open(&r.store)?;
+                let layout = Layout::open(store.root()).map_err(|source| BuildError::Oci {
+                    package: "(reused store)".into(),
+                    error: source,
+                })?;
+                Some((store, layout))
+            }
+            None => None,
+        };
         Ok(Builder {
             registry,
+            reused,
             tags: Mutex::new(None),
             graph: Graph::new(set),
             store,
@@ -200,13 +214,13 @@ impl<'a> Builder<'a> {
         if let Some(hit) = self.lookup_remote_cache(recipe, &input)? {
             return found(hit);
         }
-        if let Some(reuse) = self
+        let reusable = self
             .opts
             .reuse
             .as_ref()
-            .filter(|r| !r.except.contains(name))
-        {
-            if let Some(hit) = self.import_cached(&reuse.store, recipe, &input)? {
+            .is_some_and(|r| !r.except.contains(name));
+        if reusable {
+            if let Some(hit) = self.import_cached(recipe, &input)? {
                 return found(hit);
             }
         }
