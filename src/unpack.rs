@@ -273,11 +273,7 @@ pub fn unpack_file(
     target: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
-    let (_, reader) = crate::archive::open(path).map_err(|source| UnpackError::Target {
-        path: path.to_owned(),
-        error: source,
-    })?;
-    unpack(reader, target, opts)
+    unpack(open_archive(path)?, target, opts)
 }
 
 /// [`unpack_file`] into the open, existing directory `target`.
@@ -286,11 +282,16 @@ pub fn unpack_file_into(
     target: Dir,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
+    unpack_in(open_archive(path)?, target, opts, "")
+}
+
+/// The archive at `path`, decompressed as `archive::open` detects.
+fn open_archive(path: &Path) -> Result<Box<dyn Read>, UnpackError> {
     let (_, reader) = crate::archive::open(path).map_err(|source| UnpackError::Target {
         path: path.to_owned(),
         error: source,
     })?;
-    unpack_in(reader, target, opts, "")
+    Ok(reader)
 }
 
 struct Unpacker {
