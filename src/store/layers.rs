@@ -18,7 +18,7 @@ impl Store {
     pub fn cached_layer<F, R>(&self, diff_id: &Digest, open_blob: F) -> Result<PathBuf, StoreError>
     where
         F: FnOnce() -> io::Result<R>,
-        R: Read,
+        R: Read + Send,
     {
         let dest = self.layer_path(diff_id);
         if dest.is_dir() {
