@@ -361,3 +361,48 @@ fn tcc_across_debian_zig_and_the_hex0_seed_agrees() {
     }
     assert_eq!(report["verdict"], true);
 }
+
+/// The diverse double compilation of GCC (ddc/gcc.toml): hours on two
+/// cores, so opt-in: IMGREP_SLOW_TESTS=1, with IMGREP_SLOW_STORE=DIR to use
+/// (and keep) a store that may already hold some of it. Both stage 2s must
+/// be one layer, both stage 1s two (one program, compiled by two unrelated
+/// compilers). Otherwise it prints SKIPPED.
+#[test]
+fn gcc_across_debian_and_zig_agrees() {
+    if std::env::var_os("IMGREP_SLOW_TESTS").is_none() {
+        eprintln!(
+            "SKIPPED: gcc_across_debian_and_zig_agrees: four GCC builds, hours on two cores; \
+             set IMGREP_SLOW_TESTS=1 (and IMGREP_SLOW_STORE=DIR to keep the store)"
+        );
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let store = std::env::var_os("IMGREP_SLOW_STORE")
+        .map_or_else(|| scratch.path().join("store"), PathBuf::from);
+    let start = Instant::now();
+    let mut c = Command::new(BIN);
+    c.arg("-C")
+        .arg(repo())
+        .arg("--store")
+        .arg(&store)
+        .args(["ddc", "gcc", "--json", "--out"])
+        .arg(scratch.path().join("out"));
+    if let Some(src) = std::env::var_os("IMGREP_TEST_SOURCES") {
+        c.env("IMGREP_SOURCE_DIRS", src);
+    }
+    let o = c.output().expect("imgrep runs");
+    eprintln!("imgrep ddc gcc: {:.0} s", start.elapsed().as_secs_f64());
+    assert!(o.status.success(), "{}\n{}", o.status, text(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["verdict"], true, "{report:#}");
+    let roots = report["roots"].as_array().unwrap();
+    let layer = |i: usize, stage: &str| roots[i][stage]["layer"].as_str().unwrap().to_owned();
+    assert_eq!(roots.len(), 2);
+    assert_eq!(layer(0, "stage2"), layer(1, "stage2"));
+    assert_ne!(
+        layer(0, "stage1"),
+        layer(1, "stage1"),
+        "the two roots' stage 1s are one build: nothing was compared"
+    );
+    eprintln!("stage 2 of both roots: {}", layer(0, "stage2"));
+}
