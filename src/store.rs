@@ -357,7 +357,7 @@ impl Store {
 
     /// Removes what killed processes left: all of tmp/ (moved into the
     /// trash, which the remover empties in the background: a killed gcc
-    /// build leaves about 100,000 files), and the `.tmp-*` files that image
+    /// build leaves over 140,000 files), and the `.tmp-*` files that image
     /// writing (the store is also an OCI layout) puts beside blobs and
     /// index.json before renaming them.
     fn clean_tmp(&self) -> Result<(), StoreError> {

@@ -406,7 +406,7 @@ impl<'a> Builder<'a> {
             .layout
             .write_image_blobs(&spec, &layers)
             .map_err(oci_err)?;
-        // Removed in the background: /build of a gcc holds ~100,000 files.
+        // Removed in the background: /build of a gcc holds over 140,000 files.
         self.store.discard(work);
         Ok((manifest, diff_ids))
     }
