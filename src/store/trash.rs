@@ -4,9 +4,9 @@
 //! A gcc build leaves over 140,000 files behind (its source alone); on a
 //! file system mounted with `discard` each removal waits for the device
 //! (about 3 ms here), so removing them in line held a finished build back:
-//! cross-binutils' 28,762 source files and its objects by over a minute. A move into
-//! the trash is one rename; the thread then removes what the trash holds
-//! while imgrep goes on. What an exiting process leaves there is removed by
+//! cross-binutils' 28,762 source entries and its objects by over a
+//! minute. A move into the trash is one rename; the thread then removes
+//! what the trash holds while imgrep goes on. What an exiting process leaves there is removed by
 //! the next one that opens the store (or by gc): like tmp/, the trash is
 //! garbage, trusted by nobody.
 
