@@ -191,12 +191,18 @@ impl Declaration {
 }
 
 /// A stage-2 recipe with what may differ between roots taken out: its
-/// name, description and file, and the stage-1 package among its deps.
+/// name, description and file, the stage-1 package among its deps, and what
+/// shapes only its image, not the layer compared (the runtime packages a
+/// bundle stacks under it, `[image]`): one root's stage 2 may be a package
+/// shipped as a toolchain image (packages/gcc), the others build the layer
+/// only.
 fn normalised(recipe: &Recipe, stage1: &str) -> Recipe {
     let mut r = recipe.clone();
     r.name = String::new();
     r.description = None;
     r.path = PathBuf::new();
+    r.runtime = Vec::new();
+    r.image = Default::default();
     if let Some(b) = r.build.as_mut() {
         for d in &mut b.deps {
             if d == stage1 {
@@ -395,5 +401,38 @@ impl std::fmt::Display for Report {
                 self.name, self.seconds
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(name: &str, stage1: &str, extra: &str, script: &str) -> Recipe {
+        let text = format!(
+            "[package]\nname = \"{name}\"\nversion = \"1\"\n{extra}\n[build]\n\
+             deps = [\"root\", \"{stage1}\"]\nscript = \"{script}\"\n"
+        );
+        Recipe::parse(Path::new("package.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn stage_twos_may_differ_in_their_image_only() {
+        let shipped = recipe(
+            "cc",
+            "cc-stage1-a",
+            "description = \"the shipped one\"\nruntime = [\"libc\"]\n[image]\ncmd = [\"/usr/bin/cc\"]",
+            "make install",
+        );
+        let other = recipe("cc-stage2-b", "cc-stage1-b", "", "make install");
+        assert_eq!(
+            normalised(&shipped, "cc-stage1-a"),
+            normalised(&other, "cc-stage1-b")
+        );
+        let changed = recipe("cc-stage2-b", "cc-stage1-b", "", "make install CFLAGS=-O1");
+        assert_ne!(
+            normalised(&shipped, "cc-stage1-a"),
+            normalised(&changed, "cc-stage1-b")
+        );
     }
 }
