@@ -9,11 +9,14 @@
 //! the host's apt configuration (or the store). A package whose sources
 //! cannot be fetched (stage0's release tree is in no registry) is SKIPPED,
 //! printed with the reason; when the Debian archive answers, bookworm-cc
-//! must be among those rebuilt.
+//! must be among those rebuilt. A package built on one named in
+//! .ci/long-rebuilds.toml (GCC: hours on CI's two cores) is SKIPPED with
+//! that file's reason unless IMGREP_SLOW_TESTS=1.
 
 #[path = "e2e_support/mod.rs"]
 mod e2e_support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -88,14 +91,87 @@ fn verify(dir: &Path, keyring: &Path, extra: &[&str]) -> Output {
     imgrep(dir, &args)
 }
 
+/// The packages of .ci/long-rebuilds.toml, with why each is not rebuilt.
+fn long_rebuilds() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo().join(".ci/long-rebuilds.toml")).unwrap();
+    toml::from_str(&text).expect(".ci/long-rebuilds.toml: name = \"why\" lines")
+}
+
+/// Build closure (deps, and the runtime packages of each) of every package
+/// of the recipe tree, from `imgrep list --json`.
+fn closures() -> BTreeMap<String, BTreeSet<String>> {
+    let out = imgrep(repo(), &["--json", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let edges: BTreeMap<String, Vec<String>> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let names = |k: &str| {
+                r[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            let mut e = names("deps");
+            e.extend(names("runtime"));
+            (r["name"].as_str().unwrap().to_owned(), e)
+        })
+        .collect();
+    edges
+        .keys()
+        .map(|name| {
+            let mut seen = BTreeSet::new();
+            let mut todo = edges[name].clone();
+            while let Some(n) = todo.pop() {
+                if seen.insert(n.clone()) {
+                    todo.extend(edges[&n].iter().cloned());
+                }
+            }
+            (name.clone(), seen)
+        })
+        .collect()
+}
+
+#[test]
+fn long_rebuilds_name_packages_of_the_tree() {
+    let closures = closures();
+    for name in long_rebuilds().keys() {
+        assert!(
+            closures.contains_key(name),
+            ".ci/long-rebuilds.toml names {name}, which is not a package of the tree"
+        );
+    }
+}
+
 #[test]
 fn published_statements_reproduce_on_this_machine() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let store_arg = store.to_str().unwrap();
+    let slow = std::env::var("IMGREP_SLOW_TESTS").as_deref() == Ok("1");
+    let long = long_rebuilds();
+    let closures = closures();
     let mut buildable = Vec::new();
     for (name, version) in published() {
+        let too_long = std::iter::once(&name)
+            .chain(&closures[&name])
+            .find_map(|n| long.get(n).map(|why| (n, why)));
+        if let (Some((n, why)), false) = (too_long, slow) {
+            let on = if *n == name {
+                String::new()
+            } else {
+                format!(" it builds on {n}:")
+            };
+            eprintln!(
+                "SKIPPED: {name} {version}: beyond CI's budget:{on} {why} (.ci/long-rebuilds.toml); \
+                 IMGREP_SLOW_TESTS=1 rebuilds it"
+            );
+            continue;
+        }
         let fetched = imgrep(repo(), &["--store", store_arg, "fetch", &name]);
         if fetched.status.success() {
             buildable.push(name);
