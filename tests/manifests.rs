@@ -293,6 +293,43 @@ fn repository_keys_leave_published_statements_under_signed() {
     }
 }
 
+#[test]
+fn verify_table_keeps_its_columns_for_long_versions() {
+    let out = imgrep(
+        repo(),
+        &[
+            "verify",
+            "--keyring",
+            "manifests/keys",
+            "--policy",
+            "manifests/policy.toml",
+            "--signatures-only",
+        ],
+    );
+    let table = text(&out.stderr);
+    let header = table
+        .lines()
+        .find(|l| l.starts_with("PACKAGE"))
+        .unwrap_or_else(|| panic!("no header:\n{table}"));
+    let column = header.find("SIGNER").unwrap();
+    // Each statement's first row: its NAME:VERSION, then the signer exactly
+    // under SIGNER.
+    let mut named = Vec::new();
+    for row in table.lines().filter(|l| l.contains(" maintainer ")) {
+        let (package, signer) = row.split_at(column);
+        assert!(package.ends_with(' '), "{row}\n{table}");
+        assert!(!signer.starts_with(' '), "{row}\n{table}");
+        named.push(package.trim_end().to_owned());
+    }
+    named.sort();
+    let mut expected: Vec<String> = published()
+        .into_iter()
+        .map(|(n, v)| format!("{n}:{v}"))
+        .collect();
+    expected.sort();
+    assert_eq!(named, expected, "{table}");
+}
+
 /// Signs every statement of `manifests` with a fresh key (imgrep keygen) as
 /// a rebuilder, adds that key to the keyring `keys` with its role.
 fn sign_as_rebuilder(dir: &Path, keys: &Path) -> PathBuf {

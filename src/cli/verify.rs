@@ -226,9 +226,15 @@ fn trust(args: &Args, base: &Path, manifests: &Manifests) -> Result<Trust> {
 
 fn table(reports: &[PackageReport], policy: &Policy) -> String {
     let mut out = String::new();
+    // As wide as the longest NAME:VERSION, so that the columns stay aligned
+    // for versions like tcc's 0.9.27+git20200814.62c30a4a.
+    let w = reports
+        .iter()
+        .map(|r| r.name.len() + 1 + r.version.len())
+        .fold(28, usize::max);
     let _ = writeln!(
         out,
-        "{:<28} {:<34} {:<12} RESULT",
+        "{:<w$} {:<34} {:<12} RESULT",
         "PACKAGE", "SIGNER", "ROLE"
     );
     for r in reports {
@@ -246,7 +252,7 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             };
             let _ = write!(
                 out,
-                "{package:<28} {signer:<34} {:<12} {result}",
+                "{package:<w$} {signer:<34} {:<12} {result}",
                 s.role.as_deref().unwrap_or("-")
             );
             if let Some(reason) = &s.reason {
@@ -266,7 +272,7 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
         } else {
             "(local image)"
         };
-        let _ = writeln!(out, "{package:<28} {source:<34} {:<12} {image}", "");
+        let _ = writeln!(out, "{package:<w$} {source:<34} {:<12} {image}", "");
         for note in &r.notes {
             let _ = writeln!(out, "  note: {note}");
         }
