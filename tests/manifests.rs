@@ -259,7 +259,6 @@ fn repository_keys_leave_published_statements_under_signed() {
     let packages = v["packages"].as_array().unwrap();
     assert_eq!(packages.len(), published().len());
     for p in packages {
-        let (name, version) = (p["name"].as_str().unwrap(), p["version"].as_str().unwrap());
         // Exactly the maintainer's signature, valid: what this repository
         // can vouch for on its own.
         let s = &p["signatures"];
