@@ -320,7 +320,9 @@ pub fn reproduce(
     let kept = if opts.keep {
         Some(work)
     } else {
-        let _ = crate::store::remove_tree(&work);
+        // Gigabytes for a toolchain: removed in the background, not before
+        // the verdict (docs/store.md, "Removal in the background").
+        user_store.discard_dir(&work);
         None
     };
     if let (Err(_), Some(k)) = (&result, &kept) {
