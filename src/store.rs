@@ -263,15 +263,9 @@ impl Store {
     /// build's work) to the background remover: one rename now, the removal
     /// while imgrep goes on (src/store/trash.rs).
     pub fn discard(&self, tmp: TempDir) {
-        self.discard_dir(&tmp.keep());
-    }
-
-    /// `discard` for a directory that is no `TempDir` (reproduce's scratch
-    /// store). One on another file system, which cannot be renamed into the
-    /// trash, is removed now.
-    pub fn discard_dir(&self, path: &Path) {
-        if self.trash.discard(path).is_err() {
-            let _ = remove_tree(path);
+        let path = tmp.keep();
+        if self.trash.discard(&path).is_err() {
+            let _ = remove_tree(&path);
         }
     }
 
@@ -580,35 +574,6 @@ mod tests {
         // The remover stopped; the next discard starts it again.
         store.discard(work_tree(&store));
         store.trash.wait();
-        assert_eq!(fs::read_dir(store.root().join("trash")).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn a_scratch_directory_beside_the_store_goes_through_the_trash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
-        // What `imgrep reproduce` leaves: a whole scratch store, beside ours.
-        let scratch = dir.path().join("imgrep-reproduce-x");
-        fs::create_dir_all(scratch.join("store/tmp/ro")).unwrap();
-        fs::write(scratch.join("store/tmp/ro/f"), b"x").unwrap();
-        fs::set_permissions(
-            scratch.join("store/tmp/ro"),
-            fs::Permissions::from_mode(0o555),
-        )
-        .unwrap();
-        store.discard_dir(&scratch);
-        assert!(!scratch.exists());
-        store.trash.wait();
-        assert_eq!(fs::read_dir(store.root().join("trash")).unwrap().count(), 0);
-        // On another file system it cannot be renamed: removed at once.
-        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
-            eprintln!("SKIPPED (in part): no /dev/shm to hold a directory of another file system");
-            return;
-        };
-        let away = other.path().join("scratch");
-        fs::create_dir_all(away.join("a")).unwrap();
-        store.discard_dir(&away);
-        assert!(!away.exists());
         assert_eq!(fs::read_dir(store.root().join("trash")).unwrap().count(), 0);
     }
 

@@ -320,9 +320,7 @@ pub fn reproduce(
     let kept = if opts.keep {
         Some(work)
     } else {
-        // Gigabytes for a toolchain: removed in the background, not before
-        // the verdict (docs/store.md, "Removal in the background").
-        user_store.discard_dir(&work);
+        let _ = crate::store::remove_tree(&work);
         None
     };
     if let (Err(_), Some(k)) = (&result, &kept) {
