@@ -131,8 +131,20 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
 /// mismatch.
 fn table(report: &Report) -> String {
     let short = |d: &crate::digest::Digest| crate::builder::short(d);
+    // Columns as wide as their longest entry, so that rows stay aligned for
+    // versions like 1.35.0-4+deb12u1+b1.
+    let nw = report
+        .packages
+        .iter()
+        .map(|r| r.name.len())
+        .fold(20, usize::max);
+    let vw = report
+        .packages
+        .iter()
+        .map(|r| r.version.len())
+        .fold(10, usize::max);
     let mut s = format!(
-        "\n{:<20} {:<10} {:<10} {:<20} {:<20} RESULT\n",
+        "\n{:<nw$} {:<vw$} {:<10} {:<20} {:<20} RESULT\n",
         "PACKAGE", "VERSION", "AGAINST", "EXPECTED", "GOT"
     );
     for r in &report.packages {
@@ -141,7 +153,7 @@ fn table(report: &Report) -> String {
             None => ("-", "-".to_owned()),
         };
         s.push_str(&format!(
-            "{:<20} {:<10} {:<10} {:<20} {:<20} {}\n",
+            "{:<nw$} {:<vw$} {:<10} {:<20} {:<20} {}\n",
             r.name,
             r.version,
             against,
@@ -194,4 +206,51 @@ fn table(report: &Report) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::reproduce::Row;
+    use crate::statement::ImageDigests;
+
+    fn row(name: &str, version: &str) -> Row {
+        Row {
+            name: name.into(),
+            version: version.into(),
+            status: Status::Ok,
+            reference: None,
+            got: ImageDigests {
+                manifest: Digest::of(name.as_bytes()),
+                diff_ids: Vec::new(),
+            },
+            input: Digest::of(version.as_bytes()),
+            reasons: Vec::new(),
+            layers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn table_keeps_its_columns_for_long_names_and_versions() {
+        let report = Report {
+            conditions: Vec::new(),
+            packages: vec![
+                row("zig", "0.17.1"),
+                row("busybox-static", "1.35.0-4+deb12u1+b1"),
+                row("tcc-stage2-debian-long-name", "0.9.27+git20200814.62c30a4a"),
+            ],
+            kept: None,
+            signing: None,
+        };
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        let version = lines[0].find("VERSION").unwrap();
+        let against = lines[0].find("AGAINST").unwrap();
+        for (line, v) in lines[1..].iter().zip(["0.17.1", "1.35.0", "0.9.27"]) {
+            assert_eq!(line.find(v), Some(version), "{text}");
+            assert_eq!(line[against..].chars().next(), Some('-'), "{text}");
+            assert!(line[..against].ends_with(' '), "{text}");
+        }
+    }
 }
