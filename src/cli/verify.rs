@@ -11,7 +11,7 @@ use crate::sign::keys::KeyId;
 use crate::sign::manifests::{Manifests, PackageSpec, PackageVersion};
 use crate::sign::policy::Policy;
 use crate::sign::trust::Trust;
-use crate::sign::verify::{verify_package, ImageCheck, PackageReport, SignerStatus};
+use crate::sign::verify::{verify_package, ImageCheck, PackageReport, SignerReport, SignerStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -224,6 +224,15 @@ fn trust(args: &Args, base: &Path, manifests: &Manifests) -> Result<Trust> {
     Ok(trust)
 }
 
+/// A signer as the table names it: its name and key id, or the key id of
+/// a key the verifier does not know.
+fn signer_label(s: &SignerReport) -> String {
+    match &s.signer {
+        Some(name) if *name != s.key_id.to_string() => format!("{name} ({})", s.key_id),
+        _ => s.key_id.to_string(),
+    }
+}
+
 fn table(reports: &[PackageReport], policy: &Policy) -> String {
     let mut out = String::new();
     // As wide as the longest NAME:VERSION, so that the columns stay aligned
@@ -232,18 +241,21 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
         .iter()
         .map(|r| r.name.len() + 1 + r.version.len())
         .fold(28, usize::max);
+    // Likewise for signers' names (host-MACHINE-BOOT (KEYID) is 41).
+    let sw = reports
+        .iter()
+        .flat_map(|r| &r.signers)
+        .map(|s| signer_label(s).len())
+        .fold(34, usize::max);
     let _ = writeln!(
         out,
-        "{:<w$} {:<34} {:<12} RESULT",
+        "{:<w$} {:<sw$} {:<12} RESULT",
         "PACKAGE", "SIGNER", "ROLE"
     );
     for r in reports {
         let mut package = format!("{}:{}", r.name, r.version);
         for s in &r.signers {
-            let signer = match &s.signer {
-                Some(name) if *name != s.key_id.to_string() => format!("{name} ({})", s.key_id),
-                _ => s.key_id.to_string(),
-            };
+            let signer = signer_label(s);
             let result = match s.status {
                 SignerStatus::Ok => "OK",
                 SignerStatus::Fail => "FAIL",
@@ -252,7 +264,7 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
             };
             let _ = write!(
                 out,
-                "{package:<w$} {signer:<34} {:<12} {result}",
+                "{package:<w$} {signer:<sw$} {:<12} {result}",
                 s.role.as_deref().unwrap_or("-")
             );
             if let Some(reason) = &s.reason {
@@ -272,7 +284,7 @@ fn table(reports: &[PackageReport], policy: &Policy) -> String {
         } else {
             "(local image)"
         };
-        let _ = writeln!(out, "{package:<w$} {source:<34} {:<12} {image}", "");
+        let _ = writeln!(out, "{package:<w$} {source:<sw$} {:<12} {image}", "");
         for note in &r.notes {
             let _ = writeln!(out, "  note: {note}");
         }
