@@ -101,6 +101,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
 }
 
 fn table(results: &[PackageResult], signatures: bool) -> String {
+    let nw = super::column_width(results.iter().map(|r| r.name.len()), 24);
+    let vw = super::column_width(results.iter().map(|r| r.version.len()), 14);
     let mut out = String::new();
     for r in results {
         let verdict = match &r.statement {
@@ -110,7 +112,7 @@ fn table(results: &[PackageResult], signatures: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<24} {:<14} {}  {verdict}",
+            "{:<nw$} {:<vw$} {}  {verdict}",
             r.name, r.version, r.manifest_digest
         );
         if let Some(s) = &r.signatures {

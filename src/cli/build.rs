@@ -91,10 +91,12 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<Outcome> {
     }
     // One write: stderr is unbuffered, and a line per package costs
     // several system calls each (measurable in a no-op build of hundreds).
+    let nw = super::column_width(built.iter().map(|b| b.name.len()), 24);
+    let vw = super::column_width(built.iter().map(|b| b.version.len()), 14);
     let mut table = String::new();
     for b in &built {
         table.push_str(&format!(
-            "{:<24} {:<14} {}  {}\n",
+            "{:<nw$} {:<vw$} {}  {}\n",
             b.name,
             b.version,
             b.manifest_digest(),

@@ -259,6 +259,13 @@ pub fn load_recipes(global: &Global) -> anyhow::Result<crate::recipe::RecipeSet>
     Ok(crate::recipe::RecipeSet::load(root)?)
 }
 
+/// The width of a column of a human report's table: its widest cell, and at
+/// least `min`, so that rows stay aligned for long names and versions
+/// (busybox-static's 1.35.0-4+deb12u1+b1, tcc's 0.9.27+git20200814.62c30a4a).
+pub fn column_width(cells: impl IntoIterator<Item = usize>, min: usize) -> usize {
+    cells.into_iter().fold(min, usize::max)
+}
+
 /// Prints a command's human report on stderr: always when `failed` (it
 /// says why), else unless quiet.
 pub fn report(text: &str, failed: bool) {

@@ -131,18 +131,8 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
 /// mismatch.
 fn table(report: &Report) -> String {
     let short = |d: &crate::digest::Digest| crate::builder::short(d);
-    // Columns as wide as their longest entry, so that rows stay aligned for
-    // versions like 1.35.0-4+deb12u1+b1.
-    let nw = report
-        .packages
-        .iter()
-        .map(|r| r.name.len())
-        .fold(20, usize::max);
-    let vw = report
-        .packages
-        .iter()
-        .map(|r| r.version.len())
-        .fold(10, usize::max);
+    let nw = super::column_width(report.packages.iter().map(|r| r.name.len()), 20);
+    let vw = super::column_width(report.packages.iter().map(|r| r.version.len()), 10);
     let mut s = format!(
         "\n{:<nw$} {:<vw$} {:<10} {:<20} {:<20} RESULT\n",
         "PACKAGE", "VERSION", "AGAINST", "EXPECTED", "GOT"

@@ -235,18 +235,17 @@ fn signer_label(s: &SignerReport) -> String {
 
 fn table(reports: &[PackageReport], policy: &Policy) -> String {
     let mut out = String::new();
-    // As wide as the longest NAME:VERSION, so that the columns stay aligned
-    // for versions like tcc's 0.9.27+git20200814.62c30a4a.
-    let w = reports
-        .iter()
-        .map(|r| r.name.len() + 1 + r.version.len())
-        .fold(28, usize::max);
-    // Likewise for signers' names (host-MACHINE-BOOT (KEYID) is 41).
-    let sw = reports
-        .iter()
-        .flat_map(|r| &r.signers)
-        .map(|s| signer_label(s).len())
-        .fold(34, usize::max);
+    let w = super::column_width(
+        reports.iter().map(|r| r.name.len() + 1 + r.version.len()),
+        28,
+    );
+    let sw = super::column_width(
+        reports
+            .iter()
+            .flat_map(|r| &r.signers)
+            .map(|s| signer_label(s).len()),
+        34,
+    );
     let _ = writeln!(
         out,
         "{:<w$} {:<sw$} {:<12} RESULT",
